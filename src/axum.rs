@@ -1,0 +1,83 @@
+//! axum integration (feature `axum`): [`Principal`] and [`Claims`] as extractors, and
+//! [`AuthError`] as a response.
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::body::rejection_response;
+use crate::error::{AuthError, InvalidToken};
+use crate::scope::ChallengeContext;
+use crate::validate::Principal;
+
+/// A rejection that remembers the challenge settings of the request it came from.
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        rejection_response::<axum::body::Body>(&self, &Default::default())
+            .map(axum::body::Body::new)
+    }
+}
+
+fn rejection(parts: &Parts, err: AuthError) -> Response {
+    let params = parts
+        .extensions
+        .get::<ChallengeContext>()
+        .cloned()
+        .unwrap_or_default();
+    rejection_response::<axum::body::Body>(&err, &params.0).map(axum::body::Body::new)
+}
+
+/// The verified principal. Rejects with `401` when the route is not behind a
+/// [`BearerLayer`](crate::BearerLayer) that let a token through.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| rejection(parts, AuthError::MissingToken))
+    }
+}
+
+/// `Option<Principal>`: `None` for anonymous requests.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+/// Your own claims type, deserialized from the verified token.
+///
+/// ```
+/// use tower_bearer::Claims;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Tenant { tenant_id: String }
+///
+/// async fn handler(Claims(tenant): Claims<Tenant>) -> String {
+///     tenant.tenant_id
+/// }
+/// # let _ = axum::routing::get(handler);
+/// ```
+///
+/// A token whose claims do not fit `T` is answered with `401 invalid_token`.
+#[derive(Debug, Clone)]
+pub struct Claims<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal =
+            <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        principal.claims().map(Claims).map_err(|e| {
+            tracing::debug!(reason = "unexpected_claims", error = %e, "claims do not fit the handler's type");
+            rejection(parts, AuthError::InvalidToken(InvalidToken::UnexpectedClaims))
+        })
+    }
+}

@@ -1,0 +1,582 @@
+//! A development issuer (feature `dev`): generates signing keys, serves them as a JWKS on
+//! 127.0.0.1 over real HTTP, and mints access tokens with whatever claims a test or a demo needs.
+//!
+//! **Not for production.** Keys live in memory and die with the process; anyone who can reach
+//! the loopback port can read the JWKS (which is public anyway) and nothing else.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use tower_bearer::{Algorithm, dev::DevIssuer};
+//!
+//! let issuer = DevIssuer::start().await?;
+//! let token = issuer
+//!     .token()
+//!     .subject("alice")
+//!     .scope("items:read")
+//!     .alg(Algorithm::ES256)
+//!     .expires_in(Duration::from_secs(60))
+//!     .sign();
+//! println!("JWKS at {}, token {token}", issuer.jwks_url());
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+/// The audience dev tokens carry unless told otherwise.
+pub const DEFAULT_AUDIENCE: &str = "tower-bearer-dev";
+
+enum Signer {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// One signing key of the dev issuer.
+struct DevKey {
+    kid: String,
+    alg: Algorithm,
+    signer: Signer,
+    jwk: Value,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl DevKey {
+    fn generate(alg: Algorithm, kid: String, pin_alg: bool) -> DevKey {
+        use Algorithm::*;
+        let (signer, mut jwk) = match alg {
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+                let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
+                let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+                let jwk = json!({"kty": "RSA", "n": b64(&public.n), "e": b64(&public.e)});
+                (Signer::Rsa(pair), jwk)
+            }
+            ES256 | ES384 => {
+                let (signing, crv, len) = if alg == ES256 {
+                    (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
+                } else {
+                    (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
+                };
+                let pair = EcdsaKeyPair::generate(signing).expect("EC key generation");
+                let point = pair.public_key().as_ref();
+                let (x, y) = point[1..].split_at(len);
+                let jwk = json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)});
+                (Signer::Ec(pair), jwk)
+            }
+            EdDSA => {
+                let pair = Ed25519KeyPair::generate().expect("Ed25519 key generation");
+                let jwk =
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
+                (Signer::Ed(pair), jwk)
+            }
+            HS256 | HS384 | HS512 => panic!("the dev issuer signs with asymmetric keys only"),
+            // `Algorithm` is non-exhaustive.
+            #[allow(unreachable_patterns)]
+            other => panic!("unsupported algorithm {other:?}"),
+        };
+        let fields = jwk.as_object_mut().expect("object");
+        fields.insert("kid".into(), kid.clone().into());
+        fields.insert("use".into(), "sig".into());
+        if pin_alg {
+            fields.insert("alg".into(), alg_name(alg).into());
+        }
+        DevKey {
+            kid,
+            alg,
+            signer,
+            jwk,
+        }
+    }
+
+    fn sign(&self, alg: Algorithm, input: &[u8]) -> Vec<u8> {
+        use Algorithm::*;
+        let rng = SystemRandom::new();
+        match &self.signer {
+            Signer::Rsa(pair) => {
+                let encoding: &'static dyn sig::RsaEncoding = match alg {
+                    RS256 => &sig::RSA_PKCS1_SHA256,
+                    RS384 => &sig::RSA_PKCS1_SHA384,
+                    RS512 => &sig::RSA_PKCS1_SHA512,
+                    PS256 => &sig::RSA_PSS_SHA256,
+                    PS384 => &sig::RSA_PSS_SHA384,
+                    _ => &sig::RSA_PSS_SHA512,
+                };
+                let mut out = vec![0; pair.public_modulus_len()];
+                pair.sign(encoding, &rng, input, &mut out)
+                    .expect("RSA signing");
+                out
+            }
+            Signer::Ec(pair) => pair
+                .sign(&rng, input)
+                .expect("EC signing")
+                .as_ref()
+                .to_vec(),
+            Signer::Ed(pair) => pair.sign(input).as_ref().to_vec(),
+        }
+    }
+}
+
+/// The JOSE name of an algorithm.
+pub fn alg_name(alg: Algorithm) -> &'static str {
+    use Algorithm::*;
+    match alg {
+        HS256 => "HS256",
+        HS384 => "HS384",
+        HS512 => "HS512",
+        RS256 => "RS256",
+        RS384 => "RS384",
+        RS512 => "RS512",
+        PS256 => "PS256",
+        PS384 => "PS384",
+        PS512 => "PS512",
+        ES256 => "ES256",
+        ES384 => "ES384",
+        EdDSA => "EdDSA",
+        #[allow(unreachable_patterns)]
+        _ => "unknown",
+    }
+}
+
+struct Shared {
+    issuer: String,
+    /// Every key that can sign; the last key of an algorithm signs new tokens.
+    keys: RwLock<Vec<Arc<DevKey>>>,
+    /// Kids withdrawn from the JWKS (they still sign, for rotation tests).
+    retired: RwLock<Vec<String>>,
+    jwks_fetches: AtomicUsize,
+    jwks_failing: AtomicBool,
+    jwks_max_age: u64,
+    pin_alg: bool,
+}
+
+/// Settings for [`DevIssuer`].
+#[derive(Debug, Clone)]
+pub struct DevIssuerBuilder {
+    algorithms: Vec<Algorithm>,
+    pin_alg: bool,
+    jwks_max_age: u64,
+    port: u16,
+}
+
+impl Default for DevIssuerBuilder {
+    fn default() -> Self {
+        DevIssuerBuilder {
+            algorithms: vec![
+                Algorithm::RS256,
+                Algorithm::PS256,
+                Algorithm::ES256,
+                Algorithm::EdDSA,
+            ],
+            pin_alg: true,
+            jwks_max_age: 300,
+            port: 0,
+        }
+    }
+}
+
+impl DevIssuerBuilder {
+    /// One key is generated per algorithm (default RS256, PS256, ES256, EdDSA).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+    /// Whether JWKs carry `alg` (default true; many real issuers omit it).
+    pub fn pin_alg(mut self, pin: bool) -> Self {
+        self.pin_alg = pin;
+        self
+    }
+    /// `Cache-Control: max-age` of the JWKS response (default 300).
+    pub fn jwks_max_age(mut self, secs: u64) -> Self {
+        self.jwks_max_age = secs;
+        self
+    }
+    /// Port on 127.0.0.1 (default 0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Generates the keys and starts serving.
+    pub async fn start(self) -> std::io::Result<DevIssuer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        let keys = self
+            .algorithms
+            .iter()
+            .map(|&alg| {
+                Arc::new(DevKey::generate(
+                    alg,
+                    format!("{}-1", alg_name(alg).to_lowercase()),
+                    self.pin_alg,
+                ))
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            issuer,
+            keys: RwLock::new(keys),
+            retired: RwLock::new(Vec::new()),
+            jwks_fetches: AtomicUsize::new(0),
+            jwks_failing: AtomicBool::new(false),
+            jwks_max_age: self.jwks_max_age,
+            pin_alg: self.pin_alg,
+        });
+        let app = Router::new()
+            .route("/jwks.json", get(jwks))
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(DevIssuer {
+            shared,
+            addr,
+            stop: Some(stop),
+        })
+    }
+}
+
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if shared.jwks_failing.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "jwks unavailable").into_response();
+    }
+    let retired = shared.retired.read().expect("lock").clone();
+    let keys: Vec<Value> = shared
+        .keys
+        .read()
+        .expect("lock")
+        .iter()
+        .filter(|k| !retired.contains(&k.kid))
+        .map(|k| k.jwk.clone())
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={}", shared.jwks_max_age),
+            ),
+        ],
+        json!({ "keys": keys }).to_string(),
+    )
+        .into_response()
+}
+
+async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    let iss = &shared.issuer;
+    axum::Json(json!({
+        "issuer": iss,
+        "jwks_uri": format!("{iss}/jwks.json"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+    .into_response()
+}
+
+/// A development issuer serving its JWKS on 127.0.0.1. Stops serving when dropped.
+pub struct DevIssuer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for DevIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIssuer")
+            .field("issuer", &self.shared.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl DevIssuer {
+    /// Starts with the default settings (RS256, PS256, ES256 and EdDSA keys).
+    pub async fn start() -> std::io::Result<DevIssuer> {
+        DevIssuerBuilder::default().start().await
+    }
+
+    /// Settings.
+    pub fn builder() -> DevIssuerBuilder {
+        DevIssuerBuilder::default()
+    }
+
+    /// The issuer identifier (`iss`), `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Where the JWKS is served.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks.json", self.shared.issuer)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many times the JWKS was requested.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Makes the JWKS endpoint answer `500` (true) or serve keys again (false).
+    pub fn set_jwks_failing(&self, failing: bool) {
+        self.shared.jwks_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Stops serving (the port is closed: fetches fail with "connection refused").
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Adds a new key for `alg`, published at once; new tokens for `alg` are signed with it.
+    /// Returns its `kid`.
+    pub fn rotate(&self, alg: Algorithm) -> String {
+        let mut keys = self.shared.keys.write().expect("lock");
+        let n = keys.iter().filter(|k| k.alg == alg).count() + 1;
+        let kid = format!("{}-{n}", alg_name(alg).to_lowercase());
+        keys.push(Arc::new(DevKey::generate(
+            alg,
+            kid.clone(),
+            self.shared.pin_alg,
+        )));
+        kid
+    }
+
+    /// Withdraws a key from the JWKS. It can still sign, so tests can present tokens of a key
+    /// the resource server should stop trusting.
+    pub fn retire(&self, kid: &str) {
+        self.shared
+            .retired
+            .write()
+            .expect("lock")
+            .push(kid.to_owned());
+    }
+
+    /// The JWK Set as currently published.
+    pub fn jwks_json(&self) -> String {
+        let keys: Vec<Value> = self
+            .shared
+            .keys
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|k| k.jwk.clone())
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// Starts a token with default claims: `iss` this issuer, `sub` "alice", `aud`
+    /// [`DEFAULT_AUDIENCE`], `client_id` "dev-client", `iat` now, `exp` in 5 minutes, `typ`
+    /// `at+jwt`, signed RS256 with the newest RS256 key (or the first key).
+    pub fn token(&self) -> TokenBuilder<'_> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("iss".into(), self.shared.issuer.clone().into());
+        claims.insert("sub".into(), "alice".into());
+        claims.insert("aud".into(), DEFAULT_AUDIENCE.into());
+        claims.insert("client_id".into(), "dev-client".into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + 300).into());
+        claims.insert("jti".into(), random_id().into());
+        let mut header = Map::new();
+        header.insert("typ".into(), "at+jwt".into());
+        TokenBuilder {
+            issuer: self,
+            claims,
+            header,
+            alg: None,
+            kid: Kid::Auto,
+        }
+    }
+
+    /// Signs arbitrary header and payload bytes (no checks at all) with the key `kid`, for tests
+    /// that need malformed-but-signed tokens. The header is used verbatim: put `alg` in it.
+    pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
+        let key = self.find_key(|k| k.kid == kid).expect("no such kid");
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = key.sign(alg, input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    }
+
+    fn find_key(&self, pred: impl Fn(&DevKey) -> bool) -> Option<Arc<DevKey>> {
+        self.shared
+            .keys
+            .read()
+            .expect("lock")
+            .iter()
+            .rev()
+            .find(|k| pred(k))
+            .cloned()
+    }
+}
+
+enum Kid {
+    Auto,
+    None,
+    Fixed(String),
+}
+
+/// A token being minted. See [`DevIssuer::token`].
+pub struct TokenBuilder<'a> {
+    issuer: &'a DevIssuer,
+    claims: Map<String, Value>,
+    header: Map<String, Value>,
+    alg: Option<Algorithm>,
+    kid: Kid,
+}
+
+impl std::fmt::Debug for TokenBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBuilder")
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenBuilder<'_> {
+    /// Sets `sub`.
+    pub fn subject(self, sub: &str) -> Self {
+        self.claim("sub", sub)
+    }
+    /// Sets `aud` (a string).
+    pub fn audience(self, aud: &str) -> Self {
+        self.claim("aud", aud)
+    }
+    /// Sets `scope` (space-delimited).
+    pub fn scope(self, scope: &str) -> Self {
+        self.claim("scope", scope)
+    }
+    /// Sets `exp` to now + `ttl`.
+    pub fn expires_in(self, ttl: Duration) -> Self {
+        self.claim("exp", unix_now() + ttl.as_secs() as i64)
+    }
+    /// Sets `exp` to `ago` in the past (and `iat` before it).
+    pub fn expired(self, ago: Duration) -> Self {
+        let exp = unix_now() - ago.as_secs() as i64;
+        self.claim("exp", exp).claim("iat", exp - 300)
+    }
+    /// Sets any claim; `Value::Null` removes it.
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+        match value.into() {
+            Value::Null => self.claims.remove(name),
+            v => self.claims.insert(name.into(), v),
+        };
+        self
+    }
+    /// Sets any header member (except `alg` and `kid`, see [`Self::alg`], [`Self::kid`]);
+    /// `Value::Null` removes it.
+    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
+        match value.into() {
+            Value::Null => self.header.remove(name),
+            v => self.header.insert(name.into(), v),
+        };
+        self
+    }
+    /// Signs with the newest key of `alg`.
+    pub fn alg(mut self, alg: Algorithm) -> Self {
+        self.alg = Some(alg);
+        self
+    }
+    /// Puts this `kid` in the header and signs with that key (if the issuer has it; otherwise
+    /// the key of the algorithm signs and the header still names `kid`).
+    pub fn kid(mut self, kid: &str) -> Self {
+        self.kid = Kid::Fixed(kid.into());
+        self
+    }
+    /// Leaves `kid` out of the header.
+    pub fn no_kid(mut self) -> Self {
+        self.kid = Kid::None;
+        self
+    }
+
+    /// Signs the token.
+    pub fn sign(self) -> String {
+        let by_kid = match &self.kid {
+            Kid::Fixed(kid) => self.issuer.find_key(|k| &k.kid == kid),
+            _ => None,
+        };
+        let key = by_kid
+            .or_else(|| match self.alg {
+                Some(alg) => self.issuer.find_key(|k| k.alg == alg),
+                None => self.issuer.find_key(|k| k.alg == Algorithm::RS256),
+            })
+            .or_else(|| {
+                self.issuer
+                    .shared
+                    .keys
+                    .read()
+                    .expect("lock")
+                    .first()
+                    .cloned()
+            })
+            .expect("the dev issuer has no key");
+        let alg = self.alg.unwrap_or(key.alg);
+        let mut header = Map::new();
+        header.insert("alg".into(), alg_name(alg).into());
+        match self.kid {
+            Kid::Auto => drop(header.insert("kid".into(), key.kid.clone().into())),
+            Kid::Fixed(kid) => drop(header.insert("kid".into(), kid.into())),
+            Kid::None => {}
+        }
+        header.extend(self.header);
+        let input = format!(
+            "{}.{}",
+            b64(Value::Object(header).to_string().as_bytes()),
+            b64(Value::Object(self.claims).to_string().as_bytes())
+        );
+        let signature = key.sign(alg, input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn random_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).expect("random bytes");
+    b64(&bytes)
+}

@@ -1,0 +1,359 @@
+//! What went wrong ([`AuthError`], for logs and metrics) and what the client is told about it
+//! (an RFC 6750 challenge, rendered by [`AuthError::challenge`]).
+//!
+//! Every failure has a stable, machine-readable [`reason`](AuthError::reason) code that is safe
+//! to log and to count. The client only ever sees the RFC 6750 error code and a short, fixed
+//! description: never the token, never a key id, never a URL of ours.
+
+use std::fmt;
+
+use http::{HeaderValue, StatusCode};
+
+/// Why a request was not let through.
+///
+/// The variants follow the RFC 6750 §3.1 error codes, plus [`AuthError::Unavailable`] for the
+/// one failure that is ours rather than the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The request carried no bearer credentials (no `Authorization` header, or another scheme).
+    ///
+    /// Answered with `401` and a challenge *without* an error code (RFC 6750 §3.1).
+    MissingToken,
+    /// The credentials were malformed: `400 invalid_request`.
+    InvalidRequest(InvalidRequest),
+    /// The token was present but is not acceptable: `401 invalid_token`.
+    InvalidToken(InvalidToken),
+    /// The token is valid but lacks a scope the route needs: `403 insufficient_scope`.
+    InsufficientScope {
+        /// The scopes the route asks for, space-separated, as sent in the `scope` auth-param.
+        required: String,
+    },
+    /// The server could not validate the token (key set or introspection endpoint unreachable):
+    /// `503`. This is not the client's fault and must not be reported as `invalid_token`.
+    Unavailable(Unavailable),
+}
+
+/// Why the credentials were malformed (`400 invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// More than one `Authorization` header was sent.
+    MultipleAuthorizationHeaders,
+    /// The `Authorization` header is larger than the configured bound.
+    HeaderTooLarge,
+    /// The header holds bytes outside visible ASCII.
+    NonAsciiHeader,
+    /// `Bearer` with nothing after it.
+    EmptyToken,
+    /// The token is not a syntactically valid RFC 6750 `b64token`.
+    MalformedToken,
+    /// The token was sent in more than one place (RFC 6750 §2 allows one method per request).
+    MultipleTokenSources,
+}
+
+/// Why the token was refused (`401 invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidToken {
+    /// Not a well-formed JWS compact serialization (segments, base64url, JSON).
+    Malformed,
+    /// Larger than the configured bound.
+    TooLarge,
+    /// The `alg` header is not in the allowlist (this includes `none`).
+    AlgorithmNotAllowed,
+    /// The `crit` header names an extension this crate does not understand.
+    UnsupportedCritical,
+    /// The `typ` header is not one accepted for access tokens.
+    WrongType,
+    /// No key in the issuer's key set has the token's `kid`.
+    UnknownKey,
+    /// The token has no `kid` and several keys could have signed it.
+    AmbiguousKey,
+    /// The selected key does not fit the token's `alg` (key type, curve or pinned `alg`).
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// The `exp` claim is missing.
+    MissingExpiry,
+    /// The token has expired.
+    Expired,
+    /// The `nbf` claim is in the future.
+    NotYetValid,
+    /// The `iat` claim is in the future.
+    IssuedInFuture,
+    /// A claim has the wrong JSON type or an impossible value (e.g. `exp` as a string, NaN).
+    InvalidClaim,
+    /// The `iss` claim is missing or is not the configured issuer.
+    WrongIssuer,
+    /// The `aud` claim is missing or does not contain the configured audience.
+    WrongAudience,
+    /// The introspection endpoint says the token is not active.
+    Inactive,
+    /// The verified claims could not be read as the type the application asked for.
+    UnexpectedClaims,
+}
+
+/// Why the server could not validate (`503`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// No key set has ever been fetched successfully.
+    KeySet,
+    /// The introspection endpoint did not give a usable answer.
+    Introspection,
+    /// Issuer metadata has not been discovered yet.
+    Discovery,
+}
+
+impl AuthError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 6750 `error` code, if this error has one.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            AuthError::MissingToken | AuthError::Unavailable(_) => None,
+            AuthError::InvalidRequest(_) => Some("invalid_request"),
+            AuthError::InvalidToken(_) => Some("invalid_token"),
+            AuthError::InsufficientScope { .. } => Some("insufficient_scope"),
+        }
+    }
+
+    /// A stable reason code, safe to log and to use as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::InvalidRequest(r) => match r {
+                InvalidRequest::MultipleAuthorizationHeaders => "multiple_authorization_headers",
+                InvalidRequest::HeaderTooLarge => "header_too_large",
+                InvalidRequest::NonAsciiHeader => "non_ascii_header",
+                InvalidRequest::EmptyToken => "empty_token",
+                InvalidRequest::MalformedToken => "malformed_credentials",
+                InvalidRequest::MultipleTokenSources => "multiple_token_sources",
+            },
+            AuthError::InvalidToken(r) => match r {
+                InvalidToken::Malformed => "malformed_token",
+                InvalidToken::TooLarge => "token_too_large",
+                InvalidToken::AlgorithmNotAllowed => "algorithm_not_allowed",
+                InvalidToken::UnsupportedCritical => "unsupported_crit",
+                InvalidToken::WrongType => "wrong_typ",
+                InvalidToken::UnknownKey => "unknown_kid",
+                InvalidToken::AmbiguousKey => "ambiguous_key",
+                InvalidToken::KeyAlgorithmMismatch => "key_algorithm_mismatch",
+                InvalidToken::BadSignature => "bad_signature",
+                InvalidToken::MissingExpiry => "missing_exp",
+                InvalidToken::Expired => "expired",
+                InvalidToken::NotYetValid => "not_yet_valid",
+                InvalidToken::IssuedInFuture => "issued_in_future",
+                InvalidToken::InvalidClaim => "invalid_claim",
+                InvalidToken::WrongIssuer => "wrong_issuer",
+                InvalidToken::WrongAudience => "wrong_audience",
+                InvalidToken::Inactive => "inactive",
+                InvalidToken::UnexpectedClaims => "unexpected_claims",
+            },
+            AuthError::Unavailable(r) => match r {
+                Unavailable::KeySet => "key_set_unavailable",
+                Unavailable::Introspection => "introspection_unavailable",
+                Unavailable::Discovery => "discovery_unavailable",
+            },
+        }
+    }
+
+    /// The short, fixed `error_description` sent to the client.
+    ///
+    /// These strings are constants: nothing from the request or from our configuration ends up
+    /// in them, so they can never leak internals or break the header's quoting.
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "no bearer token",
+            AuthError::InsufficientScope { .. } => "the token lacks a required scope",
+            AuthError::InvalidRequest(r) => match r {
+                InvalidRequest::MultipleAuthorizationHeaders => {
+                    "more than one Authorization header"
+                }
+                InvalidRequest::HeaderTooLarge => "the Authorization header is too large",
+                InvalidRequest::NonAsciiHeader => "the Authorization header is not visible ASCII",
+                InvalidRequest::EmptyToken => "the bearer token is empty",
+                InvalidRequest::MalformedToken => "the bearer token is not a valid b64token",
+                InvalidRequest::MultipleTokenSources => "the token was sent in more than one place",
+            },
+            AuthError::InvalidToken(r) => match r {
+                InvalidToken::Expired => "the access token expired",
+                InvalidToken::NotYetValid => "the access token is not valid yet",
+                InvalidToken::Inactive => "the access token is not active",
+                InvalidToken::WrongAudience => "the access token is not meant for this resource",
+                InvalidToken::WrongIssuer => "the access token comes from an untrusted issuer",
+                InvalidToken::Malformed | InvalidToken::TooLarge => "the access token is malformed",
+                _ => "the access token is invalid",
+            },
+            AuthError::Unavailable(_) => "authorization is temporarily unavailable",
+        }
+    }
+
+    /// Whether this failure is the server's (a `503`), not the client's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, AuthError::Unavailable(_))
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.reason())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+impl From<InvalidToken> for AuthError {
+    fn from(r: InvalidToken) -> Self {
+        AuthError::InvalidToken(r)
+    }
+}
+
+impl From<InvalidRequest> for AuthError {
+    fn from(r: InvalidRequest) -> Self {
+        AuthError::InvalidRequest(r)
+    }
+}
+
+impl From<Unavailable> for AuthError {
+    fn from(r: Unavailable) -> Self {
+        AuthError::Unavailable(r)
+    }
+}
+
+/// Settings that every challenge carries: the `realm` and, optionally, the RFC 9728
+/// `resource_metadata` URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChallengeParams {
+    realm: Option<String>,
+    resource_metadata: Option<String>,
+}
+
+impl ChallengeParams {
+    /// No realm, no resource metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the `realm` auth-param.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Sets the RFC 9728 `resource_metadata` auth-param.
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
+        self.resource_metadata = Some(url.into());
+        self
+    }
+}
+
+impl AuthError {
+    /// Renders the `WWW-Authenticate` header value for this error, or `None` for errors that
+    /// carry no challenge (`503`).
+    ///
+    /// ```
+    /// use tower_bearer::{AuthError, ChallengeParams, InvalidToken};
+    ///
+    /// let err = AuthError::InvalidToken(InvalidToken::Expired);
+    /// let header = err.challenge(&ChallengeParams::new().realm("api")).unwrap();
+    /// assert_eq!(
+    ///     header,
+    ///     r#"Bearer realm="api", error="invalid_token", error_description="the access token expired""#
+    /// );
+    /// ```
+    pub fn challenge(&self, params: &ChallengeParams) -> Option<HeaderValue> {
+        if self.is_server_error() {
+            return None;
+        }
+        let mut out = String::with_capacity(128);
+        out.push_str("Bearer");
+        let mut first = true;
+        let mut param = |name: &str, value: &str| {
+            out.push_str(if first { " " } else { ", " });
+            first = false;
+            out.push_str(name);
+            out.push_str("=\"");
+            push_quoted(&mut out, value);
+            out.push('"');
+        };
+        if let Some(realm) = &params.realm {
+            param("realm", realm);
+        }
+        if let Some(code) = self.error_code() {
+            param("error", code);
+            param("error_description", self.description());
+        }
+        if let AuthError::InsufficientScope { required } = self {
+            param("scope", required);
+        }
+        if let Some(url) = &params.resource_metadata {
+            param("resource_metadata", url);
+        }
+        // Everything pushed is visible ASCII (non-ASCII was dropped by `push_quoted`).
+        HeaderValue::from_str(&out).ok()
+    }
+}
+
+/// Appends `value` as the inside of an RFC 9110 quoted-string: `"` and `\` are escaped, and
+/// anything that is not visible ASCII or a space is dropped, so configuration can never break
+/// the header.
+fn push_quoted(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_has_no_error_code() {
+        let h = AuthError::MissingToken.challenge(&ChallengeParams::new().realm("r"));
+        assert_eq!(h.unwrap(), r#"Bearer realm="r""#);
+        let bare = AuthError::MissingToken.challenge(&ChallengeParams::new());
+        assert_eq!(bare.unwrap(), "Bearer");
+    }
+
+    #[test]
+    fn quotes_and_control_bytes_are_neutralised() {
+        let params = ChallengeParams::new().realm("a\"b\\c\u{7}d\u{e9}");
+        let h = AuthError::MissingToken.challenge(&params).unwrap();
+        assert_eq!(h, r#"Bearer realm="a\"b\\cd""#);
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_scope() {
+        let err = AuthError::InsufficientScope {
+            required: "items:write".into(),
+        };
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        let h = err.challenge(&ChallengeParams::new()).unwrap();
+        assert!(h.to_str().unwrap().contains(r#"scope="items:write""#));
+    }
+
+    #[test]
+    fn unavailable_is_a_server_error_without_challenge() {
+        let err = AuthError::Unavailable(Unavailable::KeySet);
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.challenge(&ChallengeParams::new()).is_none());
+    }
+}

@@ -1,0 +1,785 @@
+//! The key-set cache: fetches a JWKS, turns each usable JWK into a verifying key once, and keeps
+//! the result fresh without ever making a request wait behind a routine refresh.
+//!
+//! * Reads are lock-free: the current keys live behind an [`ArcSwap`].
+//! * Freshness follows `Cache-Control: max-age`, clamped to `[min_ttl, max_ttl]`. An expired set
+//!   keeps serving while one background task refreshes it.
+//! * An unknown `kid` triggers a refetch, at most once per cooldown, and concurrent misses share
+//!   one fetch (a `tokio::sync::Mutex` that is only ever taken by refreshes, never by reads).
+//! * A failed fetch keeps the last good keys (stale-if-error).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::{ACCEPT, CACHE_CONTROL};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use crate::config::ConfigError;
+
+/// Defaults of [`KeySetBuilder`].
+pub mod defaults {
+    use std::time::Duration;
+    /// Freshness when the response has no usable `Cache-Control: max-age`.
+    pub const TTL: Duration = Duration::from_secs(300);
+    /// Lower clamp for `max-age`.
+    pub const MIN_TTL: Duration = Duration::from_secs(30);
+    /// Upper clamp for `max-age`.
+    pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// Least time between two fetches caused by unknown `kid`s.
+    pub const COOLDOWN: Duration = Duration::from_secs(30);
+    /// Least time between two fetches while no key set was ever loaded.
+    pub const RETRY_UNAVAILABLE: Duration = Duration::from_secs(1);
+    /// Whole-request timeout of a fetch.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    /// Connect timeout of a fetch.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Largest JWKS body accepted.
+    pub const MAX_BODY_BYTES: usize = 512 * 1024;
+    /// Smallest RSA modulus accepted (RFC 7518 §3.3).
+    pub const MIN_RSA_BITS: usize = 2048;
+}
+
+/// The curve or key type of a verifying key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyType {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyType {
+    fn fits(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyType::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyType::P256 => alg == ES256,
+            KeyType::P384 => alg == ES384,
+            KeyType::Ed25519 => alg == EdDSA,
+        }
+    }
+}
+
+/// A JWK that survived every check, converted once into a verifying key.
+pub(crate) struct VerifyingKey {
+    pub(crate) kid: Option<String>,
+    pub(crate) key_type: KeyType,
+    /// The JWK's `alg`, when it pins one.
+    pub(crate) alg: Option<Algorithm>,
+    pub(crate) decoding: DecodingKey,
+}
+
+impl VerifyingKey {
+    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
+        self.key_type.fits(alg) && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+/// One snapshot of the key set.
+pub(crate) struct Keys {
+    pub(crate) keys: Vec<VerifyingKey>,
+    /// 0 until a set was loaded; bumped by every successful fetch.
+    pub(crate) generation: u64,
+    /// `None` for static key sets, which never expire.
+    expires_at: Option<Instant>,
+}
+
+/// What key selection found.
+pub(crate) enum Selection<'a> {
+    Found(&'a VerifyingKey),
+    /// No key with this `kid` (or, without `kid`, none fitting the algorithm): worth a refetch.
+    Unknown,
+    /// No `kid` and several keys fit.
+    Ambiguous,
+    /// The `kid` exists but its key does not fit the algorithm.
+    Mismatch,
+}
+
+impl Keys {
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.generation > 0
+    }
+
+    pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
+        match kid {
+            Some(kid) => {
+                let mut named = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .peekable();
+                if named.peek().is_none() {
+                    return Selection::Unknown;
+                }
+                named
+                    .find(|k| k.fits(alg))
+                    .map_or(Selection::Mismatch, Selection::Found)
+            }
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(key), None) => Selection::Found(key),
+                    (Some(_), Some(_)) => Selection::Ambiguous,
+                    (None, _) => Selection::Unknown,
+                }
+            }
+        }
+    }
+}
+
+/// Why a fetch failed. Logged; never shown to clients.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Connecting, sending or reading failed (includes timeouts and redirect loops).
+    Http(reqwest::Error),
+    /// The endpoint answered with a non-success status.
+    Status(http::StatusCode),
+    /// The body was larger than the configured bound.
+    TooLarge,
+    /// The body is not a JWK Set.
+    Json(serde_json::Error),
+    /// The set holds no key this crate can verify with.
+    NoUsableKeys,
+    /// The key set is static and cannot be fetched.
+    Static,
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Http(e) if e.is_timeout() => write!(f, "timed out: {e}"),
+            FetchError::Http(e) => write!(f, "request failed: {e}"),
+            FetchError::Status(s) => write!(f, "unexpected status {s}"),
+            FetchError::TooLarge => f.write_str("body exceeds the size bound"),
+            FetchError::Json(e) => write!(f, "not a JWK Set: {e}"),
+            FetchError::NoUsableKeys => f.write_str("no usable signing key in the set"),
+            FetchError::Static => f.write_str("static key set"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// A cached, self-refreshing JSON Web Key Set.
+///
+/// Cheap to clone: clones share one cache. Build one with [`KeySet::builder`] for a remote
+/// `jwks_uri`, or [`KeySet::from_jwks`] for a fixed set.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_bearer::KeySet;
+///
+/// let keys = KeySet::builder("https://issuer.example/.well-known/jwks.json")
+///     .refetch_cooldown(Duration::from_secs(10))
+///     .build()?;
+/// keys.refresh().await?; // optional warm-up; the first request would fetch anyway
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KeySet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    remote: Option<Remote>,
+    current: ArcSwap<Keys>,
+    /// Single flight: held by the one task that fetches. Reads never touch it.
+    refresh: tokio::sync::Mutex<RefreshState>,
+    /// Whether a background refresh is already spawned.
+    background: AtomicBool,
+    /// Whether the last fetch attempt succeeded.
+    last_fetch_ok: AtomicBool,
+    fetches_ok: AtomicU64,
+    fetches_failed: AtomicU64,
+    generation: AtomicU64,
+}
+
+struct Remote {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    config: KeySetConfig,
+}
+
+#[derive(Debug, Clone)]
+struct KeySetConfig {
+    default_ttl: Duration,
+    min_ttl: Duration,
+    max_ttl: Duration,
+    cooldown: Duration,
+    retry_unavailable: Duration,
+    max_body_bytes: usize,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    last_attempt: Option<Instant>,
+}
+
+/// Builder for a remote [`KeySet`]. Every setting has a safe default ([`defaults`]).
+#[derive(Debug)]
+pub struct KeySetBuilder {
+    url: String,
+    config: KeySetConfig,
+    timeout: Duration,
+    connect_timeout: Duration,
+    client: Option<reqwest::Client>,
+}
+
+impl KeySetBuilder {
+    /// Freshness when the JWKS response carries no `Cache-Control: max-age`.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+    /// Clamp for `Cache-Control: max-age`: never refresh more often than `min`, never keep a set
+    /// longer than `max`.
+    pub fn ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.config.min_ttl = min;
+        self.config.max_ttl = max;
+        self
+    }
+    /// Least time between two refetches caused by unknown `kid`s (default 30 s). This is what
+    /// stops a flood of made-up `kid`s from becoming a flood of fetches.
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.cooldown = cooldown;
+        self
+    }
+    /// Least time between two fetch attempts while no key set was ever loaded (default 1 s).
+    pub fn retry_unavailable(mut self, interval: Duration) -> Self {
+        self.config.retry_unavailable = interval;
+        self
+    }
+    /// Timeout of the whole fetch, body included (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Connect timeout (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// Largest JWKS body accepted (default 512 KiB).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+    /// Uses your own HTTP client (proxies, custom roots). Its own timeouts apply; the per-request
+    /// timeout of this builder is still set on every fetch.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the key set. Nothing is fetched yet.
+    pub fn build(self) -> Result<KeySet, ConfigError> {
+        let url = reqwest::Url::parse(&self.url).map_err(|e| ConfigError::InvalidUrl {
+            what: "jwks_uri",
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ConfigError::InvalidUrl {
+                what: "jwks_uri",
+                reason: "scheme must be https or http".into(),
+            });
+        }
+        if self.config.min_ttl > self.config.max_ttl {
+            return Err(ConfigError::Invalid("key set ttl_bounds: min is above max"));
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => http_client(self.timeout, self.connect_timeout)?,
+        };
+        let mut config = self.config;
+        config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
+        Ok(KeySet::with_remote(
+            Some(Remote {
+                url,
+                client,
+                config,
+            }),
+            empty_keys(),
+        ))
+    }
+}
+
+/// The HTTP client for fetches: timeouts always set, few redirects, no cookies.
+pub(crate) fn http_client(
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("tower-bearer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::HttpClient(e.to_string()))
+}
+
+fn empty_keys() -> Arc<Keys> {
+    Arc::new(Keys {
+        keys: Vec::new(),
+        generation: 0,
+        expires_at: None,
+    })
+}
+
+impl KeySet {
+    /// A key set fetched from `jwks_uri`.
+    pub fn builder(jwks_uri: impl Into<String>) -> KeySetBuilder {
+        KeySetBuilder {
+            url: jwks_uri.into(),
+            config: KeySetConfig {
+                default_ttl: defaults::TTL,
+                min_ttl: defaults::MIN_TTL,
+                max_ttl: defaults::MAX_TTL,
+                cooldown: defaults::COOLDOWN,
+                retry_unavailable: defaults::RETRY_UNAVAILABLE,
+                max_body_bytes: defaults::MAX_BODY_BYTES,
+            },
+            timeout: defaults::TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            client: None,
+        }
+    }
+
+    /// A fixed key set from a JWK Set document (never refreshed). Unusable keys are skipped, as
+    /// they are for remote sets.
+    pub fn from_jwks(json: &str) -> Result<KeySet, FetchError> {
+        let keys = parse_jwks(json.as_bytes())?;
+        Ok(KeySet::with_remote(
+            None,
+            Arc::new(Keys {
+                keys,
+                generation: 1,
+                expires_at: None,
+            }),
+        ))
+    }
+
+    fn with_remote(remote: Option<Remote>, keys: Arc<Keys>) -> KeySet {
+        let generation = keys.generation;
+        KeySet {
+            inner: Arc::new(Inner {
+                remote,
+                current: ArcSwap::new(keys),
+                refresh: tokio::sync::Mutex::new(RefreshState::default()),
+                background: AtomicBool::new(false),
+                last_fetch_ok: AtomicBool::new(true),
+                fetches_ok: AtomicU64::new(0),
+                fetches_failed: AtomicU64::new(0),
+                generation: AtomicU64::new(generation),
+            }),
+        }
+    }
+
+    /// Fetches the set now (waiting for a fetch already under way instead of starting another),
+    /// and returns how many usable keys it holds. On failure the previous keys stay in use.
+    pub async fn refresh(&self) -> Result<usize, FetchError> {
+        let remote = self.inner.remote.as_ref().ok_or(FetchError::Static)?;
+        let mut state = self.inner.refresh.lock().await;
+        state.last_attempt = Some(Instant::now());
+        self.fetch_and_store(remote).await
+    }
+
+    /// How many usable keys the current snapshot holds.
+    pub fn key_count(&self) -> usize {
+        self.inner.current.load().keys.len()
+    }
+
+    /// Whether a key set was ever loaded (readiness probes use this).
+    pub fn is_loaded(&self) -> bool {
+        self.inner.current.load().is_loaded()
+    }
+
+    /// `(successful, failed)` fetches so far.
+    pub fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.inner.fetches_ok.load(Ordering::Relaxed),
+            self.inner.fetches_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The current snapshot, lock-free. Starts a background refresh when it has expired.
+    pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Keys>> {
+        let keys = self.inner.current.load();
+        if keys.expires_at.is_some_and(|at| Instant::now() >= at) {
+            self.spawn_background_refresh();
+        }
+        keys
+    }
+
+    /// Whether the last fetch attempt succeeded.
+    pub(crate) fn last_fetch_ok(&self) -> bool {
+        self.inner.last_fetch_ok.load(Ordering::Relaxed)
+    }
+
+    /// Refetches because a token needs a key the snapshot `seen` did not have. Returns the
+    /// newest snapshot, fetched or not. Concurrent callers share one fetch; the cooldown bounds
+    /// how often a fetch happens at all.
+    pub(crate) async fn refresh_for_missing_key(&self, seen: u64) -> Arc<Keys> {
+        let Some(remote) = &self.inner.remote else {
+            return self.inner.current.load_full();
+        };
+        let mut state = self.inner.refresh.lock().await;
+        let current = self.inner.current.load_full();
+        if current.generation != seen {
+            // Someone else refreshed while we waited for the lock.
+            return current;
+        }
+        let interval = if current.is_loaded() {
+            remote.config.cooldown
+        } else {
+            remote.config.retry_unavailable
+        };
+        if state.last_attempt.is_some_and(|at| at.elapsed() < interval) {
+            return current;
+        }
+        state.last_attempt = Some(Instant::now());
+        let _ = self.fetch_and_store(remote).await;
+        drop(state);
+        self.inner.current.load_full()
+    }
+
+    fn spawn_background_refresh(&self) {
+        if self.inner.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.background.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            if let (Some(remote), Ok(mut state)) =
+                (&this.inner.remote, this.inner.refresh.try_lock())
+            {
+                state.last_attempt = Some(Instant::now());
+                if this.fetch_and_store(remote).await.is_err() {
+                    // Stale-if-error: keep serving the old set, try again after the cooldown
+                    // rather than on the very next request.
+                    this.extend_expiry(remote.config.cooldown);
+                }
+            }
+            this.inner.background.store(false, Ordering::Release);
+        });
+    }
+
+    fn extend_expiry(&self, by: Duration) {
+        let current = self.inner.current.load_full();
+        if current.expires_at.is_none() {
+            return;
+        }
+        let keys = current
+            .keys
+            .iter()
+            .map(VerifyingKey::clone_shallow)
+            .collect();
+        self.inner.current.store(Arc::new(Keys {
+            keys,
+            generation: current.generation,
+            expires_at: Some(Instant::now() + by),
+        }));
+    }
+
+    async fn fetch_and_store(&self, remote: &Remote) -> Result<usize, FetchError> {
+        match fetch(remote).await {
+            Ok((keys, ttl)) => {
+                let count = keys.len();
+                let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                self.inner.current.store(Arc::new(Keys {
+                    keys,
+                    generation,
+                    expires_at: Some(Instant::now() + ttl),
+                }));
+                self.inner.last_fetch_ok.store(true, Ordering::Relaxed);
+                self.inner.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(url = %remote.url, keys = count, ttl_secs = ttl.as_secs(), "key set fetched");
+                Ok(count)
+            }
+            Err(err) => {
+                self.inner.last_fetch_ok.store(false, Ordering::Relaxed);
+                self.inner.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                let kept = self.inner.current.load().keys.len();
+                tracing::warn!(url = %remote.url, error = %err, kept_keys = kept, "key set fetch failed");
+                Err(err)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.inner.current.load();
+        f.debug_struct("KeySet")
+            .field("url", &self.inner.remote.as_ref().map(|r| r.url.as_str()))
+            .field("keys", &keys.keys.len())
+            .field("generation", &keys.generation)
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    fn clone_shallow(&self) -> VerifyingKey {
+        VerifyingKey {
+            kid: self.kid.clone(),
+            key_type: self.key_type,
+            alg: self.alg,
+            decoding: self.decoding.clone(),
+        }
+    }
+}
+
+async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
+    let mut response = remote
+        .client
+        .get(remote.url.clone())
+        .header(ACCEPT, "application/jwk-set+json, application/json")
+        .send()
+        .await
+        .map_err(FetchError::Http)?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status(response.status()));
+    }
+    let ttl = response
+        .headers()
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age)
+        .map_or(remote.config.default_ttl, |age| {
+            age.clamp(remote.config.min_ttl, remote.config.max_ttl)
+        });
+    let body = read_bounded(&mut response, remote.config.max_body_bytes).await?;
+    Ok((parse_jwks(&body)?, ttl))
+}
+
+/// Reads a response body, giving up as soon as it passes `max` bytes.
+pub(crate) async fn read_bounded(
+    response: &mut reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, FetchError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Err(FetchError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(FetchError::Http)? {
+        if body.len() + chunk.len() > max {
+            return Err(FetchError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `max-age` from a `Cache-Control` value; `no-cache`/`no-store` count as zero (then clamped up
+/// to the minimum TTL: a JWKS that asks not to be cached would otherwise be fetched per request).
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').map(str::trim).find_map(|directive| {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
+            return Some(Duration::ZERO);
+        }
+        let (name, secs) = directive.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| {
+                secs.trim()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs)
+            })
+            .flatten()
+    })
+}
+
+#[derive(Deserialize)]
+struct JwkSetDoc<'a> {
+    #[serde(borrow)]
+    keys: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    key_ops: Option<Vec<String>>,
+    alg: Option<String>,
+    kid: Option<String>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// Parses a JWK Set, keeping every usable signature key. One bad key never spoils the others.
+pub(crate) fn parse_jwks(body: &[u8]) -> Result<Vec<VerifyingKey>, FetchError> {
+    let doc: JwkSetDoc<'_> = serde_json::from_slice(body).map_err(FetchError::Json)?;
+    let keys: Vec<VerifyingKey> = doc
+        .keys
+        .iter()
+        .filter_map(|raw| match serde_json::from_str::<RawJwk>(raw.get()) {
+            Ok(jwk) => match convert(jwk) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    tracing::debug!(why, "skipping JWK");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "skipping unparseable JWK");
+                None
+            }
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(FetchError::NoUsableKeys);
+    }
+    Ok(keys)
+}
+
+fn b64_len(field: &Option<String>) -> Result<usize, &'static str> {
+    let value = field.as_deref().ok_or("missing key parameter")?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| "key parameter is not base64url")?;
+    // Leading zero octets do not count towards an RSA modulus' size.
+    Ok(bytes.len() - bytes.iter().take_while(|&&b| b == 0).count())
+}
+
+fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err("use is not sig");
+    }
+    if jwk
+        .key_ops
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+    {
+        return Err("key_ops does not allow verify");
+    }
+    let alg = match jwk.alg.as_deref() {
+        None => None,
+        // RFC 9864's fully-specified name for EdDSA over Ed25519.
+        Some("Ed25519") => Some(Algorithm::EdDSA),
+        Some(name) => Some(name.parse::<Algorithm>().map_err(|_| "alg not supported")?),
+    };
+    let opt = |s: &Option<String>| s.as_deref().unwrap_or_default().to_owned();
+    let (key_type, decoding) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("RSA", _) => {
+            if b64_len(&jwk.n)? * 8 < defaults::MIN_RSA_BITS {
+                return Err("RSA modulus below 2048 bits");
+            }
+            b64_len(&jwk.e)?;
+            let key = DecodingKey::from_rsa_components(&opt(&jwk.n), &opt(&jwk.e))
+                .map_err(|_| "bad RSA parameters")?;
+            (KeyType::Rsa, key)
+        }
+        ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+            let (key_type, len) = if crv == "P-256" {
+                (KeyType::P256, 32)
+            } else {
+                (KeyType::P384, 48)
+            };
+            if jwk
+                .x
+                .as_deref()
+                .map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len()))
+                != Some(Ok(len))
+                || jwk
+                    .y
+                    .as_deref()
+                    .map(|y| URL_SAFE_NO_PAD.decode(y).map(|b| b.len()))
+                    != Some(Ok(len))
+            {
+                return Err("bad EC coordinates");
+            }
+            let key = DecodingKey::from_ec_components(&opt(&jwk.x), &opt(&jwk.y))
+                .map_err(|_| "bad EC parameters")?;
+            (key_type, key)
+        }
+        ("OKP", Some("Ed25519")) => {
+            if jwk
+                .x
+                .as_deref()
+                .map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len()))
+                != Some(Ok(32))
+            {
+                return Err("bad Ed25519 key");
+            }
+            let key =
+                DecodingKey::from_ed_components(&opt(&jwk.x)).map_err(|_| "bad OKP parameters")?;
+            (KeyType::Ed25519, key)
+        }
+        // Symmetric keys are never taken from a key set: that is how HMAC confusion starts.
+        ("oct", _) => return Err("symmetric keys are not accepted from a JWKS"),
+        _ => return Err("unsupported kty/crv"),
+    };
+    if alg.is_some_and(|alg| !key_type.fits(alg)) {
+        return Err("alg does not fit the key type");
+    }
+    Ok(VerifyingKey {
+        kid: jwk.kid,
+        key_type,
+        alg,
+        decoding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_parsing() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age("MAX-AGE = \"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn bad_keys_are_skipped_not_fatal() {
+        let ed_x = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let jwks = format!(
+            r#"{{"keys":[
+                {{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"tiny"}},
+                {{"kty":"oct","k":"c2VjcmV0","kid":"hmac"}},
+                {{"kty":"OKP","crv":"Ed25519","x":"{ed_x}","kid":"enc","use":"enc"}},
+                {{"kty":"OKP","crv":"Ed25519","x":"{ed_x}","kid":"wrong-alg","alg":"RS256"}},
+                {{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"short"}},
+                {{"kty":"weird"}},
+                "not an object",
+                {{"kty":"OKP","crv":"Ed25519","x":"{ed_x}","kid":"good"}}
+            ]}}"#
+        );
+        let keys = parse_jwks(jwks.as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("good"));
+        assert!(matches!(
+            parse_jwks(br#"{"keys":[]}"#),
+            Err(FetchError::NoUsableKeys)
+        ));
+        assert!(matches!(parse_jwks(b"<html>"), Err(FetchError::Json(_))));
+    }
+}

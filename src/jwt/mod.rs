@@ -1,0 +1,486 @@
+//! JWT access-token validation (RFC 9068, following the RFC 8725 best practices):
+//! header peek → algorithm allowlist → key selection → signature → claim policy.
+
+pub(crate) mod jwks;
+pub(crate) mod policy;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::error::{AuthError, InvalidToken, Unavailable};
+use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
+use jwks::{KeySet, Keys, Selection};
+use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
+
+/// Defaults of [`JwtValidatorBuilder`].
+pub mod defaults {
+    use std::time::Duration;
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub const LEEWAY: Duration = Duration::from_secs(30);
+    /// Largest token accepted, in bytes.
+    pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+    /// The algorithms accepted with a key set: every asymmetric algorithm jsonwebtoken supports.
+    pub const ASYMMETRIC_ALGORITHMS: &[jsonwebtoken::Algorithm] = {
+        use jsonwebtoken::Algorithm::*;
+        &[
+            RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+        ]
+    };
+}
+
+/// Installs jsonwebtoken's crypto provider explicitly, so a dependency tree that enables both of
+/// its backends does not panic at the first verification.
+fn ensure_crypto_provider() {
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+    #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+    let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+    // Err means a provider is already installed (by us, or by the application): keep it.
+    let _ = provider.install_default();
+}
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+compile_error!(
+    "tower-bearer needs a crypto backend: enable the `aws-lc-rs` or `rust-crypto` feature"
+);
+
+/// Validates JWT access tokens against a [`KeySet`] (or, if you explicitly ask for it, a shared
+/// HMAC secret).
+///
+/// Cheap to clone. Build it with [`JwtValidator::builder`]:
+///
+/// ```no_run
+/// use tower_bearer::JwtValidator;
+///
+/// let validator = JwtValidator::builder()
+///     .issuer("https://issuer.example")
+///     .audience("https://api.example")
+///     .jwks_url("https://issuer.example/.well-known/jwks.json")
+///     .build()?;
+/// # Ok::<(), tower_bearer::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct JwtValidator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: KeySource,
+    /// Bit `i` set when `ALGORITHMS[i]` is allowed.
+    allowed: u16,
+    typ: TypPolicy,
+    policy: ClaimPolicy,
+    max_token_bytes: usize,
+    clock: Clock,
+}
+
+enum KeySource {
+    KeySet(KeySet),
+    Secret(DecodingKey),
+}
+
+/// Every algorithm jsonwebtoken knows, in a fixed order for the allowlist bit set.
+const ALGORITHMS: [Algorithm; 12] = {
+    use Algorithm::*;
+    [
+        HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ]
+};
+
+fn alg_bit(alg: Algorithm) -> u16 {
+    ALGORITHMS
+        .iter()
+        .position(|a| *a == alg)
+        .map_or(0, |i| 1 << i)
+}
+
+/// Builder for [`JwtValidator`]: issuer, audience and a key source are required.
+pub struct JwtValidatorBuilder {
+    issuer: Option<String>,
+    any_issuer: bool,
+    audiences: Vec<String>,
+    any_audience: bool,
+    jwks_url: Option<String>,
+    key_set: Option<KeySet>,
+    secret: Option<Vec<u8>>,
+    algorithms: Option<Vec<Algorithm>>,
+    typ: TypPolicy,
+    leeway: Duration,
+    max_token_bytes: usize,
+    clock: Clock,
+}
+
+impl JwtValidatorBuilder {
+    /// The `iss` every token must carry, compared exactly.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+    /// Accepts any `iss`. Only for key sets that a single issuer owns; prefer [`Self::issuer`].
+    pub fn any_issuer(mut self) -> Self {
+        self.any_issuer = true;
+        self
+    }
+    /// An audience this resource answers to; the token's `aud` must contain one of them. Call
+    /// again to accept several.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+    /// Switches the audience check off. RFC 9068 requires it: do this only when the issuer
+    /// mints tokens for this resource alone.
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+    /// Fetches keys from this JWKS URL with the default [`KeySet`] settings.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+    /// Uses this key set (to tune its cache, or to share it between validators).
+    pub fn key_set(mut self, keys: KeySet) -> Self {
+        self.key_set = Some(keys);
+        self
+    }
+    /// Verifies HMAC-signed tokens with a shared secret instead of a key set. Only `HS256` is
+    /// allowed unless [`Self::algorithms`] says otherwise; asymmetric algorithms are then refused.
+    pub fn hmac_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+    /// The algorithm allowlist. Defaults to every asymmetric algorithm with a key set
+    /// ([`defaults::ASYMMETRIC_ALGORITHMS`]), `HS256` with a secret.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = Some(algorithms.into_iter().collect());
+        self
+    }
+    /// Which `typ` header values are accepted (default [`TypPolicy::Lenient`]).
+    pub fn typ(mut self, policy: TypPolicy) -> Self {
+        self.typ = policy;
+        self
+    }
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+    /// Largest token accepted (default 8 KiB).
+    pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+    /// Where "now" comes from (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the settings and builds the validator. Nothing is fetched yet.
+    pub fn build(self) -> Result<JwtValidator, ConfigError> {
+        ensure_crypto_provider();
+        if self.issuer.is_none() && !self.any_issuer {
+            return Err(ConfigError::Missing("issuer (or an explicit any_issuer())"));
+        }
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(ConfigError::Missing(
+                "audience (or an explicit any_audience())",
+            ));
+        }
+        let (keys, default_algs): (KeySource, &[Algorithm]) =
+            match (self.jwks_url, self.key_set, self.secret) {
+                (Some(url), None, None) => (
+                    KeySource::KeySet(KeySet::builder(url).build()?),
+                    defaults::ASYMMETRIC_ALGORITHMS,
+                ),
+                (None, Some(set), None) => {
+                    (KeySource::KeySet(set), defaults::ASYMMETRIC_ALGORITHMS)
+                }
+                (None, None, Some(secret)) => {
+                    if secret.len() < 32 {
+                        return Err(ConfigError::Invalid(
+                            "an HMAC secret needs at least 32 bytes",
+                        ));
+                    }
+                    (
+                        KeySource::Secret(DecodingKey::from_secret(&secret)),
+                        &[Algorithm::HS256],
+                    )
+                }
+                (None, None, None) => {
+                    return Err(ConfigError::Missing("jwks_url, key_set or hmac_secret"));
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "give exactly one of jwks_url, key_set, hmac_secret",
+                    ));
+                }
+            };
+        let algorithms = self.algorithms.unwrap_or_else(|| default_algs.to_vec());
+        if algorithms.is_empty() {
+            return Err(ConfigError::Invalid("the algorithm allowlist is empty"));
+        }
+        let symmetric = matches!(keys, KeySource::Secret(_));
+        for alg in &algorithms {
+            let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+            if is_hmac != symmetric {
+                // Mixing families is how algorithm confusion happens (RFC 8725 §2.1).
+                return Err(ConfigError::Invalid(
+                    "HMAC algorithms need hmac_secret; asymmetric ones need a key set",
+                ));
+            }
+        }
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        Ok(JwtValidator {
+            inner: Arc::new(Inner {
+                keys,
+                allowed: algorithms.iter().fold(0, |bits, alg| bits | alg_bit(*alg)),
+                typ: self.typ,
+                policy: ClaimPolicy {
+                    issuer: self.issuer.filter(|_| !self.any_issuer),
+                    audience: if self.any_audience {
+                        AudiencePolicy::Unchecked
+                    } else {
+                        AudiencePolicy::OneOf(self.audiences)
+                    },
+                    window: TimeWindow { leeway },
+                },
+                max_token_bytes: self.max_token_bytes,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+impl JwtValidator {
+    /// Starts a builder with safe defaults: asymmetric algorithms only, audience required,
+    /// 30 s leeway, 8 KiB tokens.
+    pub fn builder() -> JwtValidatorBuilder {
+        JwtValidatorBuilder {
+            issuer: None,
+            any_issuer: false,
+            audiences: Vec::new(),
+            any_audience: false,
+            jwks_url: None,
+            key_set: None,
+            secret: None,
+            algorithms: None,
+            typ: TypPolicy::default(),
+            leeway: defaults::LEEWAY,
+            max_token_bytes: defaults::MAX_TOKEN_BYTES,
+            clock: Clock::system(),
+        }
+    }
+
+    /// The key set, when the validator uses one.
+    pub fn key_set(&self) -> Option<&KeySet> {
+        match &self.inner.keys {
+            KeySource::KeySet(set) => Some(set),
+            KeySource::Secret(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for JwtValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtValidator")
+            .field("issuer", &self.inner.policy.issuer)
+            .field("audience", &self.inner.policy.audience)
+            .field("key_set", &self.key_set())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JOSE header members this crate reads. `jku`, `x5u`, `jwk` and `x5c` are deliberately
+/// absent: keys come from the configured key set only (RFC 8725 §3.10).
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<Vec<String>>,
+}
+
+/// A token split into its parts, header parsed, nothing verified.
+struct Compact<'a> {
+    signing_input: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+fn is_base64url(segment: &str) -> bool {
+    segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Why a synchronous validation stopped.
+enum Halt {
+    Rejected(InvalidToken),
+    /// The key set lacks a key for this token: a fetch may help.
+    NeedKeys,
+}
+
+impl From<InvalidToken> for Halt {
+    fn from(r: InvalidToken) -> Self {
+        Halt::Rejected(r)
+    }
+}
+
+impl Inner {
+    /// Steps that need no key: size, shape, header, algorithm, `crit`, `typ`.
+    fn parse<'a>(&self, token: &'a str) -> Result<Compact<'a>, InvalidToken> {
+        if token.len() > self.max_token_bytes {
+            return Err(InvalidToken::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(InvalidToken::Malformed);
+        };
+        if [header_b64, payload, signature]
+            .iter()
+            .any(|s| s.is_empty() || !is_base64url(s))
+        {
+            return Err(InvalidToken::Malformed);
+        }
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| InvalidToken::Malformed)?;
+        if header_json.first() != Some(&b'{') {
+            return Err(InvalidToken::Malformed);
+        }
+        let header: JoseHeader =
+            serde_json::from_slice(&header_json).map_err(|_| InvalidToken::Malformed)?;
+        // Unknown names, `none` in any case, and algorithms outside the allowlist all stop here.
+        let alg = header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| self.allowed & alg_bit(*alg) != 0)
+            .ok_or(InvalidToken::AlgorithmNotAllowed)?;
+        // RFC 7515 §4.1.11: we understand no extension, so any `crit` entry is fatal; an empty
+        // `crit` array is itself invalid.
+        if header.crit.is_some() {
+            return Err(InvalidToken::UnsupportedCritical);
+        }
+        self.typ.check(header.typ.as_deref())?;
+        Ok(Compact {
+            signing_input: &token[..header_b64.len() + 1 + payload.len()],
+            payload,
+            signature,
+            alg,
+            kid: header.kid,
+        })
+    }
+
+    /// Verifies the signature with `key`, then reads and checks the claims.
+    fn verify(&self, compact: &Compact<'_>, key: &DecodingKey) -> Result<Principal, InvalidToken> {
+        let valid = jsonwebtoken::crypto::verify(
+            compact.signature,
+            compact.signing_input.as_bytes(),
+            key,
+            compact.alg,
+        )
+        .unwrap_or(false);
+        if !valid {
+            return Err(InvalidToken::BadSignature);
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(compact.payload)
+            .map_err(|_| InvalidToken::Malformed)?;
+        // A struct also deserializes from a JSON array; claims must be an object.
+        if payload.first() != Some(&b'{') {
+            return Err(InvalidToken::Malformed);
+        }
+        let claims: RegisteredClaims = serde_json::from_slice(&payload).map_err(|e| {
+            if e.is_data() {
+                InvalidToken::InvalidClaim
+            } else {
+                InvalidToken::Malformed
+            }
+        })?;
+        self.policy.check(&claims, self.clock.unix_now())?;
+        // The payload parsed as JSON, so it is UTF-8.
+        let raw = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
+        let scopes = claims.scopes();
+        Ok(Principal::new(PrincipalData {
+            kind: TokenKind::Jwt,
+            client_id: claims.client_id.or(claims.azp),
+            subject: claims.sub,
+            issuer: claims.iss,
+            audience: claims
+                .aud
+                .map(policy::OneOrMany::into_vec)
+                .unwrap_or_default(),
+            scopes,
+            expires_at: claims.exp,
+            issued_at: claims.iat,
+            claims: raw.into_boxed_str(),
+        }))
+    }
+
+    fn validate_with(&self, token: &str, keys: &Keys) -> Result<Principal, Halt> {
+        let compact = self.parse(token)?;
+        match keys.select(compact.kid.as_deref(), compact.alg) {
+            Selection::Found(key) => Ok(self.verify(&compact, &key.decoding)?),
+            Selection::Unknown => Err(Halt::NeedKeys),
+            Selection::Ambiguous => Err(InvalidToken::AmbiguousKey.into()),
+            Selection::Mismatch => Err(InvalidToken::KeyAlgorithmMismatch.into()),
+        }
+    }
+}
+
+impl Validator for JwtValidator {
+    fn validate(&self, token: &str) -> Verdict {
+        let inner = &self.inner;
+        let set = match &inner.keys {
+            KeySource::Secret(secret) => {
+                let result = inner.parse(token).and_then(|c| inner.verify(&c, secret));
+                return Verdict::Ready(result.map_err(reject));
+            }
+            KeySource::KeySet(set) => set,
+        };
+        let keys = set.snapshot();
+        match inner.validate_with(token, &keys) {
+            Ok(principal) => Verdict::Ready(Ok(principal)),
+            Err(Halt::Rejected(why)) => Verdict::Ready(Err(reject(why))),
+            Err(Halt::NeedKeys) => {
+                let seen = keys.generation;
+                let (this, set, token) = (self.inner.clone(), set.clone(), token.to_owned());
+                Verdict::Pending(Box::pin(async move {
+                    let keys = set.refresh_for_missing_key(seen).await;
+                    match this.validate_with(&token, &keys) {
+                        Ok(principal) => Ok(principal),
+                        Err(Halt::Rejected(why)) => Err(reject(why)),
+                        // Nothing to verify with, and we could not fetch: our problem, not the
+                        // client's. A set that is loaded and reachable but lacks the `kid` means
+                        // the token is not from this issuer's current keys.
+                        Err(Halt::NeedKeys) if !keys.is_loaded() || !set.last_fetch_ok() => {
+                            tracing::warn!(
+                                reason = "key_set_unavailable",
+                                "cannot validate: no key set"
+                            );
+                            Err(AuthError::Unavailable(Unavailable::KeySet))
+                        }
+                        Err(Halt::NeedKeys) => Err(reject(InvalidToken::UnknownKey)),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+fn reject(why: InvalidToken) -> AuthError {
+    AuthError::InvalidToken(why)
+}

@@ -1,0 +1,229 @@
+//! The claim policy of JWT access tokens: which `iss`, `aud` and `typ` are accepted, and how
+//! the registered claims are read.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::error::InvalidToken;
+use crate::scope::Scopes;
+use crate::validate::TimeWindow;
+
+/// Which `typ` header values are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TypPolicy {
+    /// `at+jwt`, `application/at+jwt`, `JWT`, or no `typ` at all (the default: many issuers
+    /// still send `JWT`).
+    #[default]
+    Lenient,
+    /// RFC 9068 strict: `at+jwt` or `application/at+jwt` only. Rejects ID tokens (and anything
+    /// else) presented as access tokens.
+    Strict,
+}
+
+impl TypPolicy {
+    pub(crate) fn check(self, typ: Option<&str>) -> Result<(), InvalidToken> {
+        // RFC 7515 §4.1.9: media types are case-insensitive and `application/` may be omitted.
+        let typ = typ.map(|t| {
+            t.get(..12)
+                .filter(|p| p.eq_ignore_ascii_case("application/"))
+                .map_or(t, |_| &t[12..])
+        });
+        let ok = match (self, typ) {
+            (_, Some(t)) if t.eq_ignore_ascii_case("at+jwt") => true,
+            (TypPolicy::Lenient, None) => true,
+            (TypPolicy::Lenient, Some(t)) => t.eq_ignore_ascii_case("jwt"),
+            (TypPolicy::Strict, _) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(InvalidToken::WrongType)
+        }
+    }
+}
+
+/// Which audiences are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AudiencePolicy {
+    /// The token's `aud` must contain one of these.
+    OneOf(Vec<String>),
+    /// Explicitly switched off.
+    Unchecked,
+}
+
+/// The checks run on every token's claims.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimPolicy {
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: AudiencePolicy,
+    pub(crate) window: TimeWindow,
+}
+
+impl ClaimPolicy {
+    pub(crate) fn check(&self, claims: &RegisteredClaims, now: i64) -> Result<(), InvalidToken> {
+        self.window.check(now, claims.exp, claims.nbf, claims.iat)?;
+        if let Some(issuer) = &self.issuer {
+            if claims.iss.as_deref() != Some(issuer.as_str()) {
+                return Err(InvalidToken::WrongIssuer);
+            }
+        }
+        if let AudiencePolicy::OneOf(accepted) = &self.audience {
+            let aud = claims
+                .aud
+                .as_ref()
+                .map(OneOrMany::as_slice)
+                .unwrap_or_default();
+            if !aud.iter().any(|a| accepted.contains(a)) {
+                return Err(InvalidToken::WrongAudience);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registered claims this crate reads. Unknown claims are skipped here and kept verbatim in
+/// the principal. Deserializing a struct also rejects duplicate members of these names.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RegisteredClaims {
+    pub(crate) iss: Option<String>,
+    pub(crate) sub: Option<String>,
+    pub(crate) aud: Option<OneOrMany>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) exp: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) nbf: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub(crate) iat: Option<i64>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) azp: Option<String>,
+    pub(crate) scope: Option<OneOrMany>,
+    pub(crate) scp: Option<OneOrMany>,
+}
+
+impl RegisteredClaims {
+    pub(crate) fn scopes(&self) -> Scopes {
+        let mut scopes = Scopes::default();
+        for claim in [&self.scope, &self.scp].into_iter().flatten() {
+            for item in claim.as_slice() {
+                scopes.extend(item.split(' ').filter(|s| !s.is_empty()));
+            }
+        }
+        scopes
+    }
+}
+
+/// A claim that may be a string or an array of strings (`aud`, `scp`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One([String; 1]),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(one) => one,
+            OneOrMany::Many(many) => many,
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One([one]) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional. Fractions are truncated
+/// towards the past, values beyond `i64` saturate, and anything else (strings, NaN) is an error.
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct NumericDate;
+    impl Visitor<'_> for NumericDate {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a NumericDate")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.is_finite() {
+                // `as` saturates at the bounds of i64.
+                Ok(Some(v.floor() as i64))
+            } else {
+                Err(E::custom("NumericDate is not finite"))
+            }
+        }
+    }
+    d.deserialize_any(NumericDate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: &str) -> Result<RegisteredClaims, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn numeric_dates() {
+        assert_eq!(claims(r#"{"exp":10}"#).unwrap().exp, Some(10));
+        assert_eq!(claims(r#"{"exp":10.9}"#).unwrap().exp, Some(10));
+        assert_eq!(claims(r#"{"exp":-1.5}"#).unwrap().exp, Some(-2));
+        assert_eq!(claims(r#"{"exp":1e300}"#).unwrap().exp, Some(i64::MAX));
+        assert_eq!(
+            claims(r#"{"exp":18446744073709551615}"#).unwrap().exp,
+            Some(i64::MAX)
+        );
+        assert!(claims(r#"{"exp":"10"}"#).is_err());
+        assert!(claims(r#"{"exp":null}"#).is_err());
+        assert!(
+            claims(r#"{"exp":1,"exp":2}"#).is_err(),
+            "duplicate members are rejected"
+        );
+    }
+
+    #[test]
+    fn scopes_from_both_claims() {
+        let c = claims(r#"{"scope":"a b","scp":["b","c"]}"#).unwrap();
+        assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let c = claims(r#"{"scp":"x y"}"#).unwrap();
+        assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn typ_policy() {
+        use TypPolicy::*;
+        for ok in [
+            None,
+            Some("JWT"),
+            Some("jwt"),
+            Some("at+jwt"),
+            Some("application/AT+JWT"),
+        ] {
+            assert_eq!(Lenient.check(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            Some("id+jwt"),
+            Some("dpop+jwt"),
+            Some("application/jwt+x"),
+            Some(""),
+        ] {
+            assert_eq!(Lenient.check(bad), Err(InvalidToken::WrongType), "{bad:?}");
+        }
+        assert_eq!(Strict.check(Some("at+jwt")), Ok(()));
+        assert_eq!(Strict.check(Some("application/at+jwt")), Ok(()));
+        for bad in [None, Some("JWT"), Some("id+jwt")] {
+            assert_eq!(Strict.check(bad), Err(InvalidToken::WrongType), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! [`BearerLayer`], [`BearerService`] and their response future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{AuthBody, rejection_response};
+use crate::error::{AuthError, ChallengeParams};
+use crate::extract::{DEFAULT_MAX_HEADER_BYTES, bearer_token};
+use crate::scope::ChallengeContext;
+use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
+
+/// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
+/// verified [`Principal`] in its extensions.
+///
+/// ```no_run
+/// use axum::{Extension, Router, routing::get};
+/// use tower_bearer::{BearerLayer, JwtValidator, Principal};
+///
+/// # fn app() -> Result<Router, tower_bearer::ConfigError> {
+/// let validator = JwtValidator::builder()
+///     .issuer("https://issuer.example")
+///     .audience("https://api.example")
+///     .jwks_url("https://issuer.example/jwks.json")
+///     .build()?;
+/// let app = Router::new()
+///     .route("/me", get(|Extension(p): Extension<Principal>| async move {
+///         format!("hello {}", p.subject().unwrap_or("?"))
+///     }))
+///     .layer(BearerLayer::new(validator).realm("api"));
+/// # Ok(app) }
+/// ```
+pub struct BearerLayer<V> {
+    shared: Shared<V>,
+}
+
+/// What the layer hands every service it makes: cheap to clone.
+struct Shared<V> {
+    validator: Arc<V>,
+    challenge: ChallengeContext,
+    max_header_bytes: usize,
+}
+
+impl<V> Clone for Shared<V> {
+    fn clone(&self) -> Self {
+        Shared {
+            validator: self.validator.clone(),
+            challenge: self.challenge.clone(),
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+}
+
+impl<V> Clone for BearerLayer<V> {
+    fn clone(&self) -> Self {
+        BearerLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<V: Validator> BearerLayer<V> {
+    /// A layer that validates tokens with `validator`.
+    pub fn new(validator: V) -> Self {
+        BearerLayer {
+            shared: Shared {
+                validator: Arc::new(validator),
+                challenge: ChallengeContext::default(),
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            },
+        }
+    }
+
+    fn map_challenge(mut self, f: impl FnOnce(ChallengeParams) -> ChallengeParams) -> Self {
+        let params = f((*self.shared.challenge.0).clone());
+        self.shared.challenge = ChallengeContext(Arc::new(params));
+        self
+    }
+
+    /// The `realm` sent in every challenge.
+    pub fn realm(self, realm: impl Into<String>) -> Self {
+        self.map_challenge(|p| p.realm(realm))
+    }
+
+    /// The RFC 9728 `resource_metadata` URL sent in every challenge.
+    pub fn resource_metadata(self, url: impl Into<String>) -> Self {
+        self.map_challenge(|p| p.resource_metadata(url))
+    }
+
+    /// Bound on the `Authorization` header (default 8 KiB); larger headers get
+    /// `400 invalid_request` before any parsing.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.shared.max_header_bytes = bytes;
+        self
+    }
+
+    /// The validator.
+    pub fn validator(&self) -> &V {
+        &self.shared.validator
+    }
+}
+
+impl<V> fmt::Debug for BearerLayer<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerLayer")
+            .field("challenge", &self.shared.challenge.0)
+            .field("max_header_bytes", &self.shared.max_header_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, V> Layer<S> for BearerLayer<V> {
+    type Service = BearerService<S, V>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The [`Service`] made by [`BearerLayer`].
+pub struct BearerService<S, V> {
+    inner: S,
+    shared: Shared<V>,
+}
+
+impl<S: Clone, V> Clone for BearerService<S, V> {
+    fn clone(&self) -> Self {
+        BearerService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, V> fmt::Debug for BearerService<S, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, V> BearerService<S, V> {
+    fn reject<B, ReqB>(&self, err: &AuthError) -> ResponseFuture<S::Future, S, ReqB, B>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        log_rejection(err);
+        ResponseFuture::rejected(rejection_response(err, &self.shared.challenge.0))
+    }
+}
+
+fn log_rejection(err: &AuthError) {
+    if err.is_server_error() {
+        tracing::warn!(
+            reason = err.reason(),
+            status = err.status().as_u16(),
+            "request not authorized"
+        );
+    } else {
+        tracing::debug!(
+            reason = err.reason(),
+            status = err.status().as_u16(),
+            "request not authorized"
+        );
+    }
+}
+
+impl<S, V, ReqB, ResB> Service<Request<ReqB>> for BearerService<S, V>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    V: Validator,
+{
+    type Response = Response<AuthBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S, ReqB, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let verdict = match bearer_token(req.headers(), self.shared.max_header_bytes) {
+            Ok(token) => self.shared.validator.validate(token),
+            Err(err) => return self.reject(&err),
+        };
+        match verdict {
+            Verdict::Ready(Ok(principal)) => {
+                authorize(&mut req, principal, &self.shared.challenge);
+                ResponseFuture::called(self.inner.call(req))
+            }
+            Verdict::Ready(Err(err)) => self.reject(&err),
+            Verdict::Pending(validation) => {
+                // `self.inner` is the clone that was polled ready: take it into the future and
+                // leave a fresh clone behind for the next poll_ready (tower's readiness contract).
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Validating {
+                        validation,
+                        pending: Some(Pending {
+                            service: ready,
+                            request: req,
+                            challenge: self.shared.challenge.clone(),
+                        }),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn authorize<B>(req: &mut Request<B>, principal: Principal, challenge: &ChallengeContext) {
+    tracing::trace!(subject = principal.subject(), "request authorized");
+    let extensions = req.extensions_mut();
+    extensions.insert(principal);
+    extensions.insert(challenge.clone());
+}
+
+/// What a validating future needs to call the inner service afterwards.
+struct Pending<S, ReqB> {
+    service: S,
+    request: Request<ReqB>,
+    challenge: ChallengeContext,
+}
+
+pin_project! {
+    /// Response future of [`BearerService`].
+    pub struct ResponseFuture<F, S, ReqB, ResB> {
+        #[pin]
+        state: State<F, S, ReqB, ResB>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, ReqB, ResB> {
+        Validating { validation: ValidationFuture, pending: Option<Pending<S, ReqB>> },
+        Called { #[pin] future: F },
+        Rejected { response: Option<Response<AuthBody<ResB>>> },
+    }
+}
+
+impl<F, S, ReqB, ResB> ResponseFuture<F, S, ReqB, ResB> {
+    fn called(future: F) -> Self {
+        ResponseFuture {
+            state: State::Called { future },
+        }
+    }
+
+    fn rejected(response: Response<AuthBody<ResB>>) -> Self {
+        ResponseFuture {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, ReqB, ResB> Future for ResponseFuture<S::Future, S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Output = Result<Response<AuthBody<ResB>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Validating {
+                    validation,
+                    pending,
+                } => {
+                    let result = ready!(validation.as_mut().poll(cx));
+                    let Pending {
+                        mut service,
+                        mut request,
+                        challenge,
+                    } = pending.take().expect("polled after completion");
+                    match result {
+                        Ok(principal) => {
+                            authorize(&mut request, principal, &challenge);
+                            let future = service.call(request);
+                            this.state.set(State::Called { future });
+                        }
+                        Err(err) => {
+                            log_rejection(&err);
+                            let response = rejection_response(&err, &challenge.0);
+                            this.state.set(State::Rejected {
+                                response: Some(response),
+                            });
+                        }
+                    }
+                }
+                StateProj::Called { future } => {
+                    return future.poll(cx).map_ok(|res| res.map(AuthBody::inner));
+                }
+                StateProj::Rejected { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+impl<F, S, ReqB, ResB> fmt::Debug for ResponseFuture<F, S, ReqB, ResB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}

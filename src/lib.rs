@@ -1,0 +1,73 @@
+//! # tower-bearer
+//!
+//! An OAuth 2.0 **resource server** as a tower [`Layer`](tower_layer::Layer): put
+//! [`BearerLayer`] in front of any tower, axum or hyper service and every request must carry a
+//! valid `Authorization: Bearer <token>` (RFC 6750). Failures are answered with the standard
+//! challenges, so clients know whether to authenticate, refresh or ask for more scope:
+//!
+//! | what happened | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no token | `401` | `Bearer realm="…"` (no error code) |
+//! | malformed header or token syntax | `400` | `Bearer error="invalid_request", …` |
+//! | bad, expired, foreign token | `401` | `Bearer error="invalid_token", error_description="…"` |
+//! | token lacks a route's scope | `403` | `Bearer error="insufficient_scope", scope="…"` |
+//! | keys cannot be fetched at all | `503` | none: the failure is ours, not the client's |
+//!
+//! JWT access tokens are verified against a cached, self-refreshing JWKS ([`KeySet`]) following
+//! RFC 8725: an explicit algorithm allowlist, keys only from the configured key set, `crit`
+//! honoured, sizes bounded.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_bearer::{BearerLayer, JwtValidator, Principal, RequireScope};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let validator = JwtValidator::builder()
+//!     .issuer("https://issuer.example")
+//!     .audience("https://api.example")
+//!     .jwks_url("https://issuer.example/.well-known/jwks.json")
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/items", get(|| async { "items" }))
+//!     .route_layer(RequireScope::all(["items:read"]))
+//!     .route("/me", get(|p: Principal| async move { format!("hi {:?}", p.subject()) }))
+//!     .layer(BearerLayer::new(validator).realm("api"));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod body;
+mod config;
+mod error;
+pub mod extract;
+mod jwt;
+mod layer;
+pub mod scope;
+mod validate;
+
+#[cfg(feature = "axum")]
+mod axum;
+#[cfg(feature = "dev")]
+pub mod dev;
+
+pub use body::AuthBody;
+pub use config::ConfigError;
+pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
+pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
+pub use jwt::policy::TypPolicy;
+pub use jwt::{JwtValidator, JwtValidatorBuilder, defaults as jwt_defaults};
+pub use layer::{BearerLayer, BearerService, ResponseFuture};
+pub use scope::{RequireScope, Scopes};
+pub use validate::{Clock, Principal, TokenKind, ValidationFuture, Validator, Verdict};
+
+#[cfg(feature = "axum")]
+pub use crate::axum::Claims;
+
+/// Re-exported so that users name algorithms without depending on jsonwebtoken themselves.
+pub use jsonwebtoken::Algorithm;

@@ -1,0 +1,266 @@
+//! Scopes: the set a token grants ([`Scopes`]) and the per-route guard that demands some
+//! ([`RequireScope`]).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use serde::Serialize;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{AuthBody, rejection_response};
+use crate::error::{AuthError, ChallengeParams};
+use crate::validate::{Principal, join};
+
+/// The scopes a token grants, from its `scope` (space-delimited) and `scp` (array or string)
+/// claims, or from an introspection response.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Scopes(Vec<String>);
+
+impl Scopes {
+    /// Scopes from a space-delimited string (RFC 6749 §3.3).
+    pub fn from_space_delimited(s: &str) -> Self {
+        let mut scopes = Scopes::default();
+        scopes.extend(s.split(' ').filter(|s| !s.is_empty()));
+        scopes
+    }
+
+    pub(crate) fn extend<'a>(&mut self, more: impl IntoIterator<Item = &'a str>) {
+        for s in more {
+            if !self.contains(s) {
+                self.0.push(s.to_owned());
+            }
+        }
+    }
+
+    /// Whether `scope` was granted (exact, case-sensitive match).
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    /// The scopes, in the order the token listed them.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// How many scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no scope was granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&join(self.iter()))
+    }
+}
+
+/// The challenge settings of the [`BearerLayer`](crate::BearerLayer) that let a request in,
+/// carried in the request extensions so that guards further in answer with the same realm.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChallengeContext(pub(crate) Arc<ChallengeParams>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    All,
+    Any,
+}
+
+/// A [`Layer`] that demands scopes of the [`Principal`] that [`BearerLayer`](crate::BearerLayer)
+/// put in the request. Apply it per route, inside the bearer layer.
+///
+/// * no principal (the route is not behind a bearer layer, or it admits anonymous requests) →
+///   `401` asking for a token;
+/// * principal without the scopes → `403`, `error="insufficient_scope", scope="…"`.
+///
+/// ```
+/// use tower_bearer::RequireScope;
+///
+/// let read = RequireScope::all(["items:read"]);
+/// let admin_or_owner = RequireScope::any(["admin", "items:owner"]);
+/// # let _ = (read, admin_or_owner);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RequireScope {
+    scopes: Arc<[String]>,
+    /// What the challenge's `scope` auth-param says: every scope for all-of, the alternatives for
+    /// any-of.
+    required: Arc<str>,
+    mode: Mode,
+}
+
+impl RequireScope {
+    /// Every one of `scopes` is needed.
+    pub fn all<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, Mode::All)
+    }
+
+    /// At least one of `scopes` is needed.
+    pub fn any<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, Mode::Any)
+    }
+
+    fn new<I, S>(scopes: I, mode: Mode) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
+        let required = join(scopes.iter().map(String::as_str)).into();
+        RequireScope {
+            scopes,
+            required,
+            mode,
+        }
+    }
+
+    /// Checks a principal against this requirement.
+    pub fn check(&self, principal: &Principal) -> Result<(), AuthError> {
+        let granted = principal.scopes();
+        let ok = match self.mode {
+            Mode::All => self.scopes.iter().all(|s| granted.contains(s)),
+            Mode::Any => self.scopes.iter().any(|s| granted.contains(s)),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope {
+                required: self.required.to_string(),
+            })
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireScope {
+    type Service = RequireScopeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScopeService {
+            inner,
+            requirement: self.clone(),
+        }
+    }
+}
+
+/// The [`Service`] made by [`RequireScope`].
+#[derive(Clone, Debug)]
+pub struct RequireScopeService<S> {
+    inner: S,
+    requirement: RequireScope,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for RequireScopeService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<AuthBody<ResB>>;
+    type Error = S::Error;
+    type Future = RequireScopeFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let verdict = match req.extensions().get::<Principal>() {
+            Some(principal) => self.requirement.check(principal),
+            None => Err(AuthError::MissingToken),
+        };
+        match verdict {
+            Ok(()) => RequireScopeFuture {
+                state: ScopeState::Inner {
+                    fut: self.inner.call(req),
+                },
+            },
+            Err(err) => {
+                tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
+                let params = req
+                    .extensions()
+                    .get::<ChallengeContext>()
+                    .cloned()
+                    .unwrap_or_default();
+                RequireScopeFuture {
+                    state: ScopeState::Rejected {
+                        response: Some(rejection_response(&err, &params.0)),
+                    },
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RequireScopeService`].
+    pub struct RequireScopeFuture<F, B> {
+        #[pin]
+        state: ScopeState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = ScopeStateProj]
+    enum ScopeState<F, B> {
+        Inner { #[pin] fut: F },
+        Rejected { response: Option<Response<AuthBody<B>>> },
+    }
+}
+
+impl<F, B, E> Future for RequireScopeFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<AuthBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ScopeStateProj::Inner { fut } => fut.poll(cx).map_ok(|res| res.map(AuthBody::inner)),
+            ScopeStateProj::Rejected { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for RequireScopeFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequireScopeFuture")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_dedupes() {
+        let s = Scopes::from_space_delimited("  a b  a c ");
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(s.to_string(), "a b c");
+        assert!(Scopes::from_space_delimited("").is_empty());
+    }
+}
