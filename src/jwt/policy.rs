@@ -119,21 +119,21 @@ impl RegisteredClaims {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub(crate) enum OneOrMany {
-    One([String; 1]),
+    One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
     pub(crate) fn as_slice(&self) -> &[String] {
         match self {
-            OneOrMany::One(one) => one,
+            OneOrMany::One(one) => std::slice::from_ref(one),
             OneOrMany::Many(many) => many,
         }
     }
 
     pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
-            OneOrMany::One([one]) => vec![one],
+            OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many,
         }
     }
@@ -196,7 +196,8 @@ mod tests {
     fn scopes_from_both_claims() {
         let c = claims(r#"{"scope":"a b","scp":["b","c"]}"#).unwrap();
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["a", "b", "c"]);
-        let c = claims(r#"{"scp":"x y"}"#).unwrap();
+        let c = claims(r#"{"scp":"x y","aud":"api"}"#).unwrap();
+        assert_eq!(c.aud.unwrap().as_slice(), ["api"]);
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
     }
 
