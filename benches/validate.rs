@@ -1,0 +1,66 @@
+//! The cost of a validation, measured against its floor: the signature verification alone.
+//!
+//! For each algorithm:
+//! * `raw_verify`: `jsonwebtoken::crypto::verify` with a key converted once (the floor);
+//! * `validate`: `JwtValidator::validate`, cold path (header, key selection, signature, claims);
+//! * `service`: the whole `BearerService` call on an in-memory request, inner service trivial.
+//!
+//! `cargo bench --all-features --bench validate`
+
+use std::convert::Infallible;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{Request, Response};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tower::{Layer, Service, service_fn};
+use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, alg_name};
+use tower_bearer::{BearerLayer, JwtValidator, KeySet, Validator, Verdict};
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dev = rt.block_on(DevIssuer::start()).unwrap();
+    let jwks: JwkSet = serde_json::from_str(&dev.jwks_json()).unwrap();
+    let validator = JwtValidator::builder()
+        .issuer(dev.issuer())
+        .audience(DEFAULT_AUDIENCE)
+        .key_set(KeySet::from_jwks(&dev.jwks_json()).unwrap())
+        .build()
+        .unwrap();
+    let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let mut service = BearerLayer::new(validator.clone()).layer(inner);
+
+    for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let name = alg_name(alg);
+        let token = dev.token().alg(alg).scope("items:read").sign();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let kid = format!("{}-1", name.to_lowercase());
+        let key = DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+        assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap());
+        assert!(matches!(validator.validate(&token), Verdict::Ready(Ok(_))));
+
+        let mut group = c.benchmark_group(name);
+        group.bench_function("raw_verify", |b| {
+            b.iter(|| jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap())
+        });
+        group.bench_function("validate", |b| {
+            b.iter(|| match validator.validate(&token) {
+                Verdict::Ready(r) => r.unwrap(),
+                Verdict::Pending(_) => unreachable!("keys are static"),
+            })
+        });
+        let header = format!("Bearer {token}");
+        group.bench_function("service", |b| {
+            b.iter(|| {
+                let req = Request::builder().header("authorization", &header).body(()).unwrap();
+                let res = service.call(req).now_or_never().unwrap().unwrap();
+                assert_eq!(res.status(), 200);
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(validate, benches);
+criterion_main!(validate);
