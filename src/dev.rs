@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,7 +34,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Form, http::HeaderMap};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
@@ -42,6 +44,12 @@ use tokio::sync::oneshot;
 
 /// The audience dev tokens carry unless told otherwise.
 pub const DEFAULT_AUDIENCE: &str = "tower-bearer-dev";
+/// The client id the resource server uses at the introspection endpoint.
+pub const RESOURCE_CLIENT_ID: &str = "dev-resource-server";
+/// Its secret (`client_secret_basic` or `client_secret_post`).
+pub const RESOURCE_CLIENT_SECRET: &str = "dev-resource-server-secret";
+/// A bearer token the resource server may authenticate with instead.
+pub const RESOURCE_BEARER: &str = "dev-resource-server-bearer";
 
 enum Signer {
     Rsa(RsaKeyPair),
@@ -167,6 +175,17 @@ struct Shared {
     jwks_failing: AtomicBool,
     jwks_max_age: u64,
     pin_alg: bool,
+    /// Opaque tokens by value, with their claims.
+    opaque: RwLock<HashMap<String, OpaqueGrant>>,
+    introspection_calls: AtomicUsize,
+    introspection_failing: AtomicBool,
+    /// How the last introspection call authenticated.
+    last_introspection_auth: RwLock<Option<&'static str>>,
+}
+
+struct OpaqueGrant {
+    claims: Map<String, Value>,
+    revoked: bool,
 }
 
 /// Settings for [`DevIssuer`].
@@ -240,11 +259,17 @@ impl DevIssuerBuilder {
             jwks_failing: AtomicBool::new(false),
             jwks_max_age: self.jwks_max_age,
             pin_alg: self.pin_alg,
+            opaque: RwLock::new(HashMap::new()),
+            introspection_calls: AtomicUsize::new(0),
+            introspection_failing: AtomicBool::new(false),
+            last_introspection_auth: RwLock::new(None),
         });
         let app = Router::new()
             .route("/jwks.json", get(jwks))
             .route("/.well-known/openid-configuration", get(metadata))
             .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/introspect", post(introspect))
+            .route("/revoke", post(revoke))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -294,11 +319,104 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}/jwks.json"),
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "revocation_endpoint": format!("{iss}/revoke"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
     .into_response()
+}
+
+/// Authenticates the resource server (RFC 7662 §2.1): Basic, form credentials, or bearer.
+fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<&'static str> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        let decode = |s: &str| {
+            form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        return (decode(id)? == RESOURCE_CLIENT_ID && decode(secret)? == RESOURCE_CLIENT_SECRET)
+            .then_some("client_secret_basic");
+    }
+    if authorization.and_then(|v| v.strip_prefix("Bearer ")) == Some(RESOURCE_BEARER) {
+        return Some("bearer");
+    }
+    (form.get("client_id").map(String::as_str) == Some(RESOURCE_CLIENT_ID)
+        && form.get("client_secret").map(String::as_str) == Some(RESOURCE_CLIENT_SECRET))
+    .then_some("client_secret_post")
+}
+
+fn invalid_client() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"dev issuer\"")],
+        axum::Json(json!({"error": "invalid_client"})),
+    )
+        .into_response()
+}
+
+async fn introspect(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    shared.introspection_calls.fetch_add(1, Ordering::SeqCst);
+    if shared.introspection_failing.load(Ordering::SeqCst) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "introspection unavailable",
+        )
+            .into_response();
+    }
+    let Some(method) = client_auth(&headers, &form) else {
+        return invalid_client();
+    };
+    *shared.last_introspection_auth.write().expect("lock") = Some(method);
+    let token = form.get("token").map(String::as_str).unwrap_or_default();
+    let opaque = shared.opaque.read().expect("lock");
+    let body = match opaque.get(token) {
+        Some(grant)
+            if !grant.revoked
+                && grant
+                    .claims
+                    .get("exp")
+                    .and_then(Value::as_i64)
+                    .is_none_or(|exp| exp > unix_now()) =>
+        {
+            let mut claims = grant.claims.clone();
+            claims.insert("active".into(), true.into());
+            claims.insert("token_type".into(), "Bearer".into());
+            Value::Object(claims)
+        }
+        _ => json!({"active": false}),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if client_auth(&headers, &form).is_none() {
+        return invalid_client();
+    }
+    if let Some(token) = form.get("token") {
+        if let Some(grant) = shared.opaque.write().expect("lock").get_mut(token) {
+            grant.revoked = true;
+        }
+    }
+    // RFC 7009 §2.2: 200 whether or not the token was known.
+    StatusCode::OK.into_response()
 }
 
 /// A development issuer serving its JWKS on 127.0.0.1. Stops serving when dropped.
@@ -364,6 +482,47 @@ impl DevIssuer {
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+
+    /// The RFC 7662 introspection endpoint (authenticate as [`RESOURCE_CLIENT_ID`]).
+    pub fn introspection_url(&self) -> String {
+        format!("{}/introspect", self.shared.issuer)
+    }
+
+    /// The RFC 7009 revocation endpoint.
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.shared.issuer)
+    }
+
+    /// How many introspection calls were received.
+    pub fn introspection_calls(&self) -> usize {
+        self.shared.introspection_calls.load(Ordering::SeqCst)
+    }
+
+    /// How the last introspection call authenticated: `client_secret_basic`,
+    /// `client_secret_post` or `bearer`.
+    pub fn last_introspection_auth(&self) -> Option<&'static str> {
+        *self.shared.last_introspection_auth.read().expect("lock")
+    }
+
+    /// Makes the introspection endpoint answer `500` (true) or work again (false).
+    pub fn set_introspection_failing(&self, failing: bool) {
+        self.shared
+            .introspection_failing
+            .store(failing, Ordering::SeqCst);
+    }
+
+    /// Starts an opaque token (same default claims as [`Self::token`]); introspection tells its
+    /// claims until it expires or is revoked.
+    pub fn opaque_token(&self) -> OpaqueTokenBuilder<'_> {
+        OpaqueTokenBuilder { jwt: self.token() }
+    }
+
+    /// Revokes an opaque token (as the revocation endpoint would).
+    pub fn revoke(&self, token: &str) {
+        if let Some(grant) = self.shared.opaque.write().expect("lock").get_mut(token) {
+            grant.revoked = true;
         }
     }
 
@@ -446,6 +605,61 @@ impl DevIssuer {
             .rev()
             .find(|k| pred(k))
             .cloned()
+    }
+}
+
+/// An opaque token being issued. See [`DevIssuer::opaque_token`].
+#[derive(Debug)]
+pub struct OpaqueTokenBuilder<'a> {
+    jwt: TokenBuilder<'a>,
+}
+
+impl OpaqueTokenBuilder<'_> {
+    /// Sets `sub`.
+    pub fn subject(self, sub: &str) -> Self {
+        OpaqueTokenBuilder {
+            jwt: self.jwt.subject(sub),
+        }
+    }
+    /// Sets `aud`.
+    pub fn audience(self, aud: &str) -> Self {
+        OpaqueTokenBuilder {
+            jwt: self.jwt.audience(aud),
+        }
+    }
+    /// Sets `scope`.
+    pub fn scope(self, scope: &str) -> Self {
+        OpaqueTokenBuilder {
+            jwt: self.jwt.scope(scope),
+        }
+    }
+    /// Sets `exp` to now + `ttl`.
+    pub fn expires_in(self, ttl: Duration) -> Self {
+        OpaqueTokenBuilder {
+            jwt: self.jwt.expires_in(ttl),
+        }
+    }
+    /// Sets any claim of the introspection response; `Value::Null` removes it.
+    pub fn claim(self, name: &str, value: impl Into<Value>) -> Self {
+        OpaqueTokenBuilder {
+            jwt: self.jwt.claim(name, value),
+        }
+    }
+    /// Registers the token and returns its value (32 random bytes, base64url).
+    pub fn issue(self) -> String {
+        let token = format!("{}{}", random_id(), random_id());
+        let grant = OpaqueGrant {
+            claims: self.jwt.claims,
+            revoked: false,
+        };
+        self.jwt
+            .issuer
+            .shared
+            .opaque
+            .write()
+            .expect("lock")
+            .insert(token.clone(), grant);
+        token
     }
 }
 

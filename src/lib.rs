@@ -44,8 +44,10 @@
 
 mod body;
 mod config;
+mod either;
 mod error;
 pub mod extract;
+pub mod introspect;
 mod jwt;
 mod layer;
 pub mod scope;
@@ -58,7 +60,9 @@ pub mod dev;
 
 pub use body::AuthBody;
 pub use config::ConfigError;
+pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
+pub use introspect::{ClientAuth, IntrospectionError, Introspector, IntrospectorBuilder};
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, defaults as jwt_defaults};

@@ -259,6 +259,8 @@ impl fmt::Debug for Clock {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeWindow {
     pub(crate) leeway: i64,
+    /// JWT access tokens must carry `exp` (RFC 9068); introspection responses may omit it.
+    pub(crate) require_exp: bool,
 }
 
 impl TimeWindow {
@@ -269,9 +271,12 @@ impl TimeWindow {
         nbf: Option<i64>,
         iat: Option<i64>,
     ) -> Result<(), InvalidToken> {
-        let exp = exp.ok_or(InvalidToken::MissingExpiry)?;
-        if now >= exp.saturating_add(self.leeway) {
-            return Err(InvalidToken::Expired);
+        match exp {
+            None if self.require_exp => return Err(InvalidToken::MissingExpiry),
+            Some(exp) if now >= exp.saturating_add(self.leeway) => {
+                return Err(InvalidToken::Expired);
+            }
+            _ => {}
         }
         if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
             return Err(InvalidToken::NotYetValid);
@@ -289,7 +294,10 @@ mod tests {
 
     #[test]
     fn time_window_edges() {
-        let w = TimeWindow { leeway: 0 };
+        let w = TimeWindow {
+            leeway: 0,
+            require_exp: true,
+        };
         assert_eq!(
             w.check(100, None, None, None),
             Err(InvalidToken::MissingExpiry)
@@ -307,7 +315,15 @@ mod tests {
             w.check(99, Some(200), None, Some(100)),
             Err(InvalidToken::IssuedInFuture)
         );
-        let lenient = TimeWindow { leeway: 5 };
+        let lenient = TimeWindow {
+            leeway: 5,
+            require_exp: true,
+        };
+        let optional = TimeWindow {
+            leeway: 0,
+            require_exp: false,
+        };
+        assert_eq!(optional.check(100, None, None, None), Ok(()));
         assert_eq!(lenient.check(104, Some(100), Some(109), Some(109)), Ok(()));
         assert_eq!(
             lenient.check(105, Some(100), None, None),

@@ -250,7 +250,10 @@ impl JwtValidatorBuilder {
                     } else {
                         AudiencePolicy::OneOf(self.audiences)
                     },
-                    window: TimeWindow { leeway },
+                    window: TimeWindow {
+                        leeway,
+                        require_exp: true,
+                    },
                 },
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,

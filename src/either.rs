@@ -1,0 +1,99 @@
+//! One layer, both kinds of token: JWTs validated locally, everything else introspected.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::introspect::Introspector;
+use crate::jwt::JwtValidator;
+use crate::validate::{Validator, Verdict};
+
+/// Which tokens [`JwtOrOpaque`] sends to introspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenRouting {
+    /// JWT-shaped tokens (three base64url segments whose first decodes to a JSON object) are
+    /// validated locally; the rest are introspected. The default.
+    #[default]
+    ByShape,
+    /// Every token is introspected (for issuers whose JWTs may be revoked early).
+    IntrospectAll,
+}
+
+/// A [`Validator`] for issuers that hand out both JWT and opaque access tokens.
+///
+/// ```no_run
+/// use tower_bearer::{BearerLayer, Introspector, JwtOrOpaque, JwtValidator};
+///
+/// let jwt = JwtValidator::builder()
+///     .issuer("https://as.example")
+///     .audience("https://api.example")
+///     .jwks_url("https://as.example/jwks")
+///     .build()?;
+/// let opaque = Introspector::builder("https://as.example/introspect")
+///     .client_secret_basic("api", "secret")
+///     .build()?;
+/// let layer = BearerLayer::new(JwtOrOpaque::new(jwt, opaque));
+/// # Ok::<(), tower_bearer::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwtOrOpaque {
+    jwt: JwtValidator,
+    opaque: Introspector,
+    routing: TokenRouting,
+}
+
+impl JwtOrOpaque {
+    /// JWTs to `jwt`, the rest to `opaque`.
+    pub fn new(jwt: JwtValidator, opaque: Introspector) -> Self {
+        JwtOrOpaque {
+            jwt,
+            opaque,
+            routing: TokenRouting::ByShape,
+        }
+    }
+
+    /// Changes which tokens are introspected.
+    pub fn routing(mut self, routing: TokenRouting) -> Self {
+        self.routing = routing;
+        self
+    }
+}
+
+/// Whether `token` looks like a JWS compact serialization. A cheap test on shape only: the
+/// JWT validator does the real parsing.
+pub(crate) fn is_jwt_shaped(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    // `{` is 0x7B: the first base64url character of any JSON object header is `e`.
+    header.starts_with('e')
+        && URL_SAFE_NO_PAD
+            .decode(header.get(..4).unwrap_or(header))
+            .is_ok_and(|head| head.first() == Some(&b'{'))
+}
+
+impl Validator for JwtOrOpaque {
+    fn validate(&self, token: &str) -> Verdict {
+        match self.routing {
+            TokenRouting::ByShape if is_jwt_shaped(token) => self.jwt.validate(token),
+            _ => self.opaque.validate(token),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        assert!(is_jwt_shaped("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"));
+        assert!(!is_jwt_shaped("2YotnFZFEjr1zCsicMWpAA"));
+        assert!(!is_jwt_shaped("a.b.c"));
+        assert!(!is_jwt_shaped("eyJh.b"));
+        assert!(!is_jwt_shaped("eyJhbGciOiJSUzI1NiJ9.a.b.c"));
+    }
+}
