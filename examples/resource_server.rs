@@ -10,15 +10,22 @@
 //! ```text
 //! cargo run --example resource_server --features axum,dev -- \
 //!     --issuer https://as.example --audience https://api.example \
-//!     --jwks-url https://as.example/jwks.json [--listen 127.0.0.1:3000]
+//!     --jwks-url https://as.example/jwks.json [--listen 127.0.0.1:3000] \
+//!     [--introspection-url URL --client-id ID --client-secret SECRET]
 //! ```
+//!
+//! With the introspection flags, opaque tokens are checked at that RFC 7662 endpoint while JWTs
+//! are still verified locally. (`--client-secret` may also come from `CLIENT_SECRET`.)
 
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
-use tower_bearer::{BearerLayer, JwtValidator, Principal, RequireScope};
+use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+use tower_bearer::{
+    BearerLayer, Introspector, JwtOrOpaque, JwtValidator, Principal, RequireScope, Validator,
+};
 
 const USAGE: &str =
     "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL]";
@@ -28,6 +35,9 @@ struct Args {
     issuer: Option<String>,
     audience: Option<String>,
     jwks_url: Option<String>,
+    introspection_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +46,9 @@ fn parse_args() -> Result<Args, String> {
         issuer: None,
         audience: None,
         jwks_url: None,
+        introspection_url: None,
+        client_id: None,
+        client_secret: std::env::var("CLIENT_SECRET").ok(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +61,9 @@ fn parse_args() -> Result<Args, String> {
             "--issuer" => args.issuer = Some(value()?),
             "--audience" => args.audience = Some(value()?),
             "--jwks-url" => args.jwks_url = Some(value()?),
+            "--introspection-url" => args.introspection_url = Some(value()?),
+            "--client-id" => args.client_id = Some(value()?),
+            "--client-secret" => args.client_secret = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -56,7 +72,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// The API: one public route, one for any valid token, two that need scopes.
-fn app(validator: JwtValidator) -> Router {
+fn app(validator: impl Validator) -> Router {
     let items_read = Router::new()
         .route("/items", get(|| async { Json(["apple", "pear"]) }))
         .route_layer(RequireScope::all(["items:read"]));
@@ -99,15 +115,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Kept alive for as long as the server runs: dropping it stops the JWKS endpoint.
     let mut dev_issuer = None;
-    let validator = match (args.issuer, args.audience, args.jwks_url) {
+    let (validator, introspection) = match (args.issuer, args.audience, args.jwks_url) {
         (Some(issuer), Some(audience), Some(jwks_url)) => {
             let validator = JwtValidator::builder()
                 .issuer(&issuer)
-                .audience(audience)
+                .audience(&audience)
                 .jwks_url(jwks_url)
                 .build()?;
             println!("protecting {base} with tokens of {issuer}");
-            validator
+            let introspection = match (args.introspection_url, args.client_id, args.client_secret) {
+                (Some(url), Some(id), Some(secret)) => Some(
+                    Introspector::builder(url)
+                        .client_secret_basic(id, secret)
+                        .build()?,
+                ),
+                (None, _, _) => None,
+                _ => {
+                    eprintln!("--introspection-url needs --client-id and --client-secret\n{USAGE}");
+                    std::process::exit(2);
+                }
+            };
+            (validator, introspection)
         }
         (None, None, None) => {
             let dev = DevIssuer::start().await?;
@@ -116,9 +144,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .audience(DEFAULT_AUDIENCE)
                 .jwks_url(dev.jwks_url())
                 .build()?;
+            let introspection = Introspector::builder(dev.introspection_url())
+                .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+                .build()?;
             print_walkthrough(&dev, &base);
             dev_issuer = Some(dev);
-            validator
+            (validator, Some(introspection))
         }
         _ => {
             eprintln!("--issuer, --audience and --jwks-url go together\n{USAGE}");
@@ -126,7 +157,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let _keep = dev_issuer;
-    axum::serve(listener, app(validator))
+    let app = match introspection {
+        Some(opaque) => app(JwtOrOpaque::new(validator, opaque)),
+        None => app(validator),
+    };
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
@@ -172,6 +207,15 @@ fn print_walkthrough(dev: &DevIssuer, base: &str) {
         "# 401 invalid_token, \"the access token expired\":\ncurl -i -H 'Authorization: Bearer {expired}' {base}/me\n"
     );
     println!("# 401 with no error code (no token sent):\ncurl -i {base}/me\n");
+    let opaque = dev
+        .opaque_token()
+        .subject("carol")
+        .scope("items:read")
+        .expires_in(hour)
+        .issue();
+    println!(
+        "# 200, an opaque token checked by introspection (RFC 7662), then cached:\ncurl -i -H 'Authorization: Bearer {opaque}' {base}/items\n"
+    );
     println!(
         "# 400 invalid_request (malformed credentials):\ncurl -i -H 'Authorization: Bearer a b' {base}/me\n"
     );
