@@ -27,8 +27,7 @@ use tower_bearer::{
     BearerLayer, Introspector, JwtOrOpaque, JwtValidator, Principal, RequireScope, Validator,
 };
 
-const USAGE: &str =
-    "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL]";
+const USAGE: &str = "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL]";
 
 struct Args {
     listen: String,
@@ -52,10 +51,7 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--listen" => args.listen = value()?,
             "--issuer" => args.issuer = Some(value()?),
@@ -89,9 +85,7 @@ fn app(validator: impl Validator) -> Router {
         .merge(items_read)
         .merge(items_write)
         .layer(BearerLayer::new(validator).realm("resource_server example"));
-    Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .merge(protected)
+    Router::new().route("/health", get(|| async { "ok\n" })).merge(protected)
 }
 
 #[tokio::main]
@@ -117,18 +111,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dev_issuer = None;
     let (validator, introspection) = match (args.issuer, args.audience, args.jwks_url) {
         (Some(issuer), Some(audience), Some(jwks_url)) => {
-            let validator = JwtValidator::builder()
-                .issuer(&issuer)
-                .audience(&audience)
-                .jwks_url(jwks_url)
-                .build()?;
+            let validator =
+                JwtValidator::builder().issuer(&issuer).audience(&audience).jwks_url(jwks_url).build()?;
             println!("protecting {base} with tokens of {issuer}");
             let introspection = match (args.introspection_url, args.client_id, args.client_secret) {
-                (Some(url), Some(id), Some(secret)) => Some(
-                    Introspector::builder(url)
-                        .client_secret_basic(id, secret)
-                        .build()?,
-                ),
+                (Some(url), Some(id), Some(secret)) => {
+                    Some(Introspector::builder(url).client_secret_basic(id, secret).build()?)
+                }
                 (None, _, _) => None,
                 _ => {
                     eprintln!("--introspection-url needs --client-id and --client-secret\n{USAGE}");
@@ -161,45 +150,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(opaque) => app(JwtOrOpaque::new(validator, opaque)),
         None => app(validator),
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }
 
 fn print_walkthrough(dev: &DevIssuer, base: &str) {
     let hour = Duration::from_secs(3600);
-    let valid = dev
-        .token()
-        .subject("alice")
-        .scope("items:read items:write")
-        .expires_in(hour)
-        .sign();
-    let reader = dev
-        .token()
-        .subject("bob")
-        .scope("items:read")
-        .expires_in(hour)
-        .sign();
-    let expired = dev
-        .token()
-        .subject("alice")
-        .scope("items:read")
-        .expired(Duration::from_secs(60))
-        .sign();
-    println!(
-        "development issuer: {} (JWKS {})",
-        dev.issuer(),
-        dev.jwks_url()
-    );
+    let valid = dev.token().subject("alice").scope("items:read items:write").expires_in(hour).sign();
+    let reader = dev.token().subject("bob").scope("items:read").expires_in(hour).sign();
+    let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(60)).sign();
+    println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
     println!("resource server:    {base}\n");
     println!("# 200, public:\ncurl -i {base}/health\n");
     println!(
         "# 200, the verified principal as JSON:\ncurl -i -H 'Authorization: Bearer {valid}' {base}/me\n"
     );
-    println!(
-        "# 200, needs items:read:\ncurl -i -H 'Authorization: Bearer {reader}' {base}/items\n"
-    );
+    println!("# 200, needs items:read:\ncurl -i -H 'Authorization: Bearer {reader}' {base}/items\n");
     println!(
         "# 403 insufficient_scope (this token lacks items:write):\ncurl -i -X POST -H 'Authorization: Bearer {reader}' {base}/items\n"
     );
@@ -207,12 +173,7 @@ fn print_walkthrough(dev: &DevIssuer, base: &str) {
         "# 401 invalid_token, \"the access token expired\":\ncurl -i -H 'Authorization: Bearer {expired}' {base}/me\n"
     );
     println!("# 401 with no error code (no token sent):\ncurl -i {base}/me\n");
-    let opaque = dev
-        .opaque_token()
-        .subject("carol")
-        .scope("items:read")
-        .expires_in(hour)
-        .issue();
+    let opaque = dev.opaque_token().subject("carol").scope("items:read").expires_in(hour).issue();
     println!(
         "# 200, an opaque token checked by introspection (RFC 7662), then cached:\ncurl -i -H 'Authorization: Bearer {opaque}' {base}/items\n"
     );

@@ -6,26 +6,20 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::body::rejection_response;
+use crate::body::{Rejections, rejection_response};
 use crate::error::{AuthError, InvalidToken};
-use crate::scope::ChallengeContext;
 use crate::validate::Principal;
 
 /// A rejection that remembers the challenge settings of the request it came from.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        rejection_response::<axum::body::Body>(&self, &Default::default())
-            .map(axum::body::Body::new)
+        rejection_response::<axum::body::Body>(&self, &Default::default()).map(axum::body::Body::new)
     }
 }
 
 fn rejection(parts: &Parts, err: AuthError) -> Response {
-    let params = parts
-        .extensions
-        .get::<ChallengeContext>()
-        .cloned()
-        .unwrap_or_default();
-    rejection_response::<axum::body::Body>(&err, &params.0).map(axum::body::Body::new)
+    let params = parts.extensions.get::<Rejections>().cloned().unwrap_or_default();
+    rejection_response::<axum::body::Body>(&err, &params).map(axum::body::Body::new)
 }
 
 /// The verified principal. Rejects with `401` when the route is not behind a
@@ -34,11 +28,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| rejection(parts, AuthError::MissingToken))
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| rejection(parts, AuthError::MissingToken))
     }
 }
 
@@ -73,8 +63,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal =
-            <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        let principal = <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         principal.claims().map(Claims).map_err(|e| {
             tracing::debug!(reason = "unexpected_claims", error = %e, "claims do not fit the handler's type");
             rejection(parts, AuthError::InvalidToken(InvalidToken::UnexpectedClaims))

@@ -93,8 +93,7 @@ impl DevKey {
             }
             EdDSA => {
                 let pair = Ed25519KeyPair::generate().expect("Ed25519 key generation");
-                let jwk =
-                    json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
+                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
                 (Signer::Ed(pair), jwk)
             }
             HS256 | HS384 | HS512 => panic!("the dev issuer signs with asymmetric keys only"),
@@ -108,12 +107,7 @@ impl DevKey {
         if pin_alg {
             fields.insert("alg".into(), alg_name(alg).into());
         }
-        DevKey {
-            kid,
-            alg,
-            signer,
-            jwk,
-        }
+        DevKey { kid, alg, signer, jwk }
     }
 
     fn sign(&self, alg: Algorithm, input: &[u8]) -> Vec<u8> {
@@ -130,15 +124,10 @@ impl DevKey {
                     _ => &sig::RSA_PSS_SHA512,
                 };
                 let mut out = vec![0; pair.public_modulus_len()];
-                pair.sign(encoding, &rng, input, &mut out)
-                    .expect("RSA signing");
+                pair.sign(encoding, &rng, input, &mut out).expect("RSA signing");
                 out
             }
-            Signer::Ec(pair) => pair
-                .sign(&rng, input)
-                .expect("EC signing")
-                .as_ref()
-                .to_vec(),
+            Signer::Ec(pair) => pair.sign(&rng, input).expect("EC signing").as_ref().to_vec(),
             Signer::Ed(pair) => pair.sign(input).as_ref().to_vec(),
         }
     }
@@ -200,12 +189,7 @@ pub struct DevIssuerBuilder {
 impl Default for DevIssuerBuilder {
     fn default() -> Self {
         DevIssuerBuilder {
-            algorithms: vec![
-                Algorithm::RS256,
-                Algorithm::PS256,
-                Algorithm::ES256,
-                Algorithm::EdDSA,
-            ],
+            algorithms: vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA],
             pin_alg: true,
             jwks_max_age: 300,
             port: 0,
@@ -244,11 +228,7 @@ impl DevIssuerBuilder {
             .algorithms
             .iter()
             .map(|&alg| {
-                Arc::new(DevKey::generate(
-                    alg,
-                    format!("{}-1", alg_name(alg).to_lowercase()),
-                    self.pin_alg,
-                ))
+                Arc::new(DevKey::generate(alg, format!("{}-1", alg_name(alg).to_lowercase()), self.pin_alg))
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -279,11 +259,7 @@ impl DevIssuerBuilder {
                 })
                 .await;
         });
-        Ok(DevIssuer {
-            shared,
-            addr,
-            stop: Some(stop),
-        })
+        Ok(DevIssuer { shared, addr, stop: Some(stop) })
     }
 }
 
@@ -304,10 +280,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
-            (
-                header::CACHE_CONTROL,
-                format!("public, max-age={}", shared.jwks_max_age),
-            ),
+            (header::CACHE_CONTROL, format!("public, max-age={}", shared.jwks_max_age)),
         ],
         json!({ "keys": keys }).to_string(),
     )
@@ -330,20 +303,13 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Authenticates the resource server (RFC 7662 §2.1): Basic, form credentials, or bearer.
 fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<&'static str> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(basic)
-            .ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (id, secret) = decoded.split_once(':')?;
-        let decode = |s: &str| {
-            form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-        };
+        let decode =
+            |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
         return (decode(id)? == RESOURCE_CLIENT_ID && decode(secret)? == RESOURCE_CLIENT_SECRET)
             .then_some("client_secret_basic");
     }
@@ -371,11 +337,7 @@ async fn introspect(
 ) -> Response {
     shared.introspection_calls.fetch_add(1, Ordering::SeqCst);
     if shared.introspection_failing.load(Ordering::SeqCst) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "introspection unavailable",
-        )
-            .into_response();
+        return (StatusCode::INTERNAL_SERVER_ERROR, "introspection unavailable").into_response();
     }
     let Some(method) = client_auth(&headers, &form) else {
         return invalid_client();
@@ -386,11 +348,7 @@ async fn introspect(
     let body = match opaque.get(token) {
         Some(grant)
             if !grant.revoked
-                && grant
-                    .claims
-                    .get("exp")
-                    .and_then(Value::as_i64)
-                    .is_none_or(|exp| exp > unix_now()) =>
+                && grant.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > unix_now()) =>
         {
             let mut claims = grant.claims.clone();
             claims.insert("active".into(), true.into());
@@ -428,9 +386,7 @@ pub struct DevIssuer {
 
 impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevIssuer")
-            .field("issuer", &self.shared.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("DevIssuer").field("issuer", &self.shared.issuer).finish_non_exhaustive()
     }
 }
 
@@ -508,9 +464,7 @@ impl DevIssuer {
 
     /// Makes the introspection endpoint answer `500` (true) or work again (false).
     pub fn set_introspection_failing(&self, failing: bool) {
-        self.shared
-            .introspection_failing
-            .store(failing, Ordering::SeqCst);
+        self.shared.introspection_failing.store(failing, Ordering::SeqCst);
     }
 
     /// Starts an opaque token (same default claims as [`Self::token`]); introspection tells its
@@ -532,34 +486,19 @@ impl DevIssuer {
         let mut keys = self.shared.keys.write().expect("lock");
         let n = keys.iter().filter(|k| k.alg == alg).count() + 1;
         let kid = format!("{}-{n}", alg_name(alg).to_lowercase());
-        keys.push(Arc::new(DevKey::generate(
-            alg,
-            kid.clone(),
-            self.shared.pin_alg,
-        )));
+        keys.push(Arc::new(DevKey::generate(alg, kid.clone(), self.shared.pin_alg)));
         kid
     }
 
     /// Withdraws a key from the JWKS. It can still sign, so tests can present tokens of a key
     /// the resource server should stop trusting.
     pub fn retire(&self, kid: &str) {
-        self.shared
-            .retired
-            .write()
-            .expect("lock")
-            .push(kid.to_owned());
+        self.shared.retired.write().expect("lock").push(kid.to_owned());
     }
 
     /// The JWK Set as currently published.
     pub fn jwks_json(&self) -> String {
-        let keys: Vec<Value> = self
-            .shared
-            .keys
-            .read()
-            .expect("lock")
-            .iter()
-            .map(|k| k.jwk.clone())
-            .collect();
+        let keys: Vec<Value> = self.shared.keys.read().expect("lock").iter().map(|k| k.jwk.clone()).collect();
         json!({ "keys": keys }).to_string()
     }
 
@@ -578,13 +517,7 @@ impl DevIssuer {
         claims.insert("jti".into(), random_id().into());
         let mut header = Map::new();
         header.insert("typ".into(), "at+jwt".into());
-        TokenBuilder {
-            issuer: self,
-            claims,
-            header,
-            alg: None,
-            kid: Kid::Auto,
-        }
+        TokenBuilder { issuer: self, claims, header, alg: None, kid: Kid::Auto }
     }
 
     /// Signs arbitrary header and payload bytes (no checks at all) with the key `kid`, for tests
@@ -597,14 +530,7 @@ impl DevIssuer {
     }
 
     fn find_key(&self, pred: impl Fn(&DevKey) -> bool) -> Option<Arc<DevKey>> {
-        self.shared
-            .keys
-            .read()
-            .expect("lock")
-            .iter()
-            .rev()
-            .find(|k| pred(k))
-            .cloned()
+        self.shared.keys.read().expect("lock").iter().rev().find(|k| pred(k)).cloned()
     }
 }
 
@@ -617,48 +543,29 @@ pub struct OpaqueTokenBuilder<'a> {
 impl OpaqueTokenBuilder<'_> {
     /// Sets `sub`.
     pub fn subject(self, sub: &str) -> Self {
-        OpaqueTokenBuilder {
-            jwt: self.jwt.subject(sub),
-        }
+        OpaqueTokenBuilder { jwt: self.jwt.subject(sub) }
     }
     /// Sets `aud`.
     pub fn audience(self, aud: &str) -> Self {
-        OpaqueTokenBuilder {
-            jwt: self.jwt.audience(aud),
-        }
+        OpaqueTokenBuilder { jwt: self.jwt.audience(aud) }
     }
     /// Sets `scope`.
     pub fn scope(self, scope: &str) -> Self {
-        OpaqueTokenBuilder {
-            jwt: self.jwt.scope(scope),
-        }
+        OpaqueTokenBuilder { jwt: self.jwt.scope(scope) }
     }
     /// Sets `exp` to now + `ttl`.
     pub fn expires_in(self, ttl: Duration) -> Self {
-        OpaqueTokenBuilder {
-            jwt: self.jwt.expires_in(ttl),
-        }
+        OpaqueTokenBuilder { jwt: self.jwt.expires_in(ttl) }
     }
     /// Sets any claim of the introspection response; `Value::Null` removes it.
     pub fn claim(self, name: &str, value: impl Into<Value>) -> Self {
-        OpaqueTokenBuilder {
-            jwt: self.jwt.claim(name, value),
-        }
+        OpaqueTokenBuilder { jwt: self.jwt.claim(name, value) }
     }
     /// Registers the token and returns its value (32 random bytes, base64url).
     pub fn issue(self) -> String {
         let token = format!("{}{}", random_id(), random_id());
-        let grant = OpaqueGrant {
-            claims: self.jwt.claims,
-            revoked: false,
-        };
-        self.jwt
-            .issuer
-            .shared
-            .opaque
-            .write()
-            .expect("lock")
-            .insert(token.clone(), grant);
+        let grant = OpaqueGrant { claims: self.jwt.claims, revoked: false };
+        self.jwt.issuer.shared.opaque.write().expect("lock").insert(token.clone(), grant);
         token
     }
 }
@@ -680,9 +587,7 @@ pub struct TokenBuilder<'a> {
 
 impl std::fmt::Debug for TokenBuilder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenBuilder")
-            .field("claims", &self.claims)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenBuilder").field("claims", &self.claims).finish_non_exhaustive()
     }
 }
 
@@ -753,15 +658,7 @@ impl TokenBuilder<'_> {
                 Some(alg) => self.issuer.find_key(|k| k.alg == alg),
                 None => self.issuer.find_key(|k| k.alg == Algorithm::RS256),
             })
-            .or_else(|| {
-                self.issuer
-                    .shared
-                    .keys
-                    .read()
-                    .expect("lock")
-                    .first()
-                    .cloned()
-            })
+            .or_else(|| self.issuer.shared.keys.read().expect("lock").first().cloned())
             .expect("the dev issuer has no key");
         let alg = self.alg.unwrap_or(key.alg);
         let mut header = Map::new();
@@ -783,9 +680,7 @@ impl TokenBuilder<'_> {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn random_id() -> String {

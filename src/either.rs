@@ -45,11 +45,7 @@ pub struct JwtOrOpaque {
 impl JwtOrOpaque {
     /// JWTs to `jwt`, the rest to `opaque`.
     pub fn new(jwt: JwtValidator, opaque: Introspector) -> Self {
-        JwtOrOpaque {
-            jwt,
-            opaque,
-            routing: TokenRouting::ByShape,
-        }
+        JwtOrOpaque { jwt, opaque, routing: TokenRouting::ByShape }
     }
 
     /// Changes which tokens are introspected.
@@ -63,8 +59,7 @@ impl JwtOrOpaque {
 /// JWT validator does the real parsing.
 pub(crate) fn is_jwt_shaped(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };

@@ -177,9 +177,7 @@ impl AuthError {
             AuthError::MissingToken => "no bearer token",
             AuthError::InsufficientScope { .. } => "the token lacks a required scope",
             AuthError::InvalidRequest(r) => match r {
-                InvalidRequest::MultipleAuthorizationHeaders => {
-                    "more than one Authorization header"
-                }
+                InvalidRequest::MultipleAuthorizationHeaders => "more than one Authorization header",
                 InvalidRequest::HeaderTooLarge => "the Authorization header is too large",
                 InvalidRequest::NonAsciiHeader => "the Authorization header is not visible ASCII",
                 InvalidRequest::EmptyToken => "the bearer token is empty",
@@ -342,9 +340,7 @@ mod tests {
 
     #[test]
     fn insufficient_scope_names_the_scope() {
-        let err = AuthError::InsufficientScope {
-            required: "items:write".into(),
-        };
+        let err = AuthError::InsufficientScope { required: "items:write".into() };
         assert_eq!(err.status(), StatusCode::FORBIDDEN);
         let h = err.challenge(&ChallengeParams::new()).unwrap();
         assert!(h.to_str().unwrap().contains(r#"scope="items:write""#));

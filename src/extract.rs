@@ -1,6 +1,9 @@
 //! Finding the bearer token in a request (RFC 6750 §2.1), with strict syntax and a size bound.
 
-use http::{HeaderMap, header::AUTHORIZATION};
+use std::borrow::Cow;
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, Request};
 
 use crate::error::{AuthError, InvalidRequest};
 
@@ -31,6 +34,149 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthE
         return Err(InvalidRequest::MultipleAuthorizationHeaders.into());
     }
     parse_credentials(value.as_bytes(), max_bytes)
+}
+
+/// Where a request may carry its token. The `Authorization` header is always read; the others
+/// are opt-in. A request that uses more than one gets `400 invalid_request` (RFC 6750 §2: one
+/// method per request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSources {
+    pub(crate) cookie: Option<String>,
+    pub(crate) query: bool,
+}
+
+impl TokenSources {
+    /// Only the `Authorization` header (the default).
+    pub fn header_only() -> Self {
+        Self::default()
+    }
+    /// Also reads the cookie `name`.
+    ///
+    /// Browsers attach cookies to cross-site requests: a cookie-authenticated API is open to
+    /// CSRF unless the cookie is `SameSite=Strict`/`Lax` or the API checks a CSRF token.
+    pub fn cookie(mut self, name: impl Into<String>) -> Self {
+        self.cookie = Some(name.into());
+        self
+    }
+    /// Also reads the `access_token` URI query parameter (RFC 6750 §2.3). Discouraged by the
+    /// RFC: URIs end up in logs and histories. Responses then get `Cache-Control: private`.
+    pub fn query(mut self) -> Self {
+        self.query = true;
+        self
+    }
+}
+
+/// Where the token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// A cookie.
+    Cookie,
+    /// The `access_token` query parameter.
+    Query,
+    /// The `access_token` form body parameter.
+    Form,
+}
+
+/// A form-body token found by [`FormTokenLayer`](crate::form::FormTokenLayer), for the bearer
+/// layer to pick up.
+#[derive(Debug, Clone)]
+pub(crate) struct FormToken(pub(crate) String);
+
+/// Finds the one token of a request among the enabled `sources`.
+pub fn find_token<'a, B>(
+    req: &'a Request<B>,
+    sources: &TokenSources,
+    max_bytes: usize,
+) -> Result<(Cow<'a, str>, TokenSource), AuthError> {
+    let mut found: Option<(Cow<'a, str>, TokenSource)> = None;
+    let mut add = |token: Cow<'a, str>, source| {
+        if found.is_some() {
+            return Err(AuthError::InvalidRequest(InvalidRequest::MultipleTokenSources));
+        }
+        found = Some((token, source));
+        Ok(())
+    };
+    match bearer_token(req.headers(), max_bytes) {
+        Ok(token) => add(Cow::Borrowed(token), TokenSource::Header)?,
+        Err(AuthError::MissingToken) => {}
+        Err(err) => return Err(err),
+    }
+    if let Some(name) = &sources.cookie {
+        if let Some(token) = cookie_token(req.headers(), name, max_bytes)? {
+            add(Cow::Borrowed(token), TokenSource::Cookie)?;
+        }
+    }
+    if sources.query {
+        if let Some(token) = query_token(req.uri().query(), max_bytes)? {
+            add(Cow::Owned(token), TokenSource::Query)?;
+        }
+    }
+    if let Some(FormToken(token)) = req.extensions().get::<FormToken>() {
+        check_token(token.as_bytes(), max_bytes)?;
+        add(Cow::Borrowed(token.as_str()), TokenSource::Form)?;
+    }
+    found.ok_or(AuthError::MissingToken)
+}
+
+/// Checks a token from a source other than the header: size bound and `b64token` syntax.
+pub(crate) fn check_token(token: &[u8], max_bytes: usize) -> Result<(), AuthError> {
+    if token.len() > max_bytes {
+        return Err(InvalidRequest::HeaderTooLarge.into());
+    }
+    if token.is_empty() {
+        return Err(InvalidRequest::EmptyToken.into());
+    }
+    if !is_b64token(token) {
+        return Err(InvalidRequest::MalformedToken.into());
+    }
+    Ok(())
+}
+
+fn cookie_token<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    max_bytes: usize,
+) -> Result<Option<&'a str>, AuthError> {
+    let mut found = None;
+    for header in headers.get_all(COOKIE) {
+        // RFC 6265 §4.2.1: `name=value` pairs separated by `; `.
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = trim_spaces(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+            if &pair[..eq] != name.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                // Two cookies of that name: which one the client meant is anybody's guess.
+                return Err(InvalidRequest::MultipleTokenSources.into());
+            }
+            let mut value = &pair[eq + 1..];
+            if let [b'"', inner @ .., b'"'] = value {
+                value = inner;
+            }
+            check_token(value, max_bytes)?;
+            found = Some(std::str::from_utf8(value).map_err(|_| InvalidRequest::NonAsciiHeader)?);
+        }
+    }
+    Ok(found)
+}
+
+fn query_token(query: Option<&str>, max_bytes: usize) -> Result<Option<String>, AuthError> {
+    let Some(query) = query else { return Ok(None) };
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == "access_token" {
+            if found.is_some() {
+                return Err(InvalidRequest::MultipleTokenSources.into());
+            }
+            check_token(value.as_bytes(), max_bytes)?;
+            found = Some(value.into_owned());
+        }
+    }
+    Ok(found)
 }
 
 /// Parses `credentials = "Bearer" 1*SP b64token` from raw header bytes.
@@ -79,9 +225,9 @@ fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
 pub(crate) fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
     body_len > 0
-        && token[..body_len].iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && token[..body_len]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 #[cfg(test)]
@@ -120,12 +266,36 @@ mod tests {
         assert_eq!(bad(b"Bearer ==="), InvalidRequest::MalformedToken);
         assert_eq!(bad(b"Bearer a=b"), InvalidRequest::MalformedToken);
         assert_eq!(bad(b"Bearer a\tb"), InvalidRequest::MalformedToken);
-        assert_eq!(
-            bad("Bearer caf\u{e9}".as_bytes()),
-            InvalidRequest::NonAsciiHeader
-        );
+        assert_eq!(bad("Bearer caf\u{e9}".as_bytes()), InvalidRequest::NonAsciiHeader);
         let huge = [b"Bearer ".as_slice(), &[b'a'; 9000]].concat();
         assert_eq!(bad(&huge), InvalidRequest::HeaderTooLarge);
+    }
+
+    #[test]
+    fn sources() {
+        let sources = TokenSources::header_only().cookie("at").query();
+        let req = |uri: &str, headers: &[(&str, &str)]| {
+            let mut b = Request::builder().uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let r = req("/?access_token=abc%2B", &[]);
+        assert_eq!(find_token(&r, &sources, 100).unwrap(), (Cow::Borrowed("abc+"), TokenSource::Query));
+        let r = req("/", &[("cookie", "x=1; at=\"tok\"; y=2")]);
+        assert_eq!(find_token(&r, &sources, 100).unwrap().0, "tok");
+        let r = req("/?access_token=a", &[("authorization", "Bearer b")]);
+        assert_eq!(
+            find_token(&r, &sources, 100).unwrap_err(),
+            AuthError::InvalidRequest(InvalidRequest::MultipleTokenSources)
+        );
+        let r = req("/?access_token=a&access_token=b", &[]);
+        assert!(find_token(&r, &sources, 100).is_err());
+        let r = req("/?access_token=a", &[]);
+        assert_eq!(find_token(&r, &TokenSources::header_only(), 100), Err(AuthError::MissingToken));
+        let r = req("/", &[("cookie", "at=a b")]);
+        assert_eq!(find_token(&r, &sources, 100), Err(InvalidRequest::MalformedToken.into()));
     }
 
     #[test]
@@ -133,13 +303,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer a"));
         headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
-        assert_eq!(
-            bearer_token(&headers, 100),
-            Err(InvalidRequest::MultipleAuthorizationHeaders.into())
-        );
-        assert_eq!(
-            bearer_token(&HeaderMap::new(), 100),
-            Err(AuthError::MissingToken)
-        );
+        assert_eq!(bearer_token(&headers, 100), Err(InvalidRequest::MultipleAuthorizationHeaders.into()));
+        assert_eq!(bearer_token(&HeaderMap::new(), 100), Err(AuthError::MissingToken));
     }
 }

@@ -161,18 +161,12 @@ pub struct IntrospectorBuilder {
 impl IntrospectorBuilder {
     /// Authenticates with HTTP Basic (`client_secret_basic`).
     pub fn client_secret_basic(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.auth = Some(ClientAuth::Basic {
-            client_id: id.into(),
-            client_secret: secret.into(),
-        });
+        self.auth = Some(ClientAuth::Basic { client_id: id.into(), client_secret: secret.into() });
         self
     }
     /// Authenticates with the credentials in the form body (`client_secret_post`).
     pub fn client_secret_post(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.auth = Some(ClientAuth::Post {
-            client_id: id.into(),
-            client_secret: secret.into(),
-        });
+        self.auth = Some(ClientAuth::Post { client_id: id.into(), client_secret: secret.into() });
         self
     }
     /// Authenticates with a bearer token of the resource server's own.
@@ -240,14 +234,9 @@ impl IntrospectorBuilder {
 
     /// Builds the introspector.
     pub fn build(self) -> Result<Introspector, ConfigError> {
-        let endpoint =
-            reqwest::Url::parse(&self.endpoint).map_err(|e| ConfigError::InvalidUrl {
-                what: "introspection_endpoint",
-                reason: e.to_string(),
-            })?;
-        let auth = self
-            .auth
-            .ok_or(ConfigError::Missing("introspection client authentication"))?;
+        let endpoint = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| ConfigError::InvalidUrl { what: "introspection_endpoint", reason: e.to_string() })?;
+        let auth = self.auth.ok_or(ConfigError::Missing("introspection client authentication"))?;
         let client = match self.client {
             Some(c) => c,
             None => http_client(self.timeout, self.timeout.min(Duration::from_secs(2)))?,
@@ -273,10 +262,7 @@ impl IntrospectorBuilder {
                     },
                 },
                 clock: self.clock,
-                cache: Cache::builder()
-                    .max_capacity(self.max_entries)
-                    .expire_after(EntryExpiry)
-                    .build(),
+                cache: Cache::builder().max_capacity(self.max_entries).expire_after(EntryExpiry).build(),
                 max_ttl: self.max_ttl,
                 inactive_ttl: self.inactive_ttl,
                 max_body_bytes: self.max_body_bytes,
@@ -355,44 +341,28 @@ impl Inner {
         if let Some(hint) = &self.token_type_hint {
             form.push(("token_type_hint", hint));
         }
-        let mut request = self
-            .client
-            .post(self.endpoint.clone())
-            .header(ACCEPT, "application/json");
+        let mut request = self.client.post(self.endpoint.clone()).header(ACCEPT, "application/json");
         request = match &self.auth {
-            ClientAuth::Basic {
-                client_id,
-                client_secret,
-            } => {
+            ClientAuth::Basic { client_id, client_secret } => {
                 // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.
                 let id = form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>();
-                let secret =
-                    form_urlencoded::byte_serialize(client_secret.as_bytes()).collect::<String>();
+                let secret = form_urlencoded::byte_serialize(client_secret.as_bytes()).collect::<String>();
                 request.basic_auth(id, Some(secret))
             }
-            ClientAuth::Post {
-                client_id,
-                client_secret,
-            } => {
+            ClientAuth::Post { client_id, client_secret } => {
                 form.push(("client_id", client_id));
                 form.push(("client_secret", client_secret));
                 request
             }
             ClientAuth::Bearer(own) => request.bearer_auth(own),
         };
-        let mut response = request
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| IntrospectionError::Fetch(FetchError::Http(e)))?;
+        let mut response =
+            request.form(&form).send().await.map_err(|e| IntrospectionError::Fetch(FetchError::Http(e)))?;
         if !response.status().is_success() {
-            return Err(IntrospectionError::Fetch(FetchError::Status(
-                response.status(),
-            )));
+            return Err(IntrospectionError::Fetch(FetchError::Status(response.status())));
         }
-        let body = read_bounded(&mut response, self.max_body_bytes)
-            .await
-            .map_err(IntrospectionError::Fetch)?;
+        let body =
+            read_bounded(&mut response, self.max_body_bytes).await.map_err(IntrospectionError::Fetch)?;
         self.entry_from(body)
     }
 
@@ -401,8 +371,7 @@ impl Inner {
         struct Active {
             active: bool,
         }
-        let Active { active } =
-            serde_json::from_slice(&body).map_err(IntrospectionError::Invalid)?;
+        let Active { active } = serde_json::from_slice(&body).map_err(IntrospectionError::Invalid)?;
         let now = self.clock.now();
         if !active {
             return Ok(self.inactive(now));
@@ -436,19 +405,11 @@ impl Inner {
             issued_at: claims.iat,
             claims: String::from_utf8(body).unwrap_or_default().into_boxed_str(),
         });
-        Ok(Entry {
-            principal: Some(principal),
-            stale_at: now + ttl,
-            ttl: ttl.max(Duration::from_millis(1)),
-        })
+        Ok(Entry { principal: Some(principal), stale_at: now + ttl, ttl: ttl.max(Duration::from_millis(1)) })
     }
 
     fn inactive(&self, now: SystemTime) -> Entry {
-        Entry {
-            principal: None,
-            stale_at: now + self.inactive_ttl,
-            ttl: self.inactive_ttl,
-        }
+        Entry { principal: None, stale_at: now + self.inactive_ttl, ttl: self.inactive_ttl }
     }
 }
 

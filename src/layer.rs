@@ -11,10 +11,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, rejection_response};
+use http::HeaderValue;
+use http::header::CACHE_CONTROL;
+
+use crate::body::{AuthBody, ErrorBody, RejectionSettings, Rejections, rejection_response};
 use crate::error::{AuthError, ChallengeParams};
-use crate::extract::{DEFAULT_MAX_HEADER_BYTES, bearer_token};
-use crate::scope::ChallengeContext;
+use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
 use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
 
 /// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
@@ -44,7 +46,9 @@ pub struct BearerLayer<V> {
 /// What the layer hands every service it makes: cheap to clone.
 struct Shared<V> {
     validator: Arc<V>,
-    challenge: ChallengeContext,
+    rejections: Rejections,
+    sources: Arc<TokenSources>,
+    optional: bool,
     max_header_bytes: usize,
 }
 
@@ -52,7 +56,9 @@ impl<V> Clone for Shared<V> {
     fn clone(&self) -> Self {
         Shared {
             validator: self.validator.clone(),
-            challenge: self.challenge.clone(),
+            rejections: self.rejections.clone(),
+            sources: self.sources.clone(),
+            optional: self.optional,
             max_header_bytes: self.max_header_bytes,
         }
     }
@@ -60,9 +66,7 @@ impl<V> Clone for Shared<V> {
 
 impl<V> Clone for BearerLayer<V> {
     fn clone(&self) -> Self {
-        BearerLayer {
-            shared: self.shared.clone(),
-        }
+        BearerLayer { shared: self.shared.clone() }
     }
 }
 
@@ -72,15 +76,42 @@ impl<V: Validator> BearerLayer<V> {
         BearerLayer {
             shared: Shared {
                 validator: Arc::new(validator),
-                challenge: ChallengeContext::default(),
+                rejections: Rejections::default(),
+                sources: Arc::new(TokenSources::header_only()),
+                optional: false,
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             },
         }
     }
 
-    fn map_challenge(mut self, f: impl FnOnce(ChallengeParams) -> ChallengeParams) -> Self {
-        let params = f((*self.shared.challenge.0).clone());
-        self.shared.challenge = ChallengeContext(Arc::new(params));
+    fn map_rejections(mut self, f: impl FnOnce(&mut RejectionSettings)) -> Self {
+        let mut settings = (*self.shared.rejections.0).clone();
+        f(&mut settings);
+        self.shared.rejections = Rejections(Arc::new(settings));
+        self
+    }
+
+    fn map_challenge(self, f: impl FnOnce(ChallengeParams) -> ChallengeParams) -> Self {
+        self.map_rejections(|s| s.params = f(std::mem::take(&mut s.params)))
+    }
+
+    /// What rejection bodies hold (default [`ErrorBody::Empty`]: none for `4xx`, a short text
+    /// for `503`). Status and challenge stay as RFC 6750 wants them.
+    pub fn error_body(self, body: ErrorBody) -> Self {
+        self.map_rejections(|s| s.body = body)
+    }
+
+    /// Lets requests *without* credentials through as anonymous (no [`Principal`] in their
+    /// extensions). A request with a bad token is still rejected: it is never downgraded to
+    /// anonymous. [`RequireScope`](crate::RequireScope) on such a route still demands a token.
+    pub fn optional(mut self) -> Self {
+        self.shared.optional = true;
+        self
+    }
+
+    /// Where tokens may come from besides the `Authorization` header.
+    pub fn token_sources(mut self, sources: TokenSources) -> Self {
+        self.shared.sources = Arc::new(sources);
         self
     }
 
@@ -110,7 +141,9 @@ impl<V: Validator> BearerLayer<V> {
 impl<V> fmt::Debug for BearerLayer<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerLayer")
-            .field("challenge", &self.shared.challenge.0)
+            .field("rejections", &self.shared.rejections.0)
+            .field("sources", &self.shared.sources)
+            .field("optional", &self.shared.optional)
             .field("max_header_bytes", &self.shared.max_header_bytes)
             .finish_non_exhaustive()
     }
@@ -120,10 +153,7 @@ impl<S, V> Layer<S> for BearerLayer<V> {
     type Service = BearerService<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerService {
-            inner,
-            shared: self.shared.clone(),
-        }
+        BearerService { inner, shared: self.shared.clone() }
     }
 }
 
@@ -135,18 +165,13 @@ pub struct BearerService<S, V> {
 
 impl<S: Clone, V> Clone for BearerService<S, V> {
     fn clone(&self) -> Self {
-        BearerService {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-        }
+        BearerService { inner: self.inner.clone(), shared: self.shared.clone() }
     }
 }
 
 impl<S: fmt::Debug, V> fmt::Debug for BearerService<S, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
+        f.debug_struct("BearerService").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
@@ -156,23 +181,15 @@ impl<S, V> BearerService<S, V> {
         S: Service<Request<ReqB>>,
     {
         log_rejection(err);
-        ResponseFuture::rejected(rejection_response(err, &self.shared.challenge.0))
+        ResponseFuture::rejected(rejection_response(err, &self.shared.rejections))
     }
 }
 
 fn log_rejection(err: &AuthError) {
     if err.is_server_error() {
-        tracing::warn!(
-            reason = err.reason(),
-            status = err.status().as_u16(),
-            "request not authorized"
-        );
+        tracing::warn!(reason = err.reason(), status = err.status().as_u16(), "request not authorized");
     } else {
-        tracing::debug!(
-            reason = err.reason(),
-            status = err.status().as_u16(),
-            "request not authorized"
-        );
+        tracing::debug!(reason = err.reason(), status = err.status().as_u16(), "request not authorized");
     }
 }
 
@@ -190,14 +207,19 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let verdict = match bearer_token(req.headers(), self.shared.max_header_bytes) {
-            Ok(token) => self.shared.validator.validate(token),
+        let shared = &self.shared;
+        let (verdict, private) = match find_token(&req, &shared.sources, shared.max_header_bytes) {
+            Ok((token, source)) => (shared.validator.validate(&token), source == TokenSource::Query),
+            Err(AuthError::MissingToken) if shared.optional => {
+                req.extensions_mut().insert(shared.rejections.clone());
+                return ResponseFuture::called(self.inner.call(req), false);
+            }
             Err(err) => return self.reject(&err),
         };
         match verdict {
             Verdict::Ready(Ok(principal)) => {
-                authorize(&mut req, principal, &self.shared.challenge);
-                ResponseFuture::called(self.inner.call(req))
+                authorize(&mut req, principal, &self.shared.rejections);
+                ResponseFuture::called(self.inner.call(req), private)
             }
             Verdict::Ready(Err(err)) => self.reject(&err),
             Verdict::Pending(validation) => {
@@ -211,27 +233,28 @@ where
                         pending: Some(Pending {
                             service: ready,
                             request: req,
-                            challenge: self.shared.challenge.clone(),
+                            rejections: self.shared.rejections.clone(),
                         }),
                     },
+                    private,
                 }
             }
         }
     }
 }
 
-fn authorize<B>(req: &mut Request<B>, principal: Principal, challenge: &ChallengeContext) {
+fn authorize<B>(req: &mut Request<B>, principal: Principal, rejections: &Rejections) {
     tracing::trace!(subject = principal.subject(), "request authorized");
     let extensions = req.extensions_mut();
     extensions.insert(principal);
-    extensions.insert(challenge.clone());
+    extensions.insert(rejections.clone());
 }
 
 /// What a validating future needs to call the inner service afterwards.
 struct Pending<S, ReqB> {
     service: S,
     request: Request<ReqB>,
-    challenge: ChallengeContext,
+    rejections: Rejections,
 }
 
 pin_project! {
@@ -239,6 +262,8 @@ pin_project! {
     pub struct ResponseFuture<F, S, ReqB, ResB> {
         #[pin]
         state: State<F, S, ReqB, ResB>,
+        // The token came in the URI: RFC 6750 §2.3 wants `Cache-Control: private`.
+        private: bool,
     }
 }
 
@@ -252,18 +277,12 @@ pin_project! {
 }
 
 impl<F, S, ReqB, ResB> ResponseFuture<F, S, ReqB, ResB> {
-    fn called(future: F) -> Self {
-        ResponseFuture {
-            state: State::Called { future },
-        }
+    fn called(future: F, private: bool) -> Self {
+        ResponseFuture { state: State::Called { future }, private }
     }
 
     fn rejected(response: Response<AuthBody<ResB>>) -> Self {
-        ResponseFuture {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
+        ResponseFuture { state: State::Rejected { response: Some(response) }, private: false }
     }
 }
 
@@ -277,39 +296,48 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Validating {
-                    validation,
-                    pending,
-                } => {
+                StateProj::Validating { validation, pending } => {
                     let result = ready!(validation.as_mut().poll(cx));
-                    let Pending {
-                        mut service,
-                        mut request,
-                        challenge,
-                    } = pending.take().expect("polled after completion");
+                    let Pending { mut service, mut request, rejections } =
+                        pending.take().expect("polled after completion");
                     match result {
                         Ok(principal) => {
-                            authorize(&mut request, principal, &challenge);
+                            authorize(&mut request, principal, &rejections);
                             let future = service.call(request);
                             this.state.set(State::Called { future });
                         }
                         Err(err) => {
                             log_rejection(&err);
-                            let response = rejection_response(&err, &challenge.0);
-                            this.state.set(State::Rejected {
-                                response: Some(response),
-                            });
+                            let response = rejection_response(&err, &rejections);
+                            this.state.set(State::Rejected { response: Some(response) });
                         }
                     }
                 }
                 StateProj::Called { future } => {
-                    return future.poll(cx).map_ok(|res| res.map(AuthBody::inner));
+                    let private = *this.private;
+                    return future.poll(cx).map_ok(|res| {
+                        let mut res = res.map(AuthBody::inner);
+                        if private {
+                            mark_private(&mut res);
+                        }
+                        res
+                    });
                 }
                 StateProj::Rejected { response } => {
                     return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
             }
         }
+    }
+}
+
+/// `Cache-Control: private` unless the response already forbids shared caching.
+fn mark_private<B>(res: &mut Response<B>) {
+    let forbids_sharing = res.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "private" | "no-store"))
+    });
+    if !forbids_sharing {
+        res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 

@@ -47,6 +47,7 @@ mod config;
 mod either;
 mod error;
 pub mod extract;
+pub mod form;
 pub mod introspect;
 mod jwt;
 mod layer;
@@ -58,10 +59,11 @@ mod axum;
 #[cfg(feature = "dev")]
 pub mod dev;
 
-pub use body::AuthBody;
+pub use body::{AuthBody, ErrorBody};
 pub use config::ConfigError;
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
+pub use extract::{TokenSource, TokenSources};
 pub use introspect::{ClientAuth, IntrospectionError, Introspector, IntrospectorBuilder};
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;

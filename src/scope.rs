@@ -13,8 +13,8 @@ use serde::Serialize;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, rejection_response};
-use crate::error::{AuthError, ChallengeParams};
+use crate::body::{AuthBody, Rejections, rejection_response};
+use crate::error::AuthError;
 use crate::validate::{Principal, join};
 
 /// The scopes a token grants, from its `scope` (space-delimited) and `scp` (array or string)
@@ -72,11 +72,6 @@ impl fmt::Display for Scopes {
     }
 }
 
-/// The challenge settings of the [`BearerLayer`](crate::BearerLayer) that let a request in,
-/// carried in the request extensions so that guards further in answer with the same realm.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ChallengeContext(pub(crate) Arc<ChallengeParams>);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     All,
@@ -132,11 +127,7 @@ impl RequireScope {
     {
         let scopes: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
         let required = join(scopes.iter().map(String::as_str)).into();
-        RequireScope {
-            scopes,
-            required,
-            mode,
-        }
+        RequireScope { scopes, required, mode }
     }
 
     /// Checks a principal against this requirement.
@@ -146,13 +137,7 @@ impl RequireScope {
             Mode::All => self.scopes.iter().all(|s| granted.contains(s)),
             Mode::Any => self.scopes.iter().any(|s| granted.contains(s)),
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(AuthError::InsufficientScope {
-                required: self.required.to_string(),
-            })
-        }
+        if ok { Ok(()) } else { Err(AuthError::InsufficientScope { required: self.required.to_string() }) }
     }
 }
 
@@ -160,10 +145,7 @@ impl<S> Layer<S> for RequireScope {
     type Service = RequireScopeService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireScopeService {
-            inner,
-            requirement: self.clone(),
-        }
+        RequireScopeService { inner, requirement: self.clone() }
     }
 }
 
@@ -192,22 +174,12 @@ where
             None => Err(AuthError::MissingToken),
         };
         match verdict {
-            Ok(()) => RequireScopeFuture {
-                state: ScopeState::Inner {
-                    fut: self.inner.call(req),
-                },
-            },
+            Ok(()) => RequireScopeFuture { state: ScopeState::Inner { fut: self.inner.call(req) } },
             Err(err) => {
                 tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
-                let params = req
-                    .extensions()
-                    .get::<ChallengeContext>()
-                    .cloned()
-                    .unwrap_or_default();
+                let params = req.extensions().get::<Rejections>().cloned().unwrap_or_default();
                 RequireScopeFuture {
-                    state: ScopeState::Rejected {
-                        response: Some(rejection_response(&err, &params.0)),
-                    },
+                    state: ScopeState::Rejected { response: Some(rejection_response(&err, &params)) },
                 }
             }
         }

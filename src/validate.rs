@@ -171,16 +171,10 @@ impl Principal {
         &self,
         needed: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Result<(), AuthError> {
-        if needed
-            .clone()
-            .into_iter()
-            .all(|s| self.0.scopes.contains(s))
-        {
+        if needed.clone().into_iter().all(|s| self.0.scopes.contains(s)) {
             Ok(())
         } else {
-            Err(AuthError::InsufficientScope {
-                required: join(needed),
-            })
+            Err(AuthError::InsufficientScope { required: join(needed) })
         }
     }
 }
@@ -247,11 +241,7 @@ impl Default for Clock {
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Clock(custom)"
-        } else {
-            "Clock(system)"
-        })
+        f.write_str(if self.0.is_some() { "Clock(custom)" } else { "Clock(system)" })
     }
 }
 
@@ -294,41 +284,17 @@ mod tests {
 
     #[test]
     fn time_window_edges() {
-        let w = TimeWindow {
-            leeway: 0,
-            require_exp: true,
-        };
-        assert_eq!(
-            w.check(100, None, None, None),
-            Err(InvalidToken::MissingExpiry)
-        );
-        assert_eq!(
-            w.check(100, Some(100), None, None),
-            Err(InvalidToken::Expired)
-        );
+        let w = TimeWindow { leeway: 0, require_exp: true };
+        assert_eq!(w.check(100, None, None, None), Err(InvalidToken::MissingExpiry));
+        assert_eq!(w.check(100, Some(100), None, None), Err(InvalidToken::Expired));
         assert_eq!(w.check(99, Some(100), None, None), Ok(()));
-        assert_eq!(
-            w.check(99, Some(200), Some(100), None),
-            Err(InvalidToken::NotYetValid)
-        );
-        assert_eq!(
-            w.check(99, Some(200), None, Some(100)),
-            Err(InvalidToken::IssuedInFuture)
-        );
-        let lenient = TimeWindow {
-            leeway: 5,
-            require_exp: true,
-        };
-        let optional = TimeWindow {
-            leeway: 0,
-            require_exp: false,
-        };
+        assert_eq!(w.check(99, Some(200), Some(100), None), Err(InvalidToken::NotYetValid));
+        assert_eq!(w.check(99, Some(200), None, Some(100)), Err(InvalidToken::IssuedInFuture));
+        let lenient = TimeWindow { leeway: 5, require_exp: true };
+        let optional = TimeWindow { leeway: 0, require_exp: false };
         assert_eq!(optional.check(100, None, None, None), Ok(()));
         assert_eq!(lenient.check(104, Some(100), Some(109), Some(109)), Ok(()));
-        assert_eq!(
-            lenient.check(105, Some(100), None, None),
-            Err(InvalidToken::Expired)
-        );
+        assert_eq!(lenient.check(105, Some(100), None, None), Err(InvalidToken::Expired));
         assert_eq!(w.check(0, Some(i64::MAX), Some(i64::MIN), None), Ok(()));
     }
 }

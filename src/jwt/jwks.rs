@@ -111,17 +111,11 @@ impl Keys {
     pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
         match kid {
             Some(kid) => {
-                let mut named = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
-                    .peekable();
+                let mut named = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).peekable();
                 if named.peek().is_none() {
                     return Selection::Unknown;
                 }
-                named
-                    .find(|k| k.fits(alg))
-                    .map_or(Selection::Mismatch, Selection::Found)
+                named.find(|k| k.fits(alg)).map_or(Selection::Mismatch, Selection::Found)
             }
             None => {
                 let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
@@ -283,10 +277,8 @@ impl KeySetBuilder {
 
     /// Builds the key set. Nothing is fetched yet.
     pub fn build(self) -> Result<KeySet, ConfigError> {
-        let url = reqwest::Url::parse(&self.url).map_err(|e| ConfigError::InvalidUrl {
-            what: "jwks_uri",
-            reason: e.to_string(),
-        })?;
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| ConfigError::InvalidUrl { what: "jwks_uri", reason: e.to_string() })?;
         if !matches!(url.scheme(), "https" | "http") {
             return Err(ConfigError::InvalidUrl {
                 what: "jwks_uri",
@@ -302,14 +294,7 @@ impl KeySetBuilder {
         };
         let mut config = self.config;
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
-        Ok(KeySet::with_remote(
-            Some(Remote {
-                url,
-                client,
-                config,
-            }),
-            empty_keys(),
-        ))
+        Ok(KeySet::with_remote(Some(Remote { url, client, config }), empty_keys()))
     }
 }
 
@@ -328,11 +313,7 @@ pub(crate) fn http_client(
 }
 
 fn empty_keys() -> Arc<Keys> {
-    Arc::new(Keys {
-        keys: Vec::new(),
-        generation: 0,
-        expires_at: None,
-    })
+    Arc::new(Keys { keys: Vec::new(), generation: 0, expires_at: None })
 }
 
 impl KeySet {
@@ -358,14 +339,7 @@ impl KeySet {
     /// they are for remote sets.
     pub fn from_jwks(json: &str) -> Result<KeySet, FetchError> {
         let keys = parse_jwks(json.as_bytes())?;
-        Ok(KeySet::with_remote(
-            None,
-            Arc::new(Keys {
-                keys,
-                generation: 1,
-                expires_at: None,
-            }),
-        ))
+        Ok(KeySet::with_remote(None, Arc::new(Keys { keys, generation: 1, expires_at: None })))
     }
 
     fn with_remote(remote: Option<Remote>, keys: Arc<Keys>) -> KeySet {
@@ -405,10 +379,7 @@ impl KeySet {
 
     /// `(successful, failed)` fetches so far.
     pub fn fetch_counts(&self) -> (u64, u64) {
-        (
-            self.inner.fetches_ok.load(Ordering::Relaxed),
-            self.inner.fetches_failed.load(Ordering::Relaxed),
-        )
+        (self.inner.fetches_ok.load(Ordering::Relaxed), self.inner.fetches_failed.load(Ordering::Relaxed))
     }
 
     /// The current snapshot, lock-free. Starts a background refresh when it has expired.
@@ -438,11 +409,8 @@ impl KeySet {
             // Someone else refreshed while we waited for the lock.
             return current;
         }
-        let interval = if current.is_loaded() {
-            remote.config.cooldown
-        } else {
-            remote.config.retry_unavailable
-        };
+        let interval =
+            if current.is_loaded() { remote.config.cooldown } else { remote.config.retry_unavailable };
         if state.last_attempt.is_some_and(|at| at.elapsed() < interval) {
             return current;
         }
@@ -462,9 +430,7 @@ impl KeySet {
         };
         let this = self.clone();
         runtime.spawn(async move {
-            if let (Some(remote), Ok(mut state)) =
-                (&this.inner.remote, this.inner.refresh.try_lock())
-            {
+            if let (Some(remote), Ok(mut state)) = (&this.inner.remote, this.inner.refresh.try_lock()) {
                 state.last_attempt = Some(Instant::now());
                 if this.fetch_and_store(remote).await.is_err() {
                     // Stale-if-error: keep serving the old set, try again after the cooldown
@@ -481,11 +447,7 @@ impl KeySet {
         if current.expires_at.is_none() {
             return;
         }
-        let keys = current
-            .keys
-            .iter()
-            .map(VerifyingKey::clone_shallow)
-            .collect();
+        let keys = current.keys.iter().map(VerifyingKey::clone_shallow).collect();
         self.inner.current.store(Arc::new(Keys {
             keys,
             generation: current.generation,
@@ -557,9 +519,7 @@ async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchEr
         .get(CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age)
-        .map_or(remote.config.default_ttl, |age| {
-            age.clamp(remote.config.min_ttl, remote.config.max_ttl)
-        });
+        .map_or(remote.config.default_ttl, |age| age.clamp(remote.config.min_ttl, remote.config.max_ttl));
     let body = read_bounded(&mut response, remote.config.max_body_bytes).await?;
     Ok((parse_jwks(&body)?, ttl))
 }
@@ -569,10 +529,7 @@ pub(crate) async fn read_bounded(
     response: &mut reqwest::Response,
     max: usize,
 ) -> Result<Vec<u8>, FetchError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > max as u64)
-    {
+    if response.content_length().is_some_and(|len| len > max as u64) {
         return Err(FetchError::TooLarge);
     }
     let mut body = Vec::new();
@@ -589,20 +546,13 @@ pub(crate) async fn read_bounded(
 /// to the minimum TTL: a JWKS that asks not to be cached would otherwise be fetched per request).
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').map(str::trim).find_map(|directive| {
-        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
-        {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
             return Some(Duration::ZERO);
         }
         let (name, secs) = directive.split_once('=')?;
         name.trim()
             .eq_ignore_ascii_case("max-age")
-            .then(|| {
-                secs.trim()
-                    .trim_matches('"')
-                    .parse()
-                    .ok()
-                    .map(Duration::from_secs)
-            })
+            .then(|| secs.trim().trim_matches('"').parse().ok().map(Duration::from_secs))
             .flatten()
     })
 }
@@ -656,9 +606,7 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<Vec<VerifyingKey>, FetchError> {
 
 fn b64_len(field: &Option<String>) -> Result<usize, &'static str> {
     let value = field.as_deref().ok_or("missing key parameter")?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|_| "key parameter is not base64url")?;
+    let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| "key parameter is not base64url")?;
     // Leading zero octets do not count towards an RSA modulus' size.
     Ok(bytes.len() - bytes.iter().take_while(|&&b| b == 0).count())
 }
@@ -667,11 +615,7 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
         return Err("use is not sig");
     }
-    if jwk
-        .key_ops
-        .as_ref()
-        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
-    {
+    if jwk.key_ops.as_ref().is_some_and(|ops| !ops.iter().any(|op| op == "verify")) {
         return Err("key_ops does not allow verify");
     }
     let alg = match jwk.alg.as_deref() {
@@ -692,21 +636,9 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
             (KeyType::Rsa, key)
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
-            let (key_type, len) = if crv == "P-256" {
-                (KeyType::P256, 32)
-            } else {
-                (KeyType::P384, 48)
-            };
-            if jwk
-                .x
-                .as_deref()
-                .map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len()))
-                != Some(Ok(len))
-                || jwk
-                    .y
-                    .as_deref()
-                    .map(|y| URL_SAFE_NO_PAD.decode(y).map(|b| b.len()))
-                    != Some(Ok(len))
+            let (key_type, len) = if crv == "P-256" { (KeyType::P256, 32) } else { (KeyType::P384, 48) };
+            if jwk.x.as_deref().map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len())) != Some(Ok(len))
+                || jwk.y.as_deref().map(|y| URL_SAFE_NO_PAD.decode(y).map(|b| b.len())) != Some(Ok(len))
             {
                 return Err("bad EC coordinates");
             }
@@ -715,16 +647,10 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
             (key_type, key)
         }
         ("OKP", Some("Ed25519")) => {
-            if jwk
-                .x
-                .as_deref()
-                .map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len()))
-                != Some(Ok(32))
-            {
+            if jwk.x.as_deref().map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len())) != Some(Ok(32)) {
                 return Err("bad Ed25519 key");
             }
-            let key =
-                DecodingKey::from_ed_components(&opt(&jwk.x)).map_err(|_| "bad OKP parameters")?;
+            let key = DecodingKey::from_ed_components(&opt(&jwk.x)).map_err(|_| "bad OKP parameters")?;
             (KeyType::Ed25519, key)
         }
         // Symmetric keys are never taken from a key set: that is how HMAC confusion starts.
@@ -734,12 +660,7 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
     if alg.is_some_and(|alg| !key_type.fits(alg)) {
         return Err("alg does not fit the key type");
     }
-    Ok(VerifyingKey {
-        kid: jwk.kid,
-        key_type,
-        alg,
-        decoding,
-    })
+    Ok(VerifyingKey { kid: jwk.kid, key_type, alg, decoding })
 }
 
 #[cfg(test)]
@@ -748,10 +669,7 @@ mod tests {
 
     #[test]
     fn cache_control_parsing() {
-        assert_eq!(
-            max_age("public, max-age=600"),
-            Some(Duration::from_secs(600))
-        );
+        assert_eq!(max_age("public, max-age=600"), Some(Duration::from_secs(600)));
         assert_eq!(max_age("MAX-AGE = \"60\""), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
@@ -776,10 +694,7 @@ mod tests {
         let keys = parse_jwks(jwks.as_bytes()).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kid.as_deref(), Some("good"));
-        assert!(matches!(
-            parse_jwks(br#"{"keys":[]}"#),
-            Err(FetchError::NoUsableKeys)
-        ));
+        assert!(matches!(parse_jwks(br#"{"keys":[]}"#), Err(FetchError::NoUsableKeys)));
         assert!(matches!(parse_jwks(b"<html>"), Err(FetchError::Json(_))));
     }
 }

@@ -29,9 +29,7 @@ pub mod defaults {
     /// The algorithms accepted with a key set: every asymmetric algorithm jsonwebtoken supports.
     pub const ASYMMETRIC_ALGORITHMS: &[jsonwebtoken::Algorithm] = {
         use jsonwebtoken::Algorithm::*;
-        &[
-            RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
-        ]
+        &[RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
     };
 }
 
@@ -47,9 +45,7 @@ fn ensure_crypto_provider() {
 }
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
-compile_error!(
-    "tower-bearer needs a crypto backend: enable the `aws-lc-rs` or `rust-crypto` feature"
-);
+compile_error!("tower-bearer needs a crypto backend: enable the `aws-lc-rs` or `rust-crypto` feature");
 
 /// Validates JWT access tokens against a [`KeySet`] (or, if you explicitly ask for it, a shared
 /// HMAC secret).
@@ -89,16 +85,11 @@ enum KeySource {
 /// Every algorithm jsonwebtoken knows, in a fixed order for the allowlist bit set.
 const ALGORITHMS: [Algorithm; 12] = {
     use Algorithm::*;
-    [
-        HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
-    ]
+    [HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
 };
 
 fn alg_bit(alg: Algorithm) -> u16 {
-    ALGORITHMS
-        .iter()
-        .position(|a| *a == alg)
-        .map_or(0, |i| 1 << i)
+    ALGORITHMS.iter().position(|a| *a == alg).map_or(0, |i| 1 << i)
 }
 
 /// Builder for [`JwtValidator`]: issuer, audience and a key source are required.
@@ -190,39 +181,27 @@ impl JwtValidatorBuilder {
             return Err(ConfigError::Missing("issuer (or an explicit any_issuer())"));
         }
         if self.audiences.is_empty() && !self.any_audience {
-            return Err(ConfigError::Missing(
-                "audience (or an explicit any_audience())",
-            ));
+            return Err(ConfigError::Missing("audience (or an explicit any_audience())"));
         }
-        let (keys, default_algs): (KeySource, &[Algorithm]) =
-            match (self.jwks_url, self.key_set, self.secret) {
-                (Some(url), None, None) => (
-                    KeySource::KeySet(KeySet::builder(url).build()?),
-                    defaults::ASYMMETRIC_ALGORITHMS,
-                ),
-                (None, Some(set), None) => {
-                    (KeySource::KeySet(set), defaults::ASYMMETRIC_ALGORITHMS)
+        let (keys, default_algs): (KeySource, &[Algorithm]) = match (self.jwks_url, self.key_set, self.secret)
+        {
+            (Some(url), None, None) => {
+                (KeySource::KeySet(KeySet::builder(url).build()?), defaults::ASYMMETRIC_ALGORITHMS)
+            }
+            (None, Some(set), None) => (KeySource::KeySet(set), defaults::ASYMMETRIC_ALGORITHMS),
+            (None, None, Some(secret)) => {
+                if secret.len() < 32 {
+                    return Err(ConfigError::Invalid("an HMAC secret needs at least 32 bytes"));
                 }
-                (None, None, Some(secret)) => {
-                    if secret.len() < 32 {
-                        return Err(ConfigError::Invalid(
-                            "an HMAC secret needs at least 32 bytes",
-                        ));
-                    }
-                    (
-                        KeySource::Secret(DecodingKey::from_secret(&secret)),
-                        &[Algorithm::HS256],
-                    )
-                }
-                (None, None, None) => {
-                    return Err(ConfigError::Missing("jwks_url, key_set or hmac_secret"));
-                }
-                _ => {
-                    return Err(ConfigError::Invalid(
-                        "give exactly one of jwks_url, key_set, hmac_secret",
-                    ));
-                }
-            };
+                (KeySource::Secret(DecodingKey::from_secret(&secret)), &[Algorithm::HS256])
+            }
+            (None, None, None) => {
+                return Err(ConfigError::Missing("jwks_url, key_set or hmac_secret"));
+            }
+            _ => {
+                return Err(ConfigError::Invalid("give exactly one of jwks_url, key_set, hmac_secret"));
+            }
+        };
         let algorithms = self.algorithms.unwrap_or_else(|| default_algs.to_vec());
         if algorithms.is_empty() {
             return Err(ConfigError::Invalid("the algorithm allowlist is empty"));
@@ -250,10 +229,7 @@ impl JwtValidatorBuilder {
                     } else {
                         AudiencePolicy::OneOf(self.audiences)
                     },
-                    window: TimeWindow {
-                        leeway,
-                        require_exp: true,
-                    },
+                    window: TimeWindow { leeway, require_exp: true },
                 },
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,
@@ -321,9 +297,7 @@ struct Compact<'a> {
 }
 
 fn is_base64url(segment: &str) -> bool {
-    segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Why a synchronous validation stopped.
@@ -351,20 +325,14 @@ impl Inner {
         else {
             return Err(InvalidToken::Malformed);
         };
-        if [header_b64, payload, signature]
-            .iter()
-            .any(|s| s.is_empty() || !is_base64url(s))
-        {
+        if [header_b64, payload, signature].iter().any(|s| s.is_empty() || !is_base64url(s)) {
             return Err(InvalidToken::Malformed);
         }
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| InvalidToken::Malformed)?;
+        let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| InvalidToken::Malformed)?;
         if header_json.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
         }
-        let header: JoseHeader =
-            serde_json::from_slice(&header_json).map_err(|_| InvalidToken::Malformed)?;
+        let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| InvalidToken::Malformed)?;
         // Unknown names, `none` in any case, and algorithms outside the allowlist all stop here.
         let alg = header
             .alg
@@ -399,20 +367,13 @@ impl Inner {
         if !valid {
             return Err(InvalidToken::BadSignature);
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(compact.payload)
-            .map_err(|_| InvalidToken::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(compact.payload).map_err(|_| InvalidToken::Malformed)?;
         // A struct also deserializes from a JSON array; claims must be an object.
         if payload.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
         }
-        let claims: RegisteredClaims = serde_json::from_slice(&payload).map_err(|e| {
-            if e.is_data() {
-                InvalidToken::InvalidClaim
-            } else {
-                InvalidToken::Malformed
-            }
-        })?;
+        let claims: RegisteredClaims = serde_json::from_slice(&payload)
+            .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
         self.policy.check(&claims, self.clock.unix_now())?;
         // The payload parsed as JSON, so it is UTF-8.
         let raw = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
@@ -422,10 +383,7 @@ impl Inner {
             client_id: claims.client_id.or(claims.azp),
             subject: claims.sub,
             issuer: claims.iss,
-            audience: claims
-                .aud
-                .map(policy::OneOrMany::into_vec)
-                .unwrap_or_default(),
+            audience: claims.aud.map(policy::OneOrMany::into_vec).unwrap_or_default(),
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
@@ -470,10 +428,7 @@ impl Validator for JwtValidator {
                         // client's. A set that is loaded and reachable but lacks the `kid` means
                         // the token is not from this issuer's current keys.
                         Err(Halt::NeedKeys) if !keys.is_loaded() || !set.last_fetch_ok() => {
-                            tracing::warn!(
-                                reason = "key_set_unavailable",
-                                "cannot validate: no key set"
-                            );
+                            tracing::warn!(reason = "key_set_unavailable", "cannot validate: no key set");
                             Err(AuthError::Unavailable(Unavailable::KeySet))
                         }
                         Err(Halt::NeedKeys) => Err(reject(InvalidToken::UnknownKey)),

@@ -26,22 +26,15 @@ pub enum TypPolicy {
 impl TypPolicy {
     pub(crate) fn check(self, typ: Option<&str>) -> Result<(), InvalidToken> {
         // RFC 7515 §4.1.9: media types are case-insensitive and `application/` may be omitted.
-        let typ = typ.map(|t| {
-            t.get(..12)
-                .filter(|p| p.eq_ignore_ascii_case("application/"))
-                .map_or(t, |_| &t[12..])
-        });
+        let typ = typ
+            .map(|t| t.get(..12).filter(|p| p.eq_ignore_ascii_case("application/")).map_or(t, |_| &t[12..]));
         let ok = match (self, typ) {
             (_, Some(t)) if t.eq_ignore_ascii_case("at+jwt") => true,
             (TypPolicy::Lenient, None) => true,
             (TypPolicy::Lenient, Some(t)) => t.eq_ignore_ascii_case("jwt"),
             (TypPolicy::Strict, _) => false,
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(InvalidToken::WrongType)
-        }
+        if ok { Ok(()) } else { Err(InvalidToken::WrongType) }
     }
 }
 
@@ -71,11 +64,7 @@ impl ClaimPolicy {
             }
         }
         if let AudiencePolicy::OneOf(accepted) = &self.audience {
-            let aud = claims
-                .aud
-                .as_ref()
-                .map(OneOrMany::as_slice)
-                .unwrap_or_default();
+            let aud = claims.aud.as_ref().map(OneOrMany::as_slice).unwrap_or_default();
             if !aud.iter().any(|a| accepted.contains(a)) {
                 return Err(InvalidToken::WrongAudience);
             }
@@ -180,16 +169,10 @@ mod tests {
         assert_eq!(claims(r#"{"exp":10.9}"#).unwrap().exp, Some(10));
         assert_eq!(claims(r#"{"exp":-1.5}"#).unwrap().exp, Some(-2));
         assert_eq!(claims(r#"{"exp":1e300}"#).unwrap().exp, Some(i64::MAX));
-        assert_eq!(
-            claims(r#"{"exp":18446744073709551615}"#).unwrap().exp,
-            Some(i64::MAX)
-        );
+        assert_eq!(claims(r#"{"exp":18446744073709551615}"#).unwrap().exp, Some(i64::MAX));
         assert!(claims(r#"{"exp":"10"}"#).is_err());
         assert!(claims(r#"{"exp":null}"#).is_err());
-        assert!(
-            claims(r#"{"exp":1,"exp":2}"#).is_err(),
-            "duplicate members are rejected"
-        );
+        assert!(claims(r#"{"exp":1,"exp":2}"#).is_err(), "duplicate members are rejected");
     }
 
     #[test]
@@ -197,28 +180,17 @@ mod tests {
         let c = claims(r#"{"scope":"a b","scp":["b","c"]}"#).unwrap();
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["a", "b", "c"]);
         let c = claims(r#"{"scp":"x y","aud":"api"}"#).unwrap();
-        assert_eq!(c.aud.unwrap().as_slice(), ["api"]);
+        assert_eq!(c.aud.as_ref().unwrap().as_slice(), ["api"]);
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
     }
 
     #[test]
     fn typ_policy() {
         use TypPolicy::*;
-        for ok in [
-            None,
-            Some("JWT"),
-            Some("jwt"),
-            Some("at+jwt"),
-            Some("application/AT+JWT"),
-        ] {
+        for ok in [None, Some("JWT"), Some("jwt"), Some("at+jwt"), Some("application/AT+JWT")] {
             assert_eq!(Lenient.check(ok), Ok(()), "{ok:?}");
         }
-        for bad in [
-            Some("id+jwt"),
-            Some("dpop+jwt"),
-            Some("application/jwt+x"),
-            Some(""),
-        ] {
+        for bad in [Some("id+jwt"), Some("dpop+jwt"), Some("application/jwt+x"), Some("")] {
             assert_eq!(Lenient.check(bad), Err(InvalidToken::WrongType), "{bad:?}");
         }
         assert_eq!(Strict.check(Some("at+jwt")), Ok(()));
