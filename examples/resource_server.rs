@@ -68,7 +68,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// The API: one public route, one for any valid token, two that need scopes.
-fn app(validator: impl Validator) -> Router {
+fn app(validator: impl Validator + Clone) -> Router {
     let items_read = Router::new()
         .route("/items", get(|| async { Json(["apple", "pear"]) }))
         .route_layer(RequireScope::all(["items:read"]));
@@ -84,8 +84,20 @@ fn app(validator: impl Validator) -> Router {
         .route("/me", get(|p: Principal| async move { Json(p) }))
         .merge(items_read)
         .merge(items_write)
-        .layer(BearerLayer::new(validator).realm("resource_server example"));
-    Router::new().route("/health", get(|| async { "ok\n" })).merge(protected)
+        .layer(BearerLayer::new(validator.clone()).realm("resource_server example"));
+    // Anyone may call /hello; a valid token gets a personal greeting, a bad one still a 401.
+    let greeting = Router::new()
+        .route(
+            "/hello",
+            get(|p: Option<Principal>| async move {
+                match p {
+                    Some(p) => format!("hello {}\n", p.subject().unwrap_or("you")),
+                    None => "hello stranger\n".to_owned(),
+                }
+            }),
+        )
+        .layer(BearerLayer::new(validator).optional());
+    Router::new().route("/health", get(|| async { "ok\n" })).merge(greeting).merge(protected)
 }
 
 #[tokio::main]
@@ -162,6 +174,7 @@ fn print_walkthrough(dev: &DevIssuer, base: &str) {
     println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
     println!("resource server:    {base}\n");
     println!("# 200, public:\ncurl -i {base}/health\n");
+    println!("# 200, optional authentication (try it with and without a token):\ncurl -i {base}/hello\n");
     println!(
         "# 200, the verified principal as JSON:\ncurl -i -H 'Authorization: Bearer {valid}' {base}/me\n"
     );
