@@ -82,6 +82,9 @@ where
     }
 }
 
+/// A function that renders a rejection body: content type and bytes, or `None` for no body.
+pub type RenderFn = dyn Fn(&AuthError) -> Option<(HeaderValue, Bytes)> + Send + Sync;
+
 /// What the body of a rejection holds. The status and `WWW-Authenticate` challenge are the same
 /// whichever you choose.
 #[derive(Clone, Default)]
@@ -95,7 +98,7 @@ pub enum ErrorBody {
     /// (`urn:tower-bearer:error:<reason>`, e.g. `urn:tower-bearer:error:expired`).
     ProblemJson,
     /// Your own function: return the content type and body, or `None` for an empty body.
-    Custom(Arc<dyn Fn(&AuthError) -> Option<(HeaderValue, Bytes)> + Send + Sync>),
+    Custom(Arc<RenderFn>),
 }
 
 impl ErrorBody {

@@ -368,10 +368,10 @@ async fn revoke(
     if client_auth(&headers, &form).is_none() {
         return invalid_client();
     }
-    if let Some(token) = form.get("token") {
-        if let Some(grant) = shared.opaque.write().expect("lock").get_mut(token) {
-            grant.revoked = true;
-        }
+    if let Some(token) = form.get("token")
+        && let Some(grant) = shared.opaque.write().expect("lock").get_mut(token)
+    {
+        grant.revoked = true;
     }
     // RFC 7009 §2.2: 200 whether or not the token was known.
     StatusCode::OK.into_response()

@@ -104,15 +104,15 @@ pub fn find_token<'a, B>(
         Err(AuthError::MissingToken) => {}
         Err(err) => return Err(err),
     }
-    if let Some(name) = &sources.cookie {
-        if let Some(token) = cookie_token(req.headers(), name, max_bytes)? {
-            add(Cow::Borrowed(token), TokenSource::Cookie)?;
-        }
+    if let Some(name) = &sources.cookie
+        && let Some(token) = cookie_token(req.headers(), name, max_bytes)?
+    {
+        add(Cow::Borrowed(token), TokenSource::Cookie)?;
     }
-    if sources.query {
-        if let Some(token) = query_token(req.uri().query(), max_bytes)? {
-            add(Cow::Owned(token), TokenSource::Query)?;
-        }
+    if sources.query
+        && let Some(token) = query_token(req.uri().query(), max_bytes)?
+    {
+        add(Cow::Owned(token), TokenSource::Query)?;
     }
     if let Some(FormToken(token)) = req.extensions().get::<FormToken>() {
         check_token(token.as_bytes(), max_bytes)?;

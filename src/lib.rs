@@ -59,7 +59,7 @@ mod axum;
 #[cfg(feature = "dev")]
 pub mod dev;
 
-pub use body::{AuthBody, ErrorBody};
+pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use config::ConfigError;
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};

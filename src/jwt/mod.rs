@@ -334,9 +334,12 @@ impl Inner {
         }
         let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| InvalidToken::Malformed)?;
         // Unknown names, `none` in any case, and algorithms outside the allowlist all stop here.
-        let alg = header
-            .alg
-            .parse::<Algorithm>()
+        let alg = match header.alg.as_str() {
+            // RFC 9864's fully-specified name for EdDSA over Ed25519 (the only curve we verify).
+            "Ed25519" => Ok(Algorithm::EdDSA),
+            name => name.parse::<Algorithm>(),
+        };
+        let alg = alg
             .ok()
             .filter(|alg| self.allowed & alg_bit(*alg) != 0)
             .ok_or(InvalidToken::AlgorithmNotAllowed)?;

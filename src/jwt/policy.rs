@@ -58,10 +58,10 @@ pub(crate) struct ClaimPolicy {
 impl ClaimPolicy {
     pub(crate) fn check(&self, claims: &RegisteredClaims, now: i64) -> Result<(), InvalidToken> {
         self.window.check(now, claims.exp, claims.nbf, claims.iat)?;
-        if let Some(issuer) = &self.issuer {
-            if claims.iss.as_deref() != Some(issuer.as_str()) {
-                return Err(InvalidToken::WrongIssuer);
-            }
+        if let Some(issuer) = &self.issuer
+            && claims.iss.as_deref() != Some(issuer.as_str())
+        {
+            return Err(InvalidToken::WrongIssuer);
         }
         if let AudiencePolicy::OneOf(accepted) = &self.audience {
             let aud = claims.aud.as_ref().map(OneOrMany::as_slice).unwrap_or_default();

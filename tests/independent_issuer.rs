@@ -1,0 +1,391 @@
+//! Interop with an independent authorization server: panva's `oidc-provider` (Node, see
+//! `tests/oidc/`) issues real RFC 9068 access tokens with the client_credentials grant, signed
+//! with RS256, PS256, ES256 and EdDSA; tower-bearer must accept them through its JWKS, and refuse
+//! tampered, truncated and foreign-audience ones.
+//!
+//! Needs `node` on the PATH (or `$NODE`) and `tests/oidc/node_modules` (`.ci/install-oidc.sh`,
+//! or `npm ci --prefix tests/oidc`). Without them the test is skipped, unless `CI` is set: then
+//! it fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+use tower_bearer::{BearerLayer, JwtValidator, Principal, RequireScope, TypPolicy};
+
+const CLIENT_ID: &str = "rs-test";
+/// The default secret of `rs-test` in `tests/oidc/server.mjs`.
+const CLIENT_SECRET: &str = "rs-test-secret";
+const SCOPE: &str = "items:read";
+/// The access-token lifetime the provider is started with.
+const TOKEN_TTL: i64 = 300;
+/// `(JWS alg, resource path)`: `https://rs.test/<path>` gets tokens signed with `alg`.
+const ALGORITHMS: [(&str, &str); 5] =
+    [("RS256", "rs256"), ("PS256", "ps256"), ("ES256", "es256"), ("EdDSA", "eddsa"), ("Ed25519", "ed25519")];
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn resource(path: &str) -> String {
+    format!("https://rs.test/{path}")
+}
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// The node binary to use, or `None` (after saying why) when the test must be skipped. Under
+/// `CI` a missing prerequisite is a failure, never a skip.
+fn prerequisites() -> Option<PathBuf> {
+    let node = std::env::var_os("NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from);
+    let node_version = Command::new(&node)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let modules = oidc_dir().join("node_modules/oidc-provider/package.json");
+    if node_version.is_some() && !modules.is_file() {
+        // First use on this machine: install the pinned package (npm registry), as the README says.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-oidc.sh");
+        let installed = Command::new("bash").arg(script).stdin(Stdio::null()).status();
+        eprintln!("independent_issuer: installing oidc-provider: {installed:?}");
+    }
+    let missing = match (&node_version, modules.is_file()) {
+        (Some(_), true) => None,
+        (None, _) => Some(format!("`{}` is not runnable", node.display())),
+        (Some(_), false) => Some(format!(
+            "{} is missing (run .ci/install-oidc.sh or `npm ci --prefix tests/oidc`)",
+            modules.display()
+        )),
+    };
+    match missing {
+        None => {
+            eprintln!("independent_issuer: node {}", node_version.unwrap_or_default());
+            Some(node)
+        }
+        Some(why) if std::env::var_os("CI").is_some() => {
+            panic!("independent_issuer: CI is set and {why}")
+        }
+        Some(why) => {
+            eprintln!("independent_issuer: SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+/// The oidc-provider child process: killed (and reaped) on drop. Its stderr is collected and
+/// printed if the test panics.
+struct OidcProvider {
+    child: Child,
+    /// Held open: the server exits when its stdin closes, so it never outlives this process.
+    _stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    issuer: String,
+}
+
+impl OidcProvider {
+    fn start(node: &Path) -> OidcProvider {
+        let mut child = Command::new(node)
+            .arg("server.mjs")
+            .arg("0")
+            .arg("--exit-on-stdin-close")
+            .current_dir(oidc_dir())
+            .env("ACCESS_TOKEN_TTL", TOKEN_TTL.to_string())
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node tests/oidc/server.mjs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr_pipe.read(&mut buf) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        // Guard first, so that a failure below still kills the child.
+        let mut provider = OidcProvider { _stdin: child.stdin.take(), child, stderr, issuer: String::new() };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(BufReader::new(stdout).read_line(&mut line).map(|_| line));
+        });
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            Ok(Ok(_)) => panic!("oidc-provider exited before printing its issuer"),
+            Ok(Err(e)) => panic!("reading oidc-provider's stdout: {e}"),
+            Err(_) => panic!("oidc-provider printed nothing within {STARTUP_TIMEOUT:?}"),
+        };
+        let started: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("startup line is not JSON ({e}): {line:?}"));
+        provider.issuer =
+            started["issuer"].as_str().unwrap_or_else(|| panic!("no issuer in {line:?}")).to_owned();
+        provider
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- oidc-provider stderr ---\n{}",
+                self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded`, for the few ASCII values sent here.
+fn form(pairs: &[(&str, &str)]) -> String {
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.expect(url);
+    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+    serde_json::from_slice(&response.bytes().await.expect(url)).expect(url)
+}
+
+/// A client_credentials access token for `resource` (RFC 8707), client_secret_basic.
+async fn client_credentials(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    resource: &str,
+    scope: Option<&str>,
+) -> String {
+    let mut params = vec![("grant_type", "client_credentials"), ("resource", resource)];
+    params.extend(scope.map(|s| ("scope", s)));
+    let response = http
+        .post(token_endpoint)
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&params))
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&response.bytes().await.expect("token response"))
+        .expect("token response is JSON");
+    assert_eq!(status, StatusCode::OK, "token request for {resource}: {body}");
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    assert_eq!(body["expires_in"], TOKEN_TTL, "{body}");
+    body["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {body}")).to_owned()
+}
+
+fn decode_segment(segment: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("JSON")
+}
+
+/// The token with one byte of its payload changed (inside the `jti` value): still base64url,
+/// still JSON, no longer what was signed.
+fn tamper_payload(token: &str) -> String {
+    let [header, payload, signature] = segments(token);
+    let mut claims = URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+    let marker = b"\"jti\":\"";
+    let at = claims.windows(marker.len()).position(|w| w == marker).expect("a jti claim") + marker.len();
+    claims[at] = if claims[at] == b'A' { b'B' } else { b'A' };
+    serde_json::from_slice::<Value>(&claims).expect("tampered payload is still JSON");
+    let tampered = URL_SAFE_NO_PAD.encode(&claims);
+    assert_ne!(tampered, payload);
+    format!("{header}.{tampered}.{signature}")
+}
+
+/// The token with the second half of its signature cut off.
+fn truncate_signature(token: &str) -> String {
+    let signature = segments(token)[2];
+    token[..token.len() - signature.len() / 2].to_owned()
+}
+
+fn segments(token: &str) -> [&str; 3] {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.try_into().unwrap_or_else(|_| panic!("not a JWS compact token: {token}"))
+}
+
+/// The protected API: `/me` answers the principal, `/items` needs `items:read`.
+async fn serve(validator: JwtValidator) -> String {
+    let app = Router::new()
+        .route("/items", get(|| async { Json(json!(["a", "b"])) }))
+        .route_layer(RequireScope::all([SCOPE]))
+        .route("/me", get(|Extension(principal): Extension<Principal>| async move { Json(principal) }))
+        .layer(BearerLayer::new(validator).realm("interop"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+struct Answer {
+    status: StatusCode,
+    challenge: String,
+    body: String,
+}
+
+async fn call(http: &reqwest::Client, url: &str, token: Option<&str>) -> Answer {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect(url);
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().expect("ASCII challenge").to_owned())
+        .unwrap_or_default();
+    let body = response.text().await.expect(url);
+    Answer { status, challenge, body }
+}
+
+/// Asserts a `401` whose challenge says `error="invalid_token"`.
+fn assert_invalid_token(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{what}: {}", answer.body);
+    assert!(
+        answer.challenge.starts_with("Bearer ") && answer.challenge.contains(r#"error="invalid_token""#),
+        "{what}: WWW-Authenticate is {:?}",
+        answer.challenge
+    );
+}
+
+#[tokio::test]
+async fn accepts_tokens_from_oidc_provider() {
+    let Some(node) = prerequisites() else {
+        return;
+    };
+    let started = Instant::now();
+    let provider = OidcProvider::start(&node);
+    let issuer = provider.issuer.clone();
+    eprintln!("independent_issuer: oidc-provider at {issuer} after {:?}", started.elapsed());
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("HTTP client");
+
+    let discovery = get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    let jwks_uri = discovery["jwks_uri"].as_str().expect("jwks_uri").to_owned();
+    let token_endpoint = discovery["token_endpoint"].as_str().expect("token_endpoint").to_owned();
+    let jwks = get_json(&http, &jwks_uri).await;
+    eprintln!("independent_issuer: JWKS {jwks}");
+
+    for (i, (alg, path)) in ALGORITHMS.iter().enumerate() {
+        let audience = resource(path);
+        let token = client_credentials(&http, &token_endpoint, &audience, Some(SCOPE)).await;
+
+        // What the issuer actually minted.
+        let [header_b64, payload_b64, _] = segments(&token);
+        let header = decode_segment(header_b64);
+        let claims = decode_segment(payload_b64);
+        eprintln!("independent_issuer: {alg}: header {header}, claims {claims}");
+        assert_eq!(header["alg"], *alg, "{header}");
+        assert_eq!(header["typ"], "at+jwt", "{header}");
+        assert!(header["kid"].is_string(), "{header}");
+
+        let validator = JwtValidator::builder()
+            .issuer(issuer.as_str())
+            .audience(audience.as_str())
+            .jwks_url(jwks_uri.as_str())
+            .typ(TypPolicy::Strict)
+            .build()
+            .expect("validator");
+        let base = serve(validator).await;
+        let me = format!("{base}/me");
+        let items = format!("{base}/items");
+
+        // The genuine token passes, and the principal is the client.
+        let answer = call(&http, &me, Some(&token)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{alg} /me: {:?} {}", answer.challenge, answer.body);
+        let principal: Value = serde_json::from_str(&answer.body).expect("principal JSON");
+        assert_eq!(principal["kind"], "jwt", "{alg}: {principal}");
+        assert_eq!(principal["client_id"], CLIENT_ID, "{alg}: {principal}");
+        assert_eq!(principal["subject"], CLIENT_ID, "{alg}: {principal}");
+        assert_eq!(principal["issuer"], issuer.as_str(), "{alg}: {principal}");
+        assert_eq!(principal["audience"], json!([audience]), "{alg}: {principal}");
+        assert_eq!(principal["scopes"], json!([SCOPE]), "{alg}: {principal}");
+        assert_eq!(
+            principal["expires_at"].as_i64().zip(principal["issued_at"].as_i64()).map(|(exp, iat)| exp - iat),
+            Some(TOKEN_TTL),
+            "{alg}: {principal}"
+        );
+        assert_eq!(principal["claims"], claims, "{alg}: raw claims");
+
+        let answer = call(&http, &items, Some(&token)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{alg} /items: {}", answer.body);
+        assert_eq!(answer.body, r#"["a","b"]"#);
+
+        // Tampered payload, truncated signature, another resource's token: all refused.
+        let tampered = tamper_payload(&token);
+        assert_invalid_token(&call(&http, &me, Some(&tampered)).await, &format!("{alg} tampered payload"));
+        assert_invalid_token(
+            &call(&http, &items, Some(&tampered)).await,
+            &format!("{alg} tampered payload /items"),
+        );
+        let truncated = truncate_signature(&token);
+        assert_invalid_token(
+            &call(&http, &me, Some(&truncated)).await,
+            &format!("{alg} truncated signature"),
+        );
+        let (other_alg, other_path) = ALGORITHMS[(i + 1) % ALGORITHMS.len()];
+        let foreign = client_credentials(&http, &token_endpoint, &resource(other_path), Some(SCOPE)).await;
+        assert_invalid_token(
+            &call(&http, &me, Some(&foreign)).await,
+            &format!("{alg} validator, {other_alg} token for {}", resource(other_path)),
+        );
+
+        // A genuine token without the scope: authenticated, but not for /items.
+        let scopeless = client_credentials(&http, &token_endpoint, &audience, None).await;
+        assert!(decode_segment(segments(&scopeless)[1]).get("scope").is_none());
+        let answer = call(&http, &me, Some(&scopeless)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{alg} scopeless /me: {}", answer.body);
+        let answer = call(&http, &items, Some(&scopeless)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{alg} scopeless /items: {}", answer.body);
+        assert!(
+            answer.challenge.contains(r#"error="insufficient_scope""#)
+                && answer.challenge.contains(r#"scope="items:read""#),
+            "{alg}: {:?}",
+            answer.challenge
+        );
+
+        // No token at all: a bare challenge.
+        let answer = call(&http, &me, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert!(!answer.challenge.contains("error="), "{:?}", answer.challenge);
+    }
+
+    // An opaque token from the same issuer is not a JWT: refused, not a server error.
+    let opaque = client_credentials(&http, &token_endpoint, &resource("opaque"), Some(SCOPE)).await;
+    assert!(!opaque.contains('.'), "expected an opaque token, got {opaque}");
+    let validator = JwtValidator::builder()
+        .issuer(issuer.as_str())
+        .audience(resource("opaque"))
+        .jwks_url(jwks_uri.as_str())
+        .build()
+        .expect("validator");
+    let base = serve(validator).await;
+    assert_invalid_token(&call(&http, &format!("{base}/me"), Some(&opaque)).await, "opaque token");
+
+    drop(provider);
+    eprintln!("independent_issuer: done in {:?}", started.elapsed());
+}
