@@ -13,7 +13,12 @@ async fn issuer() -> DevIssuer {
 }
 
 fn validator(dev: &DevIssuer) -> JwtValidator {
-    JwtValidator::builder().issuer(dev.issuer()).audience(DEFAULT_AUDIENCE).jwks_url(dev.jwks_url()).build().unwrap()
+    JwtValidator::builder()
+        .issuer(dev.issuer())
+        .audience(DEFAULT_AUDIENCE)
+        .jwks_url(dev.jwks_url())
+        .build()
+        .unwrap()
 }
 
 async fn serve(app: Router) -> String {
@@ -39,7 +44,10 @@ fn routes() -> Router {
                 .route("/items", get(|| async { "items" }))
                 .route_layer(RequireScope::all(["items:read"])),
         )
-        .route("/echo", post(|p: Principal, body: String| async move { format!("{}:{body}", p.subject().unwrap()) }))
+        .route(
+            "/echo",
+            post(|p: Principal, body: String| async move { format!("{}:{body}", p.subject().unwrap()) }),
+        )
 }
 
 fn www(res: &reqwest::Response) -> String {
@@ -77,12 +85,18 @@ async fn optional_authentication() {
 #[tokio::test]
 async fn cookie_and_query_sources() {
     let dev = issuer().await;
-    let layer = BearerLayer::new(validator(&dev)).token_sources(TokenSources::header_only().cookie("at").query());
+    let layer =
+        BearerLayer::new(validator(&dev)).token_sources(TokenSources::header_only().cookie("at").query());
     let base = serve(routes().layer(layer)).await;
     let http = reqwest::Client::new();
     let token = dev.token().subject("cat").scope("items:read").sign();
 
-    let res = http.get(format!("{base}/hello")).header("cookie", format!("theme=dark; at={token}")).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/hello"))
+        .header("cookie", format!("theme=dark; at={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.text().await.unwrap(), "hello cat");
 
     let res = http.get(format!("{base}/items?access_token={token}")).send().await.unwrap();
@@ -90,15 +104,17 @@ async fn cookie_and_query_sources() {
     assert_eq!(res.headers()["cache-control"], "private", "RFC 6750 §2.3");
 
     // Two places at once → 400.
+    let res =
+        http.get(format!("{base}/items?access_token={token}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(www(&res).contains("invalid_request"));
     let res = http
-        .get(format!("{base}/items?access_token={token}"))
+        .get(format!("{base}/hello"))
+        .header("cookie", format!("at={token}"))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(www(&res).contains("invalid_request"));
-    let res = http.get(format!("{base}/hello")).header("cookie", format!("at={token}")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 
     // Sources are opt-in: the same query token on a header-only layer is no token at all.
@@ -170,7 +186,8 @@ async fn error_bodies() {
     assert_eq!(res.text().await.unwrap(), "");
 
     // problem+json, same status and challenge; RequireScope follows the layer's choice.
-    let base = serve(routes().layer(BearerLayer::new(validator(&dev)).error_body(ErrorBody::ProblemJson))).await;
+    let base =
+        serve(routes().layer(BearerLayer::new(validator(&dev)).error_body(ErrorBody::ProblemJson))).await;
     let res = http.get(format!("{base}/hello")).bearer_auth(&expired).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(www(&res).contains(r#"error="invalid_token""#));
@@ -185,7 +202,10 @@ async fn error_bodies() {
 
     // Custom, and 503 gets the same treatment.
     let custom = ErrorBody::custom(|err| {
-        Some((http::HeaderValue::from_static("application/json"), format!(r#"{{"code":"{}"}}"#, err.reason()).into()))
+        Some((
+            http::HeaderValue::from_static("application/json"),
+            format!(r#"{{"code":"{}"}}"#, err.reason()).into(),
+        ))
     });
     let unreachable = JwtValidator::builder()
         .issuer(dev.issuer())
