@@ -3,7 +3,8 @@
 //! For each algorithm:
 //! * `raw_verify`: `jsonwebtoken::crypto::verify` with a key converted once (the floor);
 //! * `validate`: `JwtValidator::validate`, cold path (header, key selection, signature, claims);
-//! * `service`: the whole `BearerService` call on an in-memory request, inner service trivial.
+//! * `service`: the whole `BearerService` call on an in-memory request, inner service trivial;
+//! * `introspection/cached`: an opaque token whose introspection result is cached.
 //!
 //! `cargo bench --all-features --bench validate`
 
@@ -15,8 +16,8 @@ use http::{Request, Response};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tower::{Layer, Service, service_fn};
-use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, alg_name};
-use tower_bearer::{BearerLayer, JwtValidator, KeySet, Validator, Verdict};
+use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET, alg_name};
+use tower_bearer::{BearerLayer, Introspector, JwtValidator, KeySet, Validator, Verdict};
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -60,6 +61,19 @@ fn benches(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // Opaque tokens: a cached introspection result costs a SHA-256 of the token and a map lookup.
+    let introspector = Introspector::builder(dev.introspection_url())
+        .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+        .build()
+        .unwrap();
+    let opaque = dev.opaque_token().scope("items:read").issue();
+    rt.block_on(introspector.introspect(&opaque)).unwrap();
+    let local = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    c.bench_function("introspection/cached", |b| {
+        b.iter(|| local.block_on(introspector.introspect(&opaque)).unwrap())
+    });
+    assert_eq!(introspector.calls(), 1, "every iteration was served from the cache");
 }
 
 criterion_group!(validate, benches);
