@@ -10,7 +10,9 @@ use crate::body::{Rejections, rejection_response};
 use crate::error::{AuthError, InvalidToken};
 use crate::validate::Principal;
 
-/// A rejection that remembers the challenge settings of the request it came from.
+/// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody)): a
+/// handler's error does not know which layer let its request in. Status, error code and
+/// `scope` are exact.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         rejection_response::<axum::body::Body>(&self, &Default::default()).map(axum::body::Body::new)
@@ -52,7 +54,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
 /// async fn handler(Claims(tenant): Claims<Tenant>) -> String {
 ///     tenant.tenant_id
 /// }
-/// # let _ = axum::routing::get(handler);
+/// # let _: axum::routing::MethodRouter = axum::routing::get(handler);
 /// ```
 ///
 /// A token whose claims do not fit `T` is answered with `401 invalid_token`.

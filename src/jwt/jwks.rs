@@ -212,11 +212,15 @@ struct KeySetConfig {
     cooldown: Duration,
     retry_unavailable: Duration,
     max_body_bytes: usize,
+    /// Set on every request, so that a caller's own client cannot make a fetch unbounded.
+    timeout: Duration,
 }
 
 #[derive(Default)]
 struct RefreshState {
     last_attempt: Option<Instant>,
+    /// The last fetch caused by an unknown `kid` (what the cooldown limits).
+    last_miss_fetch: Option<Instant>,
 }
 
 /// Builder for a remote [`KeySet`]. Every setting has a safe default ([`defaults`]).
@@ -256,6 +260,7 @@ impl KeySetBuilder {
     /// Timeout of the whole fetch, body included (default 5 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.config.timeout = timeout;
         self
     }
     /// Connect timeout (default 2 s).
@@ -328,6 +333,7 @@ impl KeySet {
                 cooldown: defaults::COOLDOWN,
                 retry_unavailable: defaults::RETRY_UNAVAILABLE,
                 max_body_bytes: defaults::MAX_BODY_BYTES,
+                timeout: defaults::TIMEOUT,
             },
             timeout: defaults::TIMEOUT,
             connect_timeout: defaults::CONNECT_TIMEOUT,
@@ -409,11 +415,17 @@ impl KeySet {
             // Someone else refreshed while we waited for the lock.
             return current;
         }
-        let interval =
-            if current.is_loaded() { remote.config.cooldown } else { remote.config.retry_unavailable };
-        if state.last_attempt.is_some_and(|at| at.elapsed() < interval) {
+        // The cooldown counts only fetches caused by unknown kids: a routine refresh or the first
+        // load must not make a freshly rotated key wait for it.
+        let (last, interval) = if current.is_loaded() {
+            (&mut state.last_miss_fetch, remote.config.cooldown)
+        } else {
+            (&mut state.last_attempt, remote.config.retry_unavailable)
+        };
+        if last.is_some_and(|at| at.elapsed() < interval) {
             return current;
         }
+        *last = Some(Instant::now());
         state.last_attempt = Some(Instant::now());
         let _ = self.fetch_and_store(remote).await;
         drop(state);
@@ -508,6 +520,7 @@ async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchEr
         .client
         .get(remote.url.clone())
         .header(ACCEPT, "application/jwk-set+json, application/json")
+        .timeout(remote.config.timeout)
         .send()
         .await
         .map_err(FetchError::Http)?;
