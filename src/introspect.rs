@@ -126,7 +126,7 @@ struct Inner {
 /// A cached answer, with the time (of our clock) after which it must not be used.
 #[derive(Clone)]
 struct Entry {
-    principal: Option<Principal>,
+    principal: Result<Principal, InvalidToken>,
     stale_at: SystemTime,
     /// For moka's own eviction (memory), in its monotonic time.
     ttl: Duration,
@@ -239,7 +239,13 @@ impl IntrospectorBuilder {
         let auth = self.auth.ok_or(ConfigError::Missing("introspection client authentication"))?;
         let client = match self.client {
             Some(c) => c,
-            None => http_client(self.timeout, self.timeout.min(Duration::from_secs(2)))?,
+            // Never follow redirects: the form carries the token (and maybe our secret), and an
+            // answer from another server must not be trusted.
+            None => http_client(
+                self.timeout,
+                self.timeout.min(Duration::from_secs(2)),
+                reqwest::redirect::Policy::none(),
+            )?,
         };
         let audience = if self.audiences.is_empty() {
             AudiencePolicy::Unchecked
@@ -325,8 +331,8 @@ impl Introspector {
 
 impl Inner {
     /// A cached or fresh answer becomes a verdict; time is checked on every use.
-    fn finish(&self, principal: Option<Principal>) -> Result<Principal, AuthError> {
-        let principal = principal.ok_or(AuthError::InvalidToken(InvalidToken::Inactive))?;
+    fn finish(&self, principal: Result<Principal, InvalidToken>) -> Result<Principal, AuthError> {
+        let principal = principal.map_err(AuthError::InvalidToken)?;
         let now = self.clock.unix_now();
         self.policy
             .window
@@ -371,6 +377,10 @@ impl Inner {
         struct Active {
             active: bool,
         }
+        // A derived struct also reads a JSON array: the answer must be an object.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(IntrospectionError::Invalid(serde::de::Error::custom("not a JSON object")));
+        }
         let Active { active } = serde_json::from_slice(&body).map_err(IntrospectionError::Invalid)?;
         let now = self.clock.now();
         if !active {
@@ -386,7 +396,11 @@ impl Inner {
         };
         if let Err(why) = self.policy.check(&claims, self.clock.unix_now()) {
             tracing::debug!(reason = ?why, "introspected token fails the claim policy");
-            return Ok(self.inactive(now));
+            return Ok(Entry {
+                principal: Err(why),
+                stale_at: now + self.inactive_ttl,
+                ttl: self.inactive_ttl,
+            });
         }
         let mut ttl = self.max_ttl;
         if let Some(exp) = claims.exp {
@@ -405,11 +419,15 @@ impl Inner {
             issued_at: claims.iat,
             claims: String::from_utf8(body).unwrap_or_default().into_boxed_str(),
         });
-        Ok(Entry { principal: Some(principal), stale_at: now + ttl, ttl: ttl.max(Duration::from_millis(1)) })
+        Ok(Entry { principal: Ok(principal), stale_at: now + ttl, ttl: ttl.max(Duration::from_millis(1)) })
     }
 
     fn inactive(&self, now: SystemTime) -> Entry {
-        Entry { principal: None, stale_at: now + self.inactive_ttl, ttl: self.inactive_ttl }
+        Entry {
+            principal: Err(InvalidToken::Inactive),
+            stale_at: now + self.inactive_ttl,
+            ttl: self.inactive_ttl,
+        }
     }
 }
 

@@ -10,8 +10,9 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -19,7 +20,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
-use tower_bearer::{BearerLayer, JwtValidator, Principal, RequireScope, TypPolicy};
+use tower_bearer::{
+    BearerLayer, Clock, Introspector, JwtOrOpaque, JwtValidator, Principal, RequireScope, TypPolicy,
+    Validator,
+};
 
 const CLIENT_ID: &str = "rs-test";
 /// The default secret of `rs-test` in `tests/oidc/server.mjs`.
@@ -227,7 +231,7 @@ fn segments(token: &str) -> [&str; 3] {
 }
 
 /// The protected API: `/me` answers the principal, `/items` needs `items:read`.
-async fn serve(validator: JwtValidator) -> String {
+async fn serve(validator: impl Validator + Clone) -> String {
     let app = Router::new()
         .route("/items", get(|| async { Json(json!(["a", "b"])) }))
         .route_layer(RequireScope::all([SCOPE]))
@@ -385,6 +389,51 @@ async fn accepts_tokens_from_oidc_provider() {
         .expect("validator");
     let base = serve(validator).await;
     assert_invalid_token(&call(&http, &format!("{base}/me"), Some(&opaque)).await, "opaque token");
+
+    // The same opaque token through oidc-provider's real introspection endpoint (RFC 7662):
+    // accepted, one call for many concurrent requests, still cached after revocation, rejected
+    // once the cache entry ends (the clock is ours, so no sleeping).
+    let introspection_endpoint =
+        discovery["introspection_endpoint"].as_str().expect("introspection").to_owned();
+    let revocation_endpoint = discovery["revocation_endpoint"].as_str().expect("revocation").to_owned();
+    let now = Arc::new(AtomicU64::new(
+        std::time::SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_secs(),
+    ));
+    let clock_now = now.clone();
+    let introspector = Introspector::builder(introspection_endpoint)
+        .client_secret_basic("rs-introspect", "rs-introspect-secret")
+        .audience(resource("opaque"))
+        .max_ttl(Duration::from_secs(60))
+        .clock(Clock::from_fn(move || UNIX_EPOCH + Duration::from_secs(clock_now.load(Ordering::SeqCst))))
+        .build()
+        .expect("introspector");
+    let jwt = JwtValidator::builder()
+        .issuer(issuer.as_str())
+        .audience(resource("opaque"))
+        .jwks_url(jwks_uri.as_str())
+        .build()
+        .expect("validator");
+    let base = serve(JwtOrOpaque::new(jwt, introspector.clone())).await;
+    let items = format!("{base}/items");
+    let answers = futures_util::future::join_all((0..10).map(|_| call(&http, &items, Some(&opaque)))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "introspected opaque token: {}", answer.body);
+    }
+    assert_eq!(introspector.calls(), 1, "10 concurrent requests, one introspection call");
+    let revoked = http
+        .post(&revocation_endpoint)
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("token", opaque.as_str())]))
+        .send()
+        .await
+        .expect("revocation");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(call(&http, &items, Some(&opaque)).await.status, StatusCode::OK, "cached until max_ttl");
+    assert_eq!(introspector.calls(), 1);
+    // Known gap (see the introspection issue's note): after this revocation oidc-provider 9.13
+    // on Node 20 resets the next introspection connection, so the post-TTL rejection is tested
+    // against the dev issuer (tests/introspection.rs) rather than here.
 
     drop(provider);
     eprintln!("independent_issuer: done in {:?}", started.elapsed());

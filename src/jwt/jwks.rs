@@ -295,7 +295,7 @@ impl KeySetBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            None => http_client(self.timeout, self.connect_timeout)?,
+            None => http_client(self.timeout, self.connect_timeout, reqwest::redirect::Policy::limited(3))?,
         };
         let mut config = self.config;
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
@@ -307,11 +307,12 @@ impl KeySetBuilder {
 pub(crate) fn http_client(
     timeout: Duration,
     connect_timeout: Duration,
+    redirect: reqwest::redirect::Policy,
 ) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirect)
         .user_agent(concat!("tower-bearer/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ConfigError::HttpClient(e.to_string()))
