@@ -6,16 +6,20 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::body::{Rejections, rejection_response};
+use crate::body::{HandlerRejection, Rejections, rejection_response};
 use crate::error::{AuthError, InvalidToken};
 use crate::validate::Principal;
 
-/// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody)): a
-/// handler's error does not know which layer let its request in. Status, error code and
-/// `scope` are exact.
+/// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody)); when the
+/// response passes back out through a [`BearerLayer`](crate::BearerLayer), the layer renders it
+/// again with its own realm and body style, so a handler's `principal.require_scopes([..])?`
+/// answers exactly like [`RequireScope`](crate::RequireScope) would.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        rejection_response::<axum::body::Body>(&self, &Default::default()).map(axum::body::Body::new)
+        let mut res =
+            rejection_response::<axum::body::Body>(&self, &Default::default()).map(axum::body::Body::new);
+        res.extensions_mut().insert(HandlerRejection(self));
+        res
     }
 }
 

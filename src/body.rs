@@ -164,6 +164,13 @@ pub(crate) struct RejectionSettings {
     pub(crate) body: ErrorBody,
 }
 
+/// Put in the extensions of a response rendered from an [`AuthError`] by code that does not know
+/// the layer's settings (a handler's `?`), so that the [`BearerLayer`](crate::BearerLayer) around
+/// it renders the error again with its realm and body style.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) struct HandlerRejection(pub(crate) AuthError);
+
 /// Builds the response for a rejection: status, RFC 6750 challenge, body as configured.
 pub(crate) fn rejection_response<B>(err: &AuthError, how: &Rejections) -> Response<AuthBody<B>> {
     let rendered = how.0.body.render(err);

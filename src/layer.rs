@@ -14,7 +14,7 @@ use tower_service::Service;
 use http::HeaderValue;
 use http::header::CACHE_CONTROL;
 
-use crate::body::{AuthBody, ErrorBody, RejectionSettings, Rejections, rejection_response};
+use crate::body::{AuthBody, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response};
 use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
 use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
@@ -212,14 +212,14 @@ where
             Ok((token, source)) => (shared.validator.validate(&token), source == TokenSource::Query),
             Err(AuthError::MissingToken) if shared.optional => {
                 req.extensions_mut().insert(shared.rejections.clone());
-                return ResponseFuture::called(self.inner.call(req), false);
+                return ResponseFuture::called(self.inner.call(req), shared.rejections.clone(), false);
             }
             Err(err) => return self.reject(&err),
         };
         match verdict {
             Verdict::Ready(Ok(principal)) => {
                 authorize(&mut req, principal, &self.shared.rejections);
-                ResponseFuture::called(self.inner.call(req), private)
+                ResponseFuture::called(self.inner.call(req), self.shared.rejections.clone(), private)
             }
             Verdict::Ready(Err(err)) => self.reject(&err),
             Verdict::Pending(validation) => {
@@ -271,14 +271,14 @@ pin_project! {
     #[project = StateProj]
     enum State<F, S, ReqB, ResB> {
         Validating { validation: ValidationFuture, pending: Option<Pending<S, ReqB>> },
-        Called { #[pin] future: F },
+        Called { #[pin] future: F, rejections: Rejections },
         Rejected { response: Option<Response<AuthBody<ResB>>> },
     }
 }
 
 impl<F, S, ReqB, ResB> ResponseFuture<F, S, ReqB, ResB> {
-    fn called(future: F, private: bool) -> Self {
-        ResponseFuture { state: State::Called { future }, private }
+    fn called(future: F, rejections: Rejections, private: bool) -> Self {
+        ResponseFuture { state: State::Called { future, rejections }, private }
     }
 
     fn rejected(response: Response<AuthBody<ResB>>) -> Self {
@@ -304,7 +304,7 @@ where
                         Ok(principal) => {
                             authorize(&mut request, principal, &rejections);
                             let future = service.call(request);
-                            this.state.set(State::Called { future });
+                            this.state.set(State::Called { future, rejections });
                         }
                         Err(err) => {
                             log_rejection(&err);
@@ -313,10 +313,15 @@ where
                         }
                     }
                 }
-                StateProj::Called { future } => {
+                StateProj::Called { future, rejections } => {
                     let private = *this.private;
-                    return future.poll(cx).map_ok(|res| {
-                        let mut res = res.map(AuthBody::inner);
+                    return future.poll(cx).map_ok(|mut res| {
+                        // An `AuthError` answered by a handler was rendered without knowing this
+                        // layer: render it again with our realm and body style.
+                        let mut res = match res.extensions_mut().remove::<HandlerRejection>() {
+                            Some(HandlerRejection(err)) => rejection_response(&err, rejections),
+                            None => res.map(AuthBody::inner),
+                        };
                         if private {
                             mark_private(&mut res);
                         }

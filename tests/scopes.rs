@@ -11,7 +11,7 @@ use common::{REALM, TestApp, dev_issuer, send, validator};
 use serde::Deserialize;
 use serde_json::json;
 use tower_bearer::dev::DevIssuer;
-use tower_bearer::{Algorithm, AuthError, BearerLayer, Claims, Principal, RequireScope};
+use tower_bearer::{Algorithm, AuthError, BearerLayer, Claims, ErrorBody, Principal, RequireScope};
 
 #[derive(Deserialize)]
 struct Tenant {
@@ -198,18 +198,29 @@ async fn require_scopes_in_a_handler() {
     }
 }
 
-/// An `AuthError` returned by a handler renders with default settings (documented on its
-/// `IntoResponse` impl): exact status, error code and scope, but no realm, since the handler's
-/// error cannot know which layer let the request in.
+/// An `AuthError` returned by a handler is rendered again by the bearer layer around it: the
+/// layer's realm and body style, exactly like `RequireScope` would answer.
 #[tokio::test]
-async fn handler_rejections_are_exact_but_carry_no_realm() {
+async fn handler_rejections_take_the_layers_realm_and_body() {
     let (dev, app) = setup().await;
     let reply = app.get("/report", &token(&dev, Some("admin"))).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
     let challenge = reply.challenge();
     assert_eq!(challenge.get("error"), Some("insufficient_scope"));
     assert!(challenge.get("scope").is_some());
-    assert_eq!(challenge.get("realm"), None);
+    assert_eq!(challenge.get("realm"), Some(REALM));
+
+    // With problem+json bodies on the layer, the handler's error gets one too.
+    let validator = validator(&dev);
+    let router = Router::new()
+        .route("/report", get(admin_report))
+        .layer(BearerLayer::new(validator.clone()).realm("other").error_body(ErrorBody::ProblemJson));
+    let app = TestApp::start_router(validator, router).await;
+    let reply = app.get("/report", &token(&dev, Some("admin"))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(reply.challenge().get("realm"), Some("other"));
+    assert_eq!(reply.headers.get("content-type").unwrap(), "application/problem+json");
+    assert_eq!(reply.json()["status"], 403, "{reply:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,205 @@
+//! The README's Rust snippets, compiled and run.
+//!
+//! Each snippet lives verbatim in a function below (with the few lines of context it needs
+//! around it), and `every_readme_snippet_is_compiled_here` fails when a ```rust block of the
+//! README is not found here line for line: the README cannot drift from code that compiles.
+#![cfg(all(feature = "dev", feature = "axum"))]
+// The snippets bind what they build, as a reader's code would.
+#![allow(clippy::let_and_return)]
+
+use std::error::Error;
+
+use axum::Router;
+use axum::routing::{get, post};
+use http::{HeaderValue, Request, StatusCode, header};
+use tower::ServiceExt;
+use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
+use tower_bearer::form::FormTokenLayer;
+use tower_bearer::{
+    Algorithm, BearerLayer, ErrorBody, Introspector, JwtOrOpaque, JwtValidator, Principal, TokenSources,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+mod quick_start {
+    use axum::{Router, routing::get};
+    use tower_bearer::{BearerLayer, JwtValidator, Principal, RequireScope};
+
+    pub fn app() -> super::Result<Router> {
+        let validator = JwtValidator::builder()
+            .issuer("https://issuer.example")
+            .audience("https://api.example")
+            .jwks_url("https://issuer.example/.well-known/jwks.json")
+            .build()?;
+        let app = Router::new()
+            .route("/items", get(|| async { "items" }))
+            .route_layer(RequireScope::all(["items:read"])) // 403 insufficient_scope without it
+            .route("/me", get(|p: Principal| async move { format!("hi {:?}", p.subject()) }))
+            .layer(BearerLayer::new(validator).realm("api")); // 401 / 400 / 503 as below
+        Ok(app)
+    }
+}
+
+fn opaque_tokens(validator: JwtValidator, secret: String) -> Result<Router> {
+    let opaque = Introspector::builder("https://as.example/introspect")
+        .client_secret_basic("my-api", secret) // or client_secret_post, bearer_auth
+        .audience("https://api.example") // optional iss/aud checks on the response
+        .build()?;
+    // JWT-shaped tokens are verified locally, the rest introspected.
+    let layer = BearerLayer::new(JwtOrOpaque::new(validator, opaque));
+    Ok(Router::new()
+        .route("/me", get(|p: Principal| async move { format!("{:?}", p.subject()) }))
+        .layer(layer))
+}
+
+fn optional_authentication(validator: JwtValidator) -> Router {
+    async fn hello(principal: Option<Principal>) -> String {
+        match principal.as_ref().and_then(Principal::subject) {
+            Some(subject) => format!("hello {subject}"),
+            None => "hello stranger".to_owned(), // no credentials: anonymous
+        }
+    }
+    let app = Router::new().route("/hello", get(hello)).layer(BearerLayer::new(validator).optional());
+    app
+}
+
+fn token_sources(validator: JwtValidator) -> Router {
+    let create = || async { "created" };
+
+    // A cookie: pair it with SameSite cookies or a CSRF check (browsers send cookies cross-site).
+    // The RFC 6750 §2.3 query parameter `access_token`: discouraged; responses get `Cache-Control: private`.
+    let layer = BearerLayer::new(validator).token_sources(TokenSources::header_only().cookie("at").query());
+    // RFC 6750 §2.2 form body `access_token` (form-encoded POST/PUT/PATCH only, 64 KiB bound, body
+    // handed on intact): a layer of its own, outside the bearer layer.
+    let app = Router::new().route("/items", post(create)).layer(layer).layer(FormTokenLayer::new());
+    app
+}
+
+fn error_bodies(validator: JwtValidator) -> (Router, Router) {
+    // RFC 9457 problem details, `type` = urn:tower-bearer:error:<reason>
+    let problem = BearerLayer::new(validator.clone()).error_body(ErrorBody::ProblemJson);
+    // or your own
+    let custom = BearerLayer::new(validator).error_body(ErrorBody::custom(|err| {
+        let json = format!(r#"{{"error":"{}"}}"#, err.reason());
+        Some((HeaderValue::from_static("application/json"), json.into()))
+    }));
+    let route = || Router::new().route("/", get(|| async { "ok" }));
+    (route().layer(problem), route().layer(custom))
+}
+
+async fn dev() -> (DevIssuer, JwtValidator) {
+    let dev = DevIssuer::builder().algorithms([Algorithm::ES256]).start().await.unwrap();
+    let validator = JwtValidator::builder()
+        .issuer(dev.issuer())
+        .audience(DEFAULT_AUDIENCE)
+        .jwks_url(dev.jwks_url())
+        .build()
+        .unwrap();
+    (dev, validator)
+}
+
+/// One request through an in-memory router.
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response =
+        app.clone().oneshot(request.body(axum::body::Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, format!("{}|{}", content_type.unwrap_or_default(), String::from_utf8_lossy(&body)))
+}
+
+#[tokio::test]
+async fn quick_start_router_rejects_without_a_token() {
+    let app = quick_start::app().unwrap();
+    let response = app.oneshot(Request::get("/me").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+}
+
+#[tokio::test]
+async fn opaque_tokens_snippet_routes_jwts_locally() {
+    let (dev, validator) = dev().await;
+    let app = opaque_tokens(validator, "s3cret".into()).unwrap();
+    // A JWT is verified locally: the introspection endpoint (unreachable here) is never asked.
+    let auth = format!("Bearer {}", dev.token().alg(Algorithm::ES256).subject("ada").sign());
+    let (status, body) = call(&app, "GET", "/me", &[("authorization", &auth)], "").await;
+    assert_eq!((status, body.ends_with(r#"Some("ada")"#)), (StatusCode::OK, true), "{body}");
+    // An opaque token goes to as.example, which cannot be reached: 503, not 401.
+    let (status, _) = call(&app, "GET", "/me", &[("authorization", "Bearer opaque-token")], "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn optional_authentication_snippet_greets_both() {
+    let (dev, validator) = dev().await;
+    let app = optional_authentication(validator);
+    assert_eq!(
+        call(&app, "GET", "/hello", &[], "").await,
+        (StatusCode::OK, "text/plain; charset=utf-8|hello stranger".into())
+    );
+    let token = dev.token().alg(Algorithm::ES256).subject("ada").sign();
+    let auth = format!("Bearer {token}");
+    let (status, body) = call(&app, "GET", "/hello", &[("authorization", &auth)], "").await;
+    assert_eq!((status, body.ends_with("hello ada")), (StatusCode::OK, true));
+    let (status, _) = call(&app, "GET", "/hello", &[("authorization", "Bearer not.a.token")], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn token_sources_snippet_reads_cookie_query_and_form() {
+    let (dev, validator) = dev().await;
+    let app = token_sources(validator);
+    let token = dev.token().alg(Algorithm::ES256).sign();
+    let cookie = format!("at={token}");
+    let query = format!("/items?access_token={token}");
+    let form = format!("access_token={token}");
+    let form_type = ("content-type", "application/x-www-form-urlencoded");
+    assert_eq!(call(&app, "POST", "/items", &[("cookie", &cookie)], "").await.0, StatusCode::OK);
+    assert_eq!(call(&app, "POST", &query, &[], "").await.0, StatusCode::OK);
+    assert_eq!(call(&app, "POST", "/items", &[form_type], &form).await.0, StatusCode::OK);
+    assert_eq!(call(&app, "POST", &query, &[("cookie", &cookie)], "").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&app, "POST", "/items", &[], "").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn error_bodies_snippet_renders_both() {
+    let (_dev, validator) = dev().await;
+    let (problem, custom) = error_bodies(validator);
+    let bad = [("authorization", "Bearer not.a.token")];
+    let (status, body) = call(&problem, "GET", "/", &bad, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.starts_with("application/problem+json|"), "{body}");
+    assert!(body.contains("urn:tower-bearer:error:"), "{body}");
+    let (status, body) = call(&custom, "GET", "/", &bad, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.starts_with(r#"application/json|{"error":""#), "{body}");
+}
+
+/// Every ```rust block of the README appears in this file, paragraph by paragraph (a run of
+/// lines without a blank one), line for line, indentation aside.
+#[test]
+fn every_readme_snippet_is_compiled_here() {
+    let readme = include_str!("../README.md");
+    let here: Vec<&str> = include_str!("readme.rs").lines().map(str::trim).collect();
+    let mut blocks = 0;
+    let mut lines = readme.lines();
+    while lines.any(|l| l.trim() == "```rust") {
+        let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").map(str::trim).collect();
+        for paragraph in block.split(|l| l.is_empty()).filter(|p| !p.is_empty()) {
+            let found = here.windows(paragraph.len()).any(|w| w == paragraph);
+            assert!(found, "README snippet not compiled by tests/readme.rs:\n{}", paragraph.join("\n"));
+        }
+        blocks += 1;
+    }
+    assert!(blocks >= 5, "expected the README's five snippets, found {blocks}");
+}
