@@ -48,6 +48,11 @@ import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
+// stdout carries exactly one line (see above); oidc-provider's notices (console.info, e.g.
+// when a revoked token is introspected) go to stderr with everything else.
+console.info = console.error;
+console.log = console.error;
+
 const args = process.argv.slice(2);
 const portArg = args.find((a) => !a.startsWith('--'));
 const port = Number.parseInt(portArg ?? process.env.PORT ?? '0', 10);
