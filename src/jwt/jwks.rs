@@ -75,6 +75,10 @@ pub(crate) struct VerifyingKey {
     /// The JWK's `alg`, when it pins one.
     pub(crate) alg: Option<Algorithm>,
     pub(crate) decoding: DecodingKey,
+    /// SHA-256 over the key's identity (kid, alg, type and public parameters): the same JWK in a
+    /// later fetch has the same fingerprint, so verified-token cache entries survive a routine
+    /// refresh and die when their key leaves the set.
+    pub(crate) fingerprint: [u8; 32],
 }
 
 impl VerifyingKey {
@@ -106,6 +110,11 @@ pub(crate) enum Selection<'a> {
 impl Keys {
     pub(crate) fn is_loaded(&self) -> bool {
         self.generation > 0
+    }
+
+    /// Whether the key with this fingerprint is still in the set.
+    pub(crate) fn contains(&self, fingerprint: &[u8; 32]) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == *fingerprint)
     }
 
     pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
@@ -512,6 +521,7 @@ impl VerifyingKey {
             key_type: self.key_type,
             alg: self.alg,
             decoding: self.decoding.clone(),
+            fingerprint: self.fingerprint,
         }
     }
 }
@@ -674,7 +684,21 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
     if alg.is_some_and(|alg| !key_type.fits(alg)) {
         return Err("alg does not fit the key type");
     }
-    Ok(VerifyingKey { kid: jwk.kid, key_type, alg, decoding })
+    let fingerprint = fingerprint(&jwk, key_type, alg);
+    Ok(VerifyingKey { kid: jwk.kid, key_type, alg, decoding, fingerprint })
+}
+
+fn fingerprint(jwk: &RawJwk, key_type: KeyType, alg: Option<Algorithm>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(format!("{key_type:?}/{alg:?}/"));
+    // Length-prefixed, so that no two different field lists hash the same bytes.
+    for field in [&jwk.kid, &jwk.n, &jwk.e, &jwk.x, &jwk.y] {
+        let value = field.as_deref().unwrap_or_default();
+        hash.update((value.len() as u64).to_be_bytes());
+        hash.update(value.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! JWT access-token validation (RFC 9068, following the RFC 8725 best practices):
 //! header peek → algorithm allowlist → key selection → signature → claim policy.
 
+pub(crate) mod cache;
 pub(crate) mod jwks;
 pub(crate) mod policy;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
+use cache::{Hit, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
 
@@ -26,6 +28,10 @@ pub mod defaults {
     pub const LEEWAY: Duration = Duration::from_secs(30);
     /// Largest token accepted, in bytes.
     pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+    /// Entries of the verified-token cache.
+    pub const TOKEN_CACHE_ENTRIES: u64 = super::cache::defaults::MAX_ENTRIES;
+    /// How long a verified-token cache entry may vouch for a token, at most.
+    pub const TOKEN_CACHE_TTL: Duration = super::cache::defaults::MAX_TTL;
     /// The algorithms accepted with a key set: every asymmetric algorithm jsonwebtoken supports.
     pub const ASYMMETRIC_ALGORITHMS: &[jsonwebtoken::Algorithm] = {
         use jsonwebtoken::Algorithm::*;
@@ -75,6 +81,7 @@ struct Inner {
     policy: ClaimPolicy,
     max_token_bytes: usize,
     clock: Clock,
+    cache: Option<TokenCache>,
 }
 
 enum KeySource {
@@ -106,6 +113,8 @@ pub struct JwtValidatorBuilder {
     leeway: Duration,
     max_token_bytes: usize,
     clock: Clock,
+    /// `(max_entries, max_ttl)`, or `None` for no verified-token cache.
+    cache: Option<(u64, Duration)>,
 }
 
 impl JwtValidatorBuilder {
@@ -173,6 +182,23 @@ impl JwtValidatorBuilder {
         self.clock = clock;
         self
     }
+    /// Sizes the verified-token cache (on by default: [`defaults::TOKEN_CACHE_ENTRIES`] entries,
+    /// [`defaults::TOKEN_CACHE_TTL`]).
+    ///
+    /// A token that passed full validation is remembered, keyed by its SHA-256, so a repeat
+    /// costs a hash and a lookup instead of a signature check. An entry vouches for its token
+    /// until the token's `exp`, for `max_ttl` at most, and only while the key that verified it
+    /// is still in the key set; `exp`/`nbf`/`iat` are checked again on every hit. Only valid
+    /// tokens are cached, so memory stays bounded by `max_entries` whatever the traffic.
+    pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
+        self.cache = Some((max_entries, max_ttl));
+        self
+    }
+    /// No verified-token cache: every request verifies a signature.
+    pub fn no_token_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
 
     /// Checks the settings and builds the validator. Nothing is fetched yet.
     pub fn build(self) -> Result<JwtValidator, ConfigError> {
@@ -233,6 +259,10 @@ impl JwtValidatorBuilder {
                 },
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,
+                cache: self
+                    .cache
+                    .filter(|(entries, ttl)| *entries > 0 && !ttl.is_zero())
+                    .map(|(entries, ttl)| TokenCache::new(entries, ttl)),
             }),
         })
     }
@@ -255,6 +285,7 @@ impl JwtValidator {
             leeway: defaults::LEEWAY,
             max_token_bytes: defaults::MAX_TOKEN_BYTES,
             clock: Clock::system(),
+            cache: Some((defaults::TOKEN_CACHE_ENTRIES, defaults::TOKEN_CACHE_TTL)),
         }
     }
 
@@ -264,6 +295,12 @@ impl JwtValidator {
             KeySource::KeySet(set) => Some(set),
             KeySource::Secret(_) => None,
         }
+    }
+
+    /// Entries in the verified-token cache (0 without one). Runs the cache's pending
+    /// maintenance first, so the count is current.
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.cache.as_ref().map_or(0, TokenCache::entry_count)
     }
 }
 
@@ -359,7 +396,7 @@ impl Inner {
     }
 
     /// Verifies the signature with `key`, then reads and checks the claims.
-    fn verify(&self, compact: &Compact<'_>, key: &DecodingKey) -> Result<Principal, InvalidToken> {
+    fn verify(&self, compact: &Compact<'_>, key: &DecodingKey, now: i64) -> Result<Verified, InvalidToken> {
         let valid = jsonwebtoken::crypto::verify(
             compact.signature,
             compact.signing_input.as_bytes(),
@@ -377,11 +414,12 @@ impl Inner {
         }
         let claims: RegisteredClaims = serde_json::from_slice(&payload)
             .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
-        self.policy.check(&claims, self.clock.unix_now())?;
+        self.policy.check(&claims, now)?;
         // The payload parsed as JSON, so it is UTF-8.
         let raw = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
         let scopes = claims.scopes();
-        Ok(Principal::new(PrincipalData {
+        let nbf = claims.nbf;
+        let principal = Principal::new(PrincipalData {
             kind: TokenKind::Jwt,
             client_id: claims.client_id.or(claims.azp),
             subject: claims.sub,
@@ -391,13 +429,17 @@ impl Inner {
             expires_at: claims.exp,
             issued_at: claims.iat,
             claims: raw.into_boxed_str(),
-        }))
+        });
+        Ok(Verified { principal, nbf, key: None })
     }
 
-    fn validate_with(&self, token: &str, keys: &Keys) -> Result<Principal, Halt> {
+    fn validate_with(&self, token: &str, keys: &Keys, now: i64) -> Result<Verified, Halt> {
         let compact = self.parse(token)?;
         match keys.select(compact.kid.as_deref(), compact.alg) {
-            Selection::Found(key) => Ok(self.verify(&compact, &key.decoding)?),
+            Selection::Found(key) => {
+                let verified = self.verify(&compact, &key.decoding, now)?;
+                Ok(Verified { key: Some(key.fingerprint), ..verified })
+            }
             Selection::Unknown => Err(Halt::NeedKeys),
             Selection::Ambiguous => Err(InvalidToken::AmbiguousKey.into()),
             Selection::Mismatch => Err(InvalidToken::KeyAlgorithmMismatch.into()),
@@ -405,27 +447,66 @@ impl Inner {
     }
 }
 
+/// A token that passed every check, with what the verified-token cache needs to remember.
+struct Verified {
+    principal: Principal,
+    nbf: Option<i64>,
+    /// Fingerprint of the key that verified it (`None` for the HMAC secret).
+    key: Option<[u8; 32]>,
+}
+
+impl Inner {
+    /// Remembers a verified token; hands its principal on.
+    fn remember(&self, digest: Option<cache::Digest32>, verified: Verified, now: i64) -> Principal {
+        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+            cache.insert(digest, verified.principal.clone(), verified.key, verified.nbf, now);
+        }
+        verified.principal
+    }
+}
+
 impl Validator for JwtValidator {
     fn validate(&self, token: &str) -> Verdict {
         let inner = &self.inner;
-        let set = match &inner.keys {
-            KeySource::Secret(secret) => {
-                let result = inner.parse(token).and_then(|c| inner.verify(&c, secret));
-                return Verdict::Ready(result.map_err(reject));
-            }
-            KeySource::KeySet(set) => set,
+        // Before hashing anything: the size bound is what keeps every later step cheap.
+        if token.len() > inner.max_token_bytes {
+            return Verdict::Ready(Err(reject(InvalidToken::TooLarge)));
+        }
+        let now = inner.clock.unix_now();
+        let keys = match &inner.keys {
+            KeySource::KeySet(set) => Some(set.snapshot()),
+            KeySource::Secret(_) => None,
         };
-        let keys = set.snapshot();
-        match inner.validate_with(token, &keys) {
-            Ok(principal) => Verdict::Ready(Ok(principal)),
+        let digest = match &inner.cache {
+            Some(cache) => {
+                let digest = TokenCache::digest(token);
+                let alive = |fingerprint: &[u8; 32]| keys.as_ref().is_some_and(|k| k.contains(fingerprint));
+                match cache.get(&digest, now, &inner.policy.window, alive) {
+                    Hit::Valid(principal) => return Verdict::Ready(Ok(principal)),
+                    Hit::Invalid(why) => return Verdict::Ready(Err(reject(why))),
+                    Hit::Miss => Some(digest),
+                }
+            }
+            None => None,
+        };
+        let (set, keys) = match &inner.keys {
+            KeySource::KeySet(set) => (set, keys.unwrap_or_else(|| set.snapshot())),
+            KeySource::Secret(secret) => {
+                let result = inner.parse(token).and_then(|c| inner.verify(&c, secret, now));
+                return Verdict::Ready(result.map(|v| inner.remember(digest, v, now)).map_err(reject));
+            }
+        };
+        match inner.validate_with(token, &keys, now) {
+            Ok(verified) => Verdict::Ready(Ok(inner.remember(digest, verified, now))),
             Err(Halt::Rejected(why)) => Verdict::Ready(Err(reject(why))),
             Err(Halt::NeedKeys) => {
                 let seen = keys.generation;
                 let (this, set, token) = (self.inner.clone(), set.clone(), token.to_owned());
                 Verdict::Pending(Box::pin(async move {
                     let keys = set.refresh_for_missing_key(seen).await;
-                    match this.validate_with(&token, &keys) {
-                        Ok(principal) => Ok(principal),
+                    let now = this.clock.unix_now();
+                    match this.validate_with(&token, &keys, now) {
+                        Ok(verified) => Ok(this.remember(digest, verified, now)),
                         Err(Halt::Rejected(why)) => Err(reject(why)),
                         // Nothing to verify with, and we could not fetch: our problem, not the
                         // client's. A set that is loaded and reachable but lacks the `kid` means

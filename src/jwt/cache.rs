@@ -1,0 +1,113 @@
+//! The verified-token cache: a JWT that passed full validation is remembered, so that the next
+//! request with the same token costs a hash and a lookup instead of a signature check.
+//!
+//! Safety rules, in the order they are checked on a hit:
+//! - exact match: the key is the SHA-256 of the whole token (never the token itself, which is a
+//!   secret, and never a short hash that could collide);
+//! - the entry dies with its key: the fingerprint of the key that verified the token must still
+//!   be in the current key set, so a key removed by rotation stops vouching at once;
+//! - the entry is younger than the configured maximum TTL;
+//! - time-dependent claims (`exp`, `nbf`, `iat`) are checked again, against the validator's clock.
+//!
+//! Only successes are cached: a flood of bad tokens adds nothing, so memory stays bounded by the
+//! entry count whatever the traffic.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::InvalidToken;
+use crate::validate::{Principal, TimeWindow};
+
+/// Defaults of the verified-token cache.
+pub(crate) mod defaults {
+    use std::time::Duration;
+    /// Entries kept at most (about 1 KiB each for a typical access token).
+    pub const MAX_ENTRIES: u64 = 10_000;
+    /// How long an entry may vouch for a token at most, whatever its `exp`.
+    pub const MAX_TTL: Duration = Duration::from_secs(300);
+}
+
+pub(crate) type Digest32 = [u8; 32];
+
+#[derive(Clone)]
+struct Entry {
+    principal: Principal,
+    /// Fingerprint of the verifying key; `None` for the validator's fixed HMAC secret.
+    key: Option<Digest32>,
+    nbf: Option<i64>,
+    /// When the entry was made, by the validator's clock.
+    cached_at: i64,
+}
+
+/// What a lookup found.
+pub(crate) enum Hit {
+    /// Valid now: the cached principal.
+    Valid(Principal),
+    /// The entry exists but its token is no longer acceptable (expired, for instance).
+    Invalid(InvalidToken),
+    /// Nothing usable: validate from scratch.
+    Miss,
+}
+
+pub(crate) struct TokenCache {
+    entries: moka::sync::Cache<Digest32, Entry>,
+    max_ttl: i64,
+}
+
+impl TokenCache {
+    pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
+        TokenCache {
+            // moka's own TTL only reclaims memory; acceptance is decided by `cached_at` against
+            // the validator's clock below, so a test clock governs it too.
+            entries: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(max_ttl).build(),
+            max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub(crate) fn digest(token: &str) -> Digest32 {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// Looks a token up. `key_alive` says whether a key fingerprint is still in the key set.
+    pub(crate) fn get(
+        &self,
+        digest: &Digest32,
+        now: i64,
+        window: &TimeWindow,
+        key_alive: impl FnOnce(&Digest32) -> bool,
+    ) -> Hit {
+        let Some(entry) = self.entries.get(digest) else {
+            return Hit::Miss;
+        };
+        let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
+        if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
+            self.entries.invalidate(digest);
+            return Hit::Miss;
+        }
+        let principal = &entry.principal;
+        match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
+            Ok(()) => Hit::Valid(entry.principal),
+            Err(why) => {
+                self.entries.invalidate(digest);
+                Hit::Invalid(why)
+            }
+        }
+    }
+
+    pub(crate) fn insert(
+        &self,
+        digest: Digest32,
+        principal: Principal,
+        key: Option<Digest32>,
+        nbf: Option<i64>,
+        now: i64,
+    ) {
+        self.entries.insert(digest, Entry { principal, key, nbf, cached_at: now });
+    }
+
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
