@@ -67,7 +67,7 @@ pub use extract::{TokenSource, TokenSources};
 pub use introspect::{ClientAuth, IntrospectionError, Introspector, IntrospectorBuilder};
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
-pub use jwt::{JwtValidator, JwtValidatorBuilder, defaults as jwt_defaults};
+pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
 pub use scope::{RequireScope, Scopes};
 pub use validate::{Clock, Principal, TokenKind, ValidationFuture, Validator, Verdict};

@@ -12,6 +12,7 @@
 //! Only successes are cached: a flood of bad tokens adds nothing, so memory stays bounded by the
 //! entry count whatever the traffic.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -53,6 +54,20 @@ pub(crate) enum Hit {
 pub(crate) struct TokenCache {
     entries: moka::sync::Cache<Digest32, Entry>,
     max_ttl: i64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Counters of a [`JwtValidator`](crate::JwtValidator)'s verified-token cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenCacheStats {
+    /// Tokens remembered now.
+    pub entries: u64,
+    /// Lookups answered from the cache (valid or expired), with no signature check.
+    pub hits: u64,
+    /// Lookups that found nothing usable, so the token was validated in full.
+    pub misses: u64,
 }
 
 impl TokenCache {
@@ -62,6 +77,8 @@ impl TokenCache {
             // the validator's clock below, so a test clock governs it too.
             entries: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(max_ttl).build(),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -78,13 +95,16 @@ impl TokenCache {
         key_alive: impl FnOnce(&Digest32) -> bool,
     ) -> Hit {
         let Some(entry) = self.entries.get(digest) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
         };
         let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
         if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
             self.entries.invalidate(digest);
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
         }
+        self.hits.fetch_add(1, Ordering::Relaxed);
         let principal = &entry.principal;
         match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
             Ok(()) => Hit::Valid(entry.principal),
@@ -106,8 +126,12 @@ impl TokenCache {
         self.entries.insert(digest, Entry { principal, key, nbf, cached_at: now });
     }
 
-    pub(crate) fn entry_count(&self) -> u64 {
+    pub(crate) fn stats(&self) -> TokenCacheStats {
         self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        TokenCacheStats {
+            entries: self.entries.entry_count(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 }

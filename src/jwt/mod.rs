@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
+pub use cache::TokenCacheStats;
 use cache::{Hit, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
@@ -297,10 +298,10 @@ impl JwtValidator {
         }
     }
 
-    /// Entries in the verified-token cache (0 without one). Runs the cache's pending
-    /// maintenance first, so the count is current.
-    pub fn cached_tokens(&self) -> u64 {
-        self.inner.cache.as_ref().map_or(0, TokenCache::entry_count)
+    /// Counters of the verified-token cache (all zero without one). Runs the cache's pending
+    /// maintenance first, so the entry count is current.
+    pub fn token_cache_stats(&self) -> TokenCacheStats {
+        self.inner.cache.as_ref().map_or_else(TokenCacheStats::default, TokenCache::stats)
     }
 }
 
