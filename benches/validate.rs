@@ -2,11 +2,16 @@
 //!
 //! For each algorithm:
 //! * `raw_verify`: `jsonwebtoken::crypto::verify` with a key converted once (the floor);
-//! * `validate`: `JwtValidator::validate`, cold path (header, key selection, signature, claims);
-//! * `service`: the whole `BearerService` call on an in-memory request, inner service trivial;
-//! * `introspection/cached`: an opaque token whose introspection result is cached.
+//! * `validate_cold`: `JwtValidator::validate` without the verified-token cache (header, key
+//!   selection, signature, claims, principal);
+//! * `validate_cached`: the same token answered by the verified-token cache;
+//! * `service_cold` / `service_cached`: the whole `BearerService` call on an in-memory request
+//!   (header parsing, validation, extensions, inner service trivial);
 //!
-//! `cargo bench --all-features --bench validate`
+//! and `introspection/cached`: an opaque token whose introspection result is cached.
+//!
+//! `cargo bench --all-features --bench validate`, then `python3 benches/ratios.py` prints the
+//! table of ratios from criterion's estimates of that run.
 
 use std::convert::Infallible;
 
@@ -23,14 +28,17 @@ fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dev = rt.block_on(DevIssuer::start()).unwrap();
     let jwks: JwkSet = serde_json::from_str(&dev.jwks_json()).unwrap();
-    let validator = JwtValidator::builder()
-        .issuer(dev.issuer())
-        .audience(DEFAULT_AUDIENCE)
-        .key_set(KeySet::from_jwks(&dev.jwks_json()).unwrap())
-        .build()
-        .unwrap();
+    let builder = || {
+        JwtValidator::builder()
+            .issuer(dev.issuer())
+            .audience(DEFAULT_AUDIENCE)
+            .key_set(KeySet::from_jwks(&dev.jwks_json()).unwrap())
+    };
+    let cold = builder().no_token_cache().build().unwrap();
+    let cached = builder().build().unwrap();
     let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
-    let mut service = BearerLayer::new(validator.clone()).layer(inner);
+    let mut cold_service = BearerLayer::new(cold.clone()).layer(inner);
+    let mut cached_service = BearerLayer::new(cached.clone()).layer(inner);
 
     for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
         let name = alg_name(alg);
@@ -39,26 +47,32 @@ fn benches(c: &mut Criterion) {
         let kid = format!("{}-1", name.to_lowercase());
         let key = DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
         assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap());
-        assert!(matches!(validator.validate(&token), Verdict::Ready(Ok(_))));
+        assert!(matches!(cold.validate(&token), Verdict::Ready(Ok(_))));
+        assert!(matches!(cached.validate(&token), Verdict::Ready(Ok(_))));
 
         let mut group = c.benchmark_group(name);
         group.bench_function("raw_verify", |b| {
             b.iter(|| jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap())
         });
-        group.bench_function("validate", |b| {
-            b.iter(|| match validator.validate(&token) {
-                Verdict::Ready(r) => r.unwrap(),
-                Verdict::Pending(_) => unreachable!("keys are static"),
-            })
-        });
-        let header = format!("Bearer {token}");
-        group.bench_function("service", |b| {
-            b.iter(|| {
-                let req = Request::builder().header("authorization", &header).body(()).unwrap();
-                let res = service.call(req).now_or_never().unwrap().unwrap();
-                assert_eq!(res.status(), 200);
-            })
-        });
+        for (label, validator) in [("validate_cold", &cold), ("validate_cached", &cached)] {
+            group.bench_function(label, |b| {
+                b.iter(|| match validator.validate(&token) {
+                    Verdict::Ready(r) => r.unwrap(),
+                    Verdict::Pending(_) => unreachable!("keys are static"),
+                })
+            });
+        }
+        let header = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
+        for (label, service) in [("service_cold", &mut cold_service), ("service_cached", &mut cached_service)] {
+            group.bench_function(label, |b| {
+                b.iter(|| {
+                    let mut req = Request::new(());
+                    req.headers_mut().insert(http::header::AUTHORIZATION, header.clone());
+                    let res = service.call(req).now_or_never().unwrap().unwrap();
+                    assert_eq!(res.status(), 200);
+                })
+            });
+        }
         group.finish();
     }
 
@@ -74,6 +88,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| local.block_on(introspector.introspect(&opaque)).unwrap())
     });
     assert_eq!(introspector.calls(), 1, "every iteration was served from the cache");
+    let stats = cached.token_cache_stats();
+    assert!(stats.hits > stats.misses, "the cached benchmarks were served by the cache: {stats:?}");
 }
 
 criterion_group!(validate, benches);

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ConfigError;
+use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::{FetchError, http_client, read_bounded};
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
@@ -110,7 +111,7 @@ pub struct Introspector {
 }
 
 struct Inner {
-    endpoint: reqwest::Url,
+    endpoint: Endpoint,
     client: reqwest::Client,
     auth: ClientAuth,
     token_type_hint: Option<String>,
@@ -140,10 +141,23 @@ impl Expiry<[u8; 32], Entry> for EntryExpiry {
     }
 }
 
+/// Where the introspection endpoint is: given, or found in the issuer's metadata.
+#[derive(Debug)]
+enum Endpoint {
+    Fixed(reqwest::Url),
+    Discovered(Discovery),
+}
+
+#[derive(Debug)]
+enum EndpointSource {
+    Url(String),
+    Discovery(Discovery),
+}
+
 /// Builder for [`Introspector`].
 #[derive(Debug)]
 pub struct IntrospectorBuilder {
-    endpoint: String,
+    endpoint: EndpointSource,
     auth: Option<ClientAuth>,
     token_type_hint: Option<String>,
     issuer: Option<String>,
@@ -234,8 +248,12 @@ impl IntrospectorBuilder {
 
     /// Builds the introspector.
     pub fn build(self) -> Result<Introspector, ConfigError> {
-        let endpoint = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| ConfigError::InvalidUrl { what: "introspection_endpoint", reason: e.to_string() })?;
+        let endpoint = match self.endpoint {
+            EndpointSource::Url(url) => Endpoint::Fixed(reqwest::Url::parse(&url).map_err(|e| {
+                ConfigError::InvalidUrl { what: "introspection_endpoint", reason: e.to_string() }
+            })?),
+            EndpointSource::Discovery(discovery) => Endpoint::Discovered(discovery),
+        };
         let auth = self.auth.ok_or(ConfigError::Missing("introspection client authentication"))?;
         let client = match self.client {
             Some(c) => c,
@@ -279,10 +297,17 @@ impl IntrospectorBuilder {
 }
 
 impl Introspector {
+    /// Starts a builder for the `introspection_endpoint` that `discovery` finds in the issuer's
+    /// metadata. Until it is found, opaque tokens get `503`; metadata without the endpoint
+    /// keeps them at `503` (logged), since nothing can vouch for them.
+    pub fn discover(discovery: Discovery) -> IntrospectorBuilder {
+        IntrospectorBuilder { endpoint: EndpointSource::Discovery(discovery), ..Introspector::builder("") }
+    }
+
     /// Starts a builder for the endpoint at `url`.
     pub fn builder(url: impl Into<String>) -> IntrospectorBuilder {
         IntrospectorBuilder {
-            endpoint: url.into(),
+            endpoint: EndpointSource::Url(url.into()),
             auth: None,
             token_type_hint: None,
             issuer: None,
@@ -347,7 +372,13 @@ impl Inner {
         if let Some(hint) = &self.token_type_hint {
             form.push(("token_type_hint", hint));
         }
-        let mut request = self.client.post(self.endpoint.clone()).header(ACCEPT, "application/json");
+        let endpoint = match &self.endpoint {
+            Endpoint::Fixed(url) => url.clone(),
+            Endpoint::Discovered(discovery) => discovery.introspection_endpoint().await.map_err(|e| {
+                IntrospectionError::Fetch(FetchError::Discovery(Box::new(e)))
+            })?,
+        };
+        let mut request = self.client.post(endpoint).header(ACCEPT, "application/json");
         request = match &self.auth {
             ClientAuth::Basic { client_id, client_secret } => {
                 // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.
@@ -442,7 +473,7 @@ impl Validator for Introspector {
 impl fmt::Debug for Introspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Introspector")
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field("endpoint", &self.inner.endpoint)
             .field("auth", &self.inner.auth)
             .field("max_ttl", &self.inner.max_ttl)
             .finish_non_exhaustive()

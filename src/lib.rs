@@ -44,6 +44,7 @@
 
 mod body;
 mod config;
+pub mod discovery;
 mod either;
 mod error;
 pub mod extract;
@@ -61,6 +62,7 @@ pub mod dev;
 
 pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use config::ConfigError;
+pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};

@@ -9,8 +9,8 @@
 //! * A failed fetch keeps the last good keys (stale-if-error).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::ConfigError;
+use crate::discovery::{Discovery, DiscoveryError};
 
 /// Defaults of [`KeySetBuilder`].
 pub mod defaults {
@@ -154,6 +155,8 @@ pub enum FetchError {
     NoUsableKeys,
     /// The key set is static and cannot be fetched.
     Static,
+    /// The `jwks_uri` could not be discovered.
+    Discovery(Box<DiscoveryError>),
 }
 
 impl fmt::Display for FetchError {
@@ -166,6 +169,7 @@ impl fmt::Display for FetchError {
             FetchError::Json(e) => write!(f, "not a JWK Set: {e}"),
             FetchError::NoUsableKeys => f.write_str("no usable signing key in the set"),
             FetchError::Static => f.write_str("static key set"),
+            FetchError::Discovery(e) => write!(f, "discovery: {e}"),
         }
     }
 }
@@ -202,15 +206,43 @@ struct Inner {
     background: AtomicBool,
     /// Whether the last fetch attempt succeeded.
     last_fetch_ok: AtomicBool,
+    /// Dropped with the key set: wakes the background refresh task so that it ends.
+    _stop_background: Option<tokio::sync::oneshot::Sender<()>>,
     fetches_ok: AtomicU64,
     fetches_failed: AtomicU64,
     generation: AtomicU64,
 }
 
 struct Remote {
-    url: reqwest::Url,
+    url: Location,
     client: reqwest::Client,
     config: KeySetConfig,
+}
+
+/// Where the JWKS is: a URL given up front, or the `jwks_uri` of an issuer's metadata.
+enum Location {
+    Fixed(reqwest::Url),
+    Discovered(Discovery),
+}
+
+impl Location {
+    async fn resolve(&self) -> Result<reqwest::Url, FetchError> {
+        match self {
+            Location::Fixed(url) => Ok(url.clone()),
+            Location::Discovered(discovery) => {
+                discovery.jwks_uri().await.map_err(|e| FetchError::Discovery(Box::new(e)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Fixed(url) => f.write_str(url.as_str()),
+            Location::Discovered(d) => write!(f, "jwks_uri of {}", d.issuer()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +267,8 @@ struct RefreshState {
 /// Builder for a remote [`KeySet`]. Every setting has a safe default ([`defaults`]).
 #[derive(Debug)]
 pub struct KeySetBuilder {
-    url: String,
+    url: Source,
+    background: bool,
     config: KeySetConfig,
     timeout: Duration,
     connect_timeout: Duration,
@@ -289,16 +322,33 @@ impl KeySetBuilder {
         self
     }
 
-    /// Builds the key set. Nothing is fetched yet.
+    /// Refreshes the set in a background task instead of on the request path: the first load
+    /// starts at once (retried with exponential back-off while it fails, from
+    /// [`Self::retry_unavailable`] up to [`Self::refetch_cooldown`]), and each later refresh
+    /// happens at 90 % of the set's lifetime, so no request waits for a routine refresh. The task
+    /// ends when the last clone of the key set is dropped. Needs a tokio runtime at
+    /// [`Self::build`]; without one, refreshes stay request-driven.
+    pub fn background_refresh(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Builds the key set. Nothing is fetched yet (unless [`Self::background_refresh`] is on).
     pub fn build(self) -> Result<KeySet, ConfigError> {
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| ConfigError::InvalidUrl { what: "jwks_uri", reason: e.to_string() })?;
-        if !matches!(url.scheme(), "https" | "http") {
-            return Err(ConfigError::InvalidUrl {
-                what: "jwks_uri",
-                reason: "scheme must be https or http".into(),
-            });
-        }
+        let url = match self.url {
+            Source::Url(url) => {
+                let url = reqwest::Url::parse(&url)
+                    .map_err(|e| ConfigError::InvalidUrl { what: "jwks_uri", reason: e.to_string() })?;
+                if !matches!(url.scheme(), "https" | "http") {
+                    return Err(ConfigError::InvalidUrl {
+                        what: "jwks_uri",
+                        reason: "scheme must be https or http".into(),
+                    });
+                }
+                Location::Fixed(url)
+            }
+            Source::Discovery(discovery) => Location::Discovered(discovery),
+        };
         if self.config.min_ttl > self.config.max_ttl {
             return Err(ConfigError::Invalid("key set ttl_bounds: min is above max"));
         }
@@ -308,7 +358,67 @@ impl KeySetBuilder {
         };
         let mut config = self.config;
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
-        Ok(KeySet::with_remote(Some(Remote { url, client, config }), empty_keys()))
+        let remote = Remote { url, client, config };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if self.background => {
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let set = KeySet::new(Some(remote), empty_keys(), Some(stop));
+                runtime.spawn(background_refresh(Arc::downgrade(&set.inner), stopped));
+                Ok(set)
+            }
+            Ok(_) => Ok(KeySet::new(Some(remote), empty_keys(), None)),
+            Err(_) => {
+                if self.background {
+                    tracing::warn!("no tokio runtime at KeySet::build: background refresh is off");
+                }
+                Ok(KeySet::new(Some(remote), empty_keys(), None))
+            }
+        }
+    }
+}
+
+/// What a builder fetches from.
+#[derive(Debug)]
+enum Source {
+    Url(String),
+    Discovery(Discovery),
+}
+
+/// The background refresh loop: load, then refresh at 90 % of each set's lifetime; on failure,
+/// back off exponentially. Holds only a weak reference between rounds, and ends as soon as the
+/// key set is dropped (`stopped` resolves).
+async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let mut failures = 0u32;
+    loop {
+        let wait = {
+            let Some(inner) = set.upgrade() else { return };
+            let Some(remote) = &inner.remote else { return };
+            let config = &remote.config;
+            let keys = inner.current.load();
+            match keys.expires_at {
+                _ if failures > 0 => {
+                    let backoff = config.retry_unavailable.saturating_mul(1 << (failures - 1).min(16));
+                    backoff.min(config.cooldown.max(config.retry_unavailable))
+                }
+                None => Duration::ZERO,
+                Some(at) => at.saturating_duration_since(Instant::now()).mul_f64(0.9),
+            }
+        };
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(inner) = set.upgrade() else { return };
+        let keys = KeySet { inner };
+        let result = match &keys.inner.remote {
+            Some(remote) => {
+                let mut state = keys.inner.refresh.lock().await;
+                state.last_attempt = Some(Instant::now());
+                keys.fetch_and_store(remote).await
+            }
+            None => return,
+        };
+        failures = if result.is_ok() { 0 } else { failures.saturating_add(1) };
     }
 }
 
@@ -335,7 +445,8 @@ impl KeySet {
     /// A key set fetched from `jwks_uri`.
     pub fn builder(jwks_uri: impl Into<String>) -> KeySetBuilder {
         KeySetBuilder {
-            url: jwks_uri.into(),
+            url: Source::Url(jwks_uri.into()),
+            background: false,
             config: KeySetConfig {
                 default_ttl: defaults::TTL,
                 min_ttl: defaults::MIN_TTL,
@@ -355,10 +466,20 @@ impl KeySet {
     /// they are for remote sets.
     pub fn from_jwks(json: &str) -> Result<KeySet, FetchError> {
         let keys = parse_jwks(json.as_bytes())?;
-        Ok(KeySet::with_remote(None, Arc::new(Keys { keys, generation: 1, expires_at: None })))
+        Ok(KeySet::new(None, Arc::new(Keys { keys, generation: 1, expires_at: None }), None))
     }
 
-    fn with_remote(remote: Option<Remote>, keys: Arc<Keys>) -> KeySet {
+    /// A key set fetched from the `jwks_uri` that `discovery` finds in the issuer's metadata.
+    /// Until discovery and the first fetch succeed, tokens cannot be checked (`503`).
+    pub fn discover(discovery: Discovery) -> KeySetBuilder {
+        KeySetBuilder { url: Source::Discovery(discovery), ..KeySet::builder(String::new()) }
+    }
+
+    fn new(
+        remote: Option<Remote>,
+        keys: Arc<Keys>,
+        stop_background: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> KeySet {
         let generation = keys.generation;
         KeySet {
             inner: Arc::new(Inner {
@@ -367,6 +488,7 @@ impl KeySet {
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
                 background: AtomicBool::new(false),
                 last_fetch_ok: AtomicBool::new(true),
+                _stop_background: stop_background,
                 fetches_ok: AtomicU64::new(0),
                 fetches_failed: AtomicU64::new(0),
                 generation: AtomicU64::new(generation),
@@ -507,7 +629,7 @@ impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = self.inner.current.load();
         f.debug_struct("KeySet")
-            .field("url", &self.inner.remote.as_ref().map(|r| r.url.as_str()))
+            .field("url", &self.inner.remote.as_ref().map(|r| r.url.to_string()))
             .field("keys", &keys.keys.len())
             .field("generation", &keys.generation)
             .finish()
@@ -527,9 +649,10 @@ impl VerifyingKey {
 }
 
 async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
+    let url = remote.url.resolve().await?;
     let mut response = remote
         .client
-        .get(remote.url.clone())
+        .get(url)
         .header(ACCEPT, "application/jwk-set+json, application/json")
         .timeout(remote.config.timeout)
         .send()

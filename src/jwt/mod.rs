@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
 pub use cache::TokenCacheStats;
@@ -108,6 +109,7 @@ pub struct JwtValidatorBuilder {
     any_audience: bool,
     jwks_url: Option<String>,
     key_set: Option<KeySet>,
+    discovery: Option<Discovery>,
     secret: Option<Vec<u8>>,
     algorithms: Option<Vec<Algorithm>>,
     typ: TypPolicy,
@@ -144,6 +146,15 @@ impl JwtValidatorBuilder {
     /// Fetches keys from this JWKS URL with the default [`KeySet`] settings.
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.jwks_url = Some(url.into());
+        self
+    }
+    /// Finds the keys through the issuer's metadata (OpenID Connect discovery or RFC 8414):
+    /// the `jwks_uri` of the document whose `issuer` equals this validator's issuer. The key set
+    /// refreshes in the background ([`KeySetBuilder::background_refresh`](crate::KeySetBuilder::background_refresh)):
+    /// start-up failures are retried with back-off, and requests get `503` until keys are loaded.
+    /// Sets the issuer too, if none was given.
+    pub fn discovery(mut self, discovery: Discovery) -> Self {
+        self.discovery = Some(discovery);
         self
     }
     /// Uses this key set (to tune its cache, or to share it between validators).
@@ -202,13 +213,31 @@ impl JwtValidatorBuilder {
     }
 
     /// Checks the settings and builds the validator. Nothing is fetched yet.
-    pub fn build(self) -> Result<JwtValidator, ConfigError> {
+    pub fn build(mut self) -> Result<JwtValidator, ConfigError> {
         ensure_crypto_provider();
+        if let Some(discovery) = &self.discovery {
+            match &self.issuer {
+                None => self.issuer = Some(discovery.issuer().to_owned()),
+                Some(issuer) if issuer != discovery.issuer() => {
+                    return Err(ConfigError::Invalid("the issuer differs from the discovery's issuer"));
+                }
+                Some(_) => {}
+            }
+            if self.any_issuer {
+                return Err(ConfigError::Invalid("discovery names one issuer: any_issuer() contradicts it"));
+            }
+        }
         if self.issuer.is_none() && !self.any_issuer {
             return Err(ConfigError::Missing("issuer (or an explicit any_issuer())"));
         }
         if self.audiences.is_empty() && !self.any_audience {
             return Err(ConfigError::Missing("audience (or an explicit any_audience())"));
+        }
+        if let Some(discovery) = self.discovery.take() {
+            if self.jwks_url.is_some() || self.key_set.is_some() {
+                return Err(ConfigError::Invalid("give exactly one of jwks_url, key_set, hmac_secret, discovery"));
+            }
+            self.key_set = Some(KeySet::discover(discovery).background_refresh(true).build()?);
         }
         let (keys, default_algs): (KeySource, &[Algorithm]) = match (self.jwks_url, self.key_set, self.secret)
         {
@@ -280,6 +309,7 @@ impl JwtValidator {
             any_audience: false,
             jwks_url: None,
             key_set: None,
+            discovery: None,
             secret: None,
             algorithms: None,
             typ: TypPolicy::default(),
@@ -288,6 +318,22 @@ impl JwtValidator {
             clock: Clock::system(),
             cache: Some((defaults::TOKEN_CACHE_ENTRIES, defaults::TOKEN_CACHE_TTL)),
         }
+    }
+
+    /// A builder for tokens of `issuer`, whose keys are found by discovery (see
+    /// [`JwtValidatorBuilder::discovery`]). An audience is still required.
+    ///
+    /// ```no_run
+    /// use tower_bearer::JwtValidator;
+    ///
+    /// let validator = JwtValidator::from_issuer("https://as.example/tenant")?
+    ///     .audience("https://api.example")
+    ///     .build()?;
+    /// # Ok::<(), tower_bearer::ConfigError>(())
+    /// ```
+    pub fn from_issuer(issuer: impl Into<String>) -> Result<JwtValidatorBuilder, ConfigError> {
+        let discovery = Discovery::builder(issuer).build()?;
+        Ok(JwtValidator::builder().discovery(discovery))
     }
 
     /// The key set, when the validator uses one.

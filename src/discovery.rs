@@ -1,0 +1,348 @@
+//! Issuer metadata discovery: OpenID Connect Discovery 1.0 and RFC 8414 (OAuth 2.0
+//! Authorization Server Metadata). Given only an issuer URL, find its `jwks_uri` and
+//! `introspection_endpoint`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use http::header::ACCEPT;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::jwt::jwks::{FetchError, http_client, read_bounded};
+
+/// Defaults of [`DiscoveryBuilder`].
+pub mod defaults {
+    use std::time::Duration;
+    /// Timeout of one metadata request, body included.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    /// Connect timeout.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Largest metadata document accepted.
+    pub const MAX_BODY_BYTES: usize = 256 * 1024;
+    /// First wait after a failed discovery; doubles with each failure in a row.
+    pub const RETRY_MIN: Duration = Duration::from_secs(1);
+    /// Longest wait between two attempts.
+    pub const RETRY_MAX: Duration = Duration::from_secs(30);
+}
+
+/// The members of an authorization server's metadata this crate uses (RFC 8414 §2; the OpenID
+/// Connect discovery document is a superset).
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct IssuerMetadata {
+    /// The issuer identifier. Equal to the configured issuer: anything else was refused.
+    pub issuer: String,
+    /// Where the issuer publishes its signing keys.
+    pub jwks_uri: Option<String>,
+    /// The RFC 7662 introspection endpoint, if the issuer has one.
+    pub introspection_endpoint: Option<String>,
+    /// The token endpoint (informational).
+    pub token_endpoint: Option<String>,
+    /// The scopes the issuer supports (informational).
+    pub scopes_supported: Option<Vec<String>>,
+}
+
+/// Why discovery failed. Logged, never shown to clients (who get `503`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Neither metadata location gave a document: the last failure.
+    Fetch(FetchError),
+    /// The document's `issuer` is not the configured issuer (RFC 8414 §3.3): refused, since
+    /// accepting it would let one issuer speak for another.
+    IssuerMismatch {
+        /// The issuer we asked about.
+        expected: String,
+        /// What the document says.
+        found: String,
+    },
+    /// The document has no `jwks_uri` (or it is not an http(s) URL).
+    NoJwksUri,
+    /// The document has no `introspection_endpoint`, and an introspector needs one.
+    NoIntrospectionEndpoint,
+    /// A previous attempt failed and the retry back-off has not elapsed.
+    Backoff,
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscoveryError::Fetch(e) => write!(f, "issuer metadata unavailable: {e}"),
+            DiscoveryError::IssuerMismatch { expected, found } => {
+                write!(f, "metadata names issuer {found:?}, expected {expected:?}")
+            }
+            DiscoveryError::NoJwksUri => f.write_str("metadata has no usable jwks_uri"),
+            DiscoveryError::NoIntrospectionEndpoint => {
+                f.write_str("metadata has no usable introspection_endpoint")
+            }
+            DiscoveryError::Backoff => f.write_str("discovery failed recently; waiting before retrying"),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
+
+/// Discovers an issuer's metadata once and keeps it.
+///
+/// The OpenID Connect location (`{issuer}/.well-known/openid-configuration`) is tried first,
+/// then RFC 8414's (`/.well-known/oauth-authorization-server` inserted before the issuer's
+/// path). The document's `issuer` must equal the configured one exactly. Failures are retried
+/// with exponential back-off; concurrent callers share one attempt. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_bearer::Discovery;
+///
+/// let discovery = Discovery::builder("https://as.example/tenant").build()?;
+/// let metadata = discovery.metadata().await?;
+/// println!("keys at {:?}", metadata.jwks_uri);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    locations: [reqwest::Url; 2],
+    client: reqwest::Client,
+    timeout: Duration,
+    max_body_bytes: usize,
+    retry_min: Duration,
+    retry_max: Duration,
+    found: ArcSwapOption<IssuerMetadata>,
+    /// Single flight and back-off state: `(last failure, wait before the next attempt)`.
+    attempt: tokio::sync::Mutex<Option<(Instant, Duration)>>,
+}
+
+/// Builder for [`Discovery`].
+#[derive(Debug)]
+pub struct DiscoveryBuilder {
+    issuer: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_body_bytes: usize,
+    retry_min: Duration,
+    retry_max: Duration,
+    client: Option<reqwest::Client>,
+}
+
+impl DiscoveryBuilder {
+    /// Timeout of one metadata request (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Connect timeout (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// Largest metadata document accepted (default 256 KiB).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+    /// Back-off after failures: the first wait, doubled per failure in a row up to `max`
+    /// (default 1 s to 30 s).
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_min = min;
+        self.retry_max = max;
+        self
+    }
+    /// Uses your own HTTP client. The per-request timeout of this builder still applies.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Checks the issuer URL and builds. Nothing is fetched yet.
+    pub fn build(self) -> Result<Discovery, ConfigError> {
+        let locations = metadata_locations(&self.issuer)?;
+        if self.retry_min > self.retry_max {
+            return Err(ConfigError::Invalid("discovery retry_backoff: min is above max"));
+        }
+        let client = match self.client {
+            Some(c) => c,
+            // No redirects: the metadata must come from the issuer's own locations.
+            None => http_client(self.timeout, self.connect_timeout, reqwest::redirect::Policy::none())?,
+        };
+        Ok(Discovery {
+            inner: Arc::new(Inner {
+                issuer: self.issuer,
+                locations,
+                client,
+                timeout: self.timeout,
+                max_body_bytes: self.max_body_bytes,
+                retry_min: self.retry_min,
+                retry_max: self.retry_max,
+                found: ArcSwapOption::empty(),
+                attempt: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// The OpenID Connect and RFC 8414 metadata URLs of `issuer`.
+fn metadata_locations(issuer: &str) -> Result<[reqwest::Url; 2], ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidUrl { what: "issuer", reason: reason.into() };
+    let url = reqwest::Url::parse(issuer).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(invalid("scheme must be https or http"));
+    }
+    // RFC 8414 §2: an issuer has no query or fragment.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("an issuer has no query or fragment"));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    let mut oidc = url.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
+    let mut rfc8414 = url;
+    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+    Ok([oidc, rfc8414])
+}
+
+impl Discovery {
+    /// Discovery for `issuer` (an `https` URL, or `http` for development).
+    pub fn builder(issuer: impl Into<String>) -> DiscoveryBuilder {
+        DiscoveryBuilder {
+            issuer: issuer.into(),
+            timeout: defaults::TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            retry_min: defaults::RETRY_MIN,
+            retry_max: defaults::RETRY_MAX,
+            client: None,
+        }
+    }
+
+    /// The configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The metadata discovered so far, without waiting.
+    pub fn cached(&self) -> Option<Arc<IssuerMetadata>> {
+        self.inner.found.load_full()
+    }
+
+    /// The metadata: cached after the first success; otherwise one attempt (shared with
+    /// concurrent callers), unless the back-off after a recent failure has not elapsed.
+    pub async fn metadata(&self) -> Result<Arc<IssuerMetadata>, DiscoveryError> {
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let mut attempt = self.inner.attempt.lock().await;
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        if let Some((failed_at, wait)) = *attempt
+            && failed_at.elapsed() < wait
+        {
+            return Err(DiscoveryError::Backoff);
+        }
+        match self.fetch().await {
+            Ok(metadata) => {
+                let metadata = Arc::new(metadata);
+                self.inner.found.store(Some(metadata.clone()));
+                *attempt = None;
+                tracing::info!(issuer = %self.inner.issuer, jwks_uri = ?metadata.jwks_uri, "issuer metadata discovered");
+                Ok(metadata)
+            }
+            Err(err) => {
+                let wait = attempt.map_or(self.inner.retry_min, |(_, wait)| (wait * 2).min(self.inner.retry_max));
+                *attempt = Some((Instant::now(), wait));
+                tracing::warn!(issuer = %self.inner.issuer, error = %err, retry_in_ms = wait.as_millis() as u64, "issuer discovery failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// The `jwks_uri`, discovering first if needed.
+    pub(crate) async fn jwks_uri(&self) -> Result<reqwest::Url, DiscoveryError> {
+        let metadata = self.metadata().await?;
+        let uri = metadata.jwks_uri.as_deref().ok_or(DiscoveryError::NoJwksUri)?;
+        reqwest::Url::parse(uri)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .ok_or(DiscoveryError::NoJwksUri)
+    }
+
+    /// The `introspection_endpoint`, discovering first if needed.
+    pub(crate) async fn introspection_endpoint(&self) -> Result<reqwest::Url, DiscoveryError> {
+        let metadata = self.metadata().await?;
+        let uri = metadata.introspection_endpoint.as_deref().ok_or(DiscoveryError::NoIntrospectionEndpoint)?;
+        reqwest::Url::parse(uri)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .ok_or(DiscoveryError::NoIntrospectionEndpoint)
+    }
+
+    async fn fetch(&self) -> Result<IssuerMetadata, DiscoveryError> {
+        let mut last = None;
+        for location in &self.inner.locations {
+            match self.fetch_one(location).await {
+                Ok(metadata) if metadata.issuer == self.inner.issuer => return Ok(metadata),
+                // RFC 8414 §3.3: a document for another issuer is refused outright, not skipped.
+                Ok(metadata) => {
+                    return Err(DiscoveryError::IssuerMismatch {
+                        expected: self.inner.issuer.clone(),
+                        found: metadata.issuer,
+                    });
+                }
+                // Not served here (404 and the like): try the other location.
+                Err(err @ FetchError::Status(_)) => last = Some(err),
+                Err(err) => return Err(DiscoveryError::Fetch(err)),
+            }
+        }
+        Err(DiscoveryError::Fetch(last.unwrap_or(FetchError::Static)))
+    }
+
+    async fn fetch_one(&self, location: &reqwest::Url) -> Result<IssuerMetadata, FetchError> {
+        let mut response = self
+            .inner
+            .client
+            .get(location.clone())
+            .header(ACCEPT, "application/json")
+            .timeout(self.inner.timeout)
+            .send()
+            .await
+            .map_err(FetchError::Http)?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        let body = read_bounded(&mut response, self.inner.max_body_bytes).await?;
+        serde_json::from_slice(&body).map_err(FetchError::Json)
+    }
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("issuer", &self.inner.issuer)
+            .field("discovered", &self.cached().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_locations_follow_both_specs() {
+        let [oidc, rfc] = metadata_locations("https://as.example").unwrap();
+        assert_eq!(oidc.as_str(), "https://as.example/.well-known/openid-configuration");
+        assert_eq!(rfc.as_str(), "https://as.example/.well-known/oauth-authorization-server");
+        let [oidc, rfc] = metadata_locations("https://as.example/tenant/one/").unwrap();
+        assert_eq!(oidc.as_str(), "https://as.example/tenant/one/.well-known/openid-configuration");
+        assert_eq!(rfc.as_str(), "https://as.example/.well-known/oauth-authorization-server/tenant/one");
+        assert!(metadata_locations("ftp://as.example").is_err());
+        assert!(metadata_locations("https://as.example/?tenant=1").is_err());
+        assert!(metadata_locations("not a url").is_err());
+    }
+}
