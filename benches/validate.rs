@@ -63,7 +63,8 @@ fn benches(c: &mut Criterion) {
             });
         }
         let header = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
-        for (label, service) in [("service_cold", &mut cold_service), ("service_cached", &mut cached_service)] {
+        for (label, service) in [("service_cold", &mut cold_service), ("service_cached", &mut cached_service)]
+        {
             group.bench_function(label, |b| {
                 b.iter(|| {
                     let mut req = Request::new(());

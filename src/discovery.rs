@@ -254,7 +254,8 @@ impl Discovery {
                 Ok(metadata)
             }
             Err(err) => {
-                let wait = attempt.map_or(self.inner.retry_min, |(_, wait)| (wait * 2).min(self.inner.retry_max));
+                let wait =
+                    attempt.map_or(self.inner.retry_min, |(_, wait)| (wait * 2).min(self.inner.retry_max));
                 *attempt = Some((Instant::now(), wait));
                 tracing::warn!(issuer = %self.inner.issuer, error = %err, retry_in_ms = wait.as_millis() as u64, "issuer discovery failed");
                 Err(err)
@@ -275,7 +276,8 @@ impl Discovery {
     /// The `introspection_endpoint`, discovering first if needed.
     pub(crate) async fn introspection_endpoint(&self) -> Result<reqwest::Url, DiscoveryError> {
         let metadata = self.metadata().await?;
-        let uri = metadata.introspection_endpoint.as_deref().ok_or(DiscoveryError::NoIntrospectionEndpoint)?;
+        let uri =
+            metadata.introspection_endpoint.as_deref().ok_or(DiscoveryError::NoIntrospectionEndpoint)?;
         reqwest::Url::parse(uri)
             .ok()
             .filter(|u| matches!(u.scheme(), "https" | "http"))

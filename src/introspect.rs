@@ -374,9 +374,10 @@ impl Inner {
         }
         let endpoint = match &self.endpoint {
             Endpoint::Fixed(url) => url.clone(),
-            Endpoint::Discovered(discovery) => discovery.introspection_endpoint().await.map_err(|e| {
-                IntrospectionError::Fetch(FetchError::Discovery(Box::new(e)))
-            })?,
+            Endpoint::Discovered(discovery) => discovery
+                .introspection_endpoint()
+                .await
+                .map_err(|e| IntrospectionError::Fetch(FetchError::Discovery(Box::new(e))))?,
         };
         let mut request = self.client.post(endpoint).header(ACCEPT, "application/json");
         request = match &self.auth {

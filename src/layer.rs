@@ -17,6 +17,7 @@ use http::header::CACHE_CONTROL;
 use crate::body::{AuthBody, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response};
 use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
+use crate::resource_metadata::ProtectedResource;
 use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
 
 /// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
@@ -123,6 +124,13 @@ impl<V: Validator> BearerLayer<V> {
     /// The RFC 9728 `resource_metadata` URL sent in every challenge.
     pub fn resource_metadata(self, url: impl Into<String>) -> Self {
         self.map_challenge(|p| p.resource_metadata(url))
+    }
+
+    /// Points every challenge at this RFC 9728 metadata document (its
+    /// [`metadata_url`](ProtectedResource::metadata_url)), so that a client can find the
+    /// authorization server from a `401`.
+    pub fn protected_resource(self, metadata: &ProtectedResource) -> Self {
+        self.resource_metadata(metadata.metadata_url())
     }
 
     /// Bound on the `Authorization` header (default 8 KiB); larger headers get

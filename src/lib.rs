@@ -50,8 +50,10 @@ mod error;
 pub mod extract;
 pub mod form;
 pub mod introspect;
+mod issuers;
 mod jwt;
 mod layer;
+pub mod resource_metadata;
 pub mod scope;
 mod validate;
 
@@ -67,10 +69,12 @@ pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};
 pub use introspect::{ClientAuth, IntrospectionError, Introspector, IntrospectorBuilder};
+pub use issuers::MultiIssuer;
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
+pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
 pub use scope::{RequireScope, Scopes};
 pub use validate::{Clock, Principal, TokenKind, ValidationFuture, Validator, Verdict};
 

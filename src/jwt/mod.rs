@@ -235,7 +235,9 @@ impl JwtValidatorBuilder {
         }
         if let Some(discovery) = self.discovery.take() {
             if self.jwks_url.is_some() || self.key_set.is_some() {
-                return Err(ConfigError::Invalid("give exactly one of jwks_url, key_set, hmac_secret, discovery"));
+                return Err(ConfigError::Invalid(
+                    "give exactly one of jwks_url, key_set, hmac_secret, discovery",
+                ));
             }
             self.key_set = Some(KeySet::discover(discovery).background_refresh(true).build()?);
         }
@@ -334,6 +336,16 @@ impl JwtValidator {
     pub fn from_issuer(issuer: impl Into<String>) -> Result<JwtValidatorBuilder, ConfigError> {
         let discovery = Discovery::builder(issuer).build()?;
         Ok(JwtValidator::builder().discovery(discovery))
+    }
+
+    /// The issuer every token must name, unless the validator accepts any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.policy.issuer.as_deref()
+    }
+
+    /// The largest token accepted, in bytes.
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner.max_token_bytes
     }
 
     /// The key set, when the validator uses one.
