@@ -310,10 +310,10 @@ async fn accepts_tokens_from_oidc_provider() {
         assert_eq!(header["typ"], "at+jwt", "{header}");
         assert!(header["kid"].is_string(), "{header}");
 
-        let validator = JwtValidator::builder()
-            .issuer(issuer.as_str())
+        // Given only the issuer URL: the keys are found through its discovery document.
+        let validator = JwtValidator::from_issuer(issuer.as_str())
+            .expect("issuer URL")
             .audience(audience.as_str())
-            .jwks_url(jwks_uri.as_str())
             .typ(TypPolicy::Strict)
             .build()
             .expect("validator");
