@@ -368,6 +368,18 @@ impl Inner {
 
     async fn call(&self, token: String) -> Result<Entry, IntrospectionError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let result = self.exchange(token).await;
+        let outcome = match &result {
+            Ok(entry) if entry.principal.is_ok() => "active",
+            Ok(_) => "inactive",
+            Err(_) => "error",
+        };
+        crate::observe::introspection(outcome, started.elapsed());
+        result
+    }
+
+    async fn exchange(&self, token: String) -> Result<Entry, IntrospectionError> {
         let mut form: Vec<(&str, &str)> = vec![("token", &token)];
         if let Some(hint) = &self.token_type_hint {
             form.push(("token_type_hint", hint));

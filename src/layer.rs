@@ -17,6 +17,7 @@ use http::header::CACHE_CONTROL;
 use crate::body::{AuthBody, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response};
 use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
+use crate::observe;
 use crate::resource_metadata::ProtectedResource;
 use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
 
@@ -194,6 +195,7 @@ impl<S, V> BearerService<S, V> {
 }
 
 fn log_rejection(err: &AuthError) {
+    observe::rejected(err);
     if err.is_server_error() {
         tracing::warn!(reason = err.reason(), status = err.status().as_u16(), "request not authorized");
     } else {
@@ -219,6 +221,7 @@ where
         let (verdict, private) = match find_token(&req, &shared.sources, shared.max_header_bytes) {
             Ok((token, source)) => (shared.validator.validate(&token), source == TokenSource::Query),
             Err(AuthError::MissingToken) if shared.optional => {
+                observe::anonymous();
                 req.extensions_mut().insert(shared.rejections.clone());
                 return ResponseFuture::called(self.inner.call(req), shared.rejections.clone(), false);
             }
@@ -253,6 +256,7 @@ where
 
 fn authorize<B>(req: &mut Request<B>, principal: Principal, rejections: &Rejections) {
     tracing::trace!(subject = principal.subject(), "request authorized");
+    observe::allowed();
     let extensions = req.extensions_mut();
     extensions.insert(principal);
     extensions.insert(rejections.clone());

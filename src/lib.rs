@@ -53,6 +53,7 @@ pub mod introspect;
 mod issuers;
 mod jwt;
 mod layer;
+mod observe;
 pub mod resource_metadata;
 pub mod scope;
 mod validate;

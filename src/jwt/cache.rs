@@ -18,6 +18,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::InvalidToken;
+use crate::observe;
 use crate::validate::{Principal, TimeWindow};
 
 /// Defaults of the verified-token cache.
@@ -95,15 +96,18 @@ impl TokenCache {
         key_alive: impl FnOnce(&Digest32) -> bool,
     ) -> Hit {
         let Some(entry) = self.entries.get(digest) else {
+            observe::token_cache(false);
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
         };
         let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
         if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
             self.entries.invalidate(digest);
+            observe::token_cache(false);
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
         }
+        observe::token_cache(true);
         self.hits.fetch_add(1, Ordering::Relaxed);
         let principal = &entry.principal;
         match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {

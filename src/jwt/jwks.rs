@@ -611,12 +611,14 @@ impl KeySet {
                 }));
                 self.inner.last_fetch_ok.store(true, Ordering::Relaxed);
                 self.inner.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                crate::observe::key_set_fetch(true);
                 tracing::debug!(url = %remote.url, keys = count, ttl_secs = ttl.as_secs(), "key set fetched");
                 Ok(count)
             }
             Err(err) => {
                 self.inner.last_fetch_ok.store(false, Ordering::Relaxed);
                 self.inner.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                crate::observe::key_set_fetch(false);
                 let kept = self.inner.current.load().keys.len();
                 tracing::warn!(url = %remote.url, error = %err, kept_keys = kept, "key set fetch failed");
                 Err(err)

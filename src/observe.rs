@@ -1,0 +1,71 @@
+//! Counters through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`); without
+//! the feature every function here is empty and compiles away. Labels are stable reason codes,
+//! never tokens, key ids or URLs: their cardinality is fixed by this crate.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `tower_bearer_decisions_total` | counter | `outcome` (`allowed`, `anonymous`, `rejected`, `unavailable`), `reason` |
+//! | `tower_bearer_token_cache_total` | counter | `result` (`hit`, `miss`) |
+//! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
+//! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
+//! | `tower_bearer_introspection_duration_seconds` | histogram | — |
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::time::Duration;
+
+    use crate::error::AuthError;
+
+    pub(crate) fn allowed() {
+        metrics::counter!("tower_bearer_decisions_total", "outcome" => "allowed", "reason" => "valid")
+            .increment(1);
+    }
+
+    pub(crate) fn anonymous() {
+        metrics::counter!("tower_bearer_decisions_total", "outcome" => "anonymous", "reason" => "no_token")
+            .increment(1);
+    }
+
+    pub(crate) fn rejected(err: &AuthError) {
+        let outcome = if err.is_server_error() { "unavailable" } else { "rejected" };
+        metrics::counter!("tower_bearer_decisions_total", "outcome" => outcome, "reason" => err.reason())
+            .increment(1);
+    }
+
+    pub(crate) fn token_cache(hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        metrics::counter!("tower_bearer_token_cache_total", "result" => result).increment(1);
+    }
+
+    pub(crate) fn key_set_fetch(ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        metrics::counter!("tower_bearer_key_set_fetches_total", "result" => result).increment(1);
+    }
+
+    pub(crate) fn introspection(result: &'static str, took: Duration) {
+        metrics::counter!("tower_bearer_introspection_calls_total", "result" => result).increment(1);
+        metrics::histogram!("tower_bearer_introspection_duration_seconds").record(took.as_secs_f64());
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod enabled {
+    use std::time::Duration;
+
+    use crate::error::AuthError;
+
+    #[inline(always)]
+    pub(crate) fn allowed() {}
+    #[inline(always)]
+    pub(crate) fn anonymous() {}
+    #[inline(always)]
+    pub(crate) fn rejected(_: &AuthError) {}
+    #[inline(always)]
+    pub(crate) fn token_cache(_: bool) {}
+    #[inline(always)]
+    pub(crate) fn key_set_fetch(_: bool) {}
+    #[inline(always)]
+    pub(crate) fn introspection(_: &'static str, _: Duration) {}
+}
+
+pub(crate) use enabled::*;

@@ -1,0 +1,88 @@
+//! The `metrics` feature: decisions, token-cache hits, key-set fetches and introspection calls
+//! are counted with stable labels, over real HTTP.
+#![cfg(all(feature = "metrics", feature = "dev", feature = "axum"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+use tower_bearer::{Algorithm, BearerLayer, Introspector, JwtOrOpaque, JwtValidator};
+
+/// `name{label=value,…}` → value, for counters; histograms as their sample count.
+fn snapshot(recorder: &metrics_util::debugging::Snapshotter) -> HashMap<String, u64> {
+    recorder
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let mut labels: Vec<String> =
+                key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            labels.sort();
+            let value = match value {
+                DebugValue::Counter(n) => n,
+                DebugValue::Histogram(samples) => samples.len() as u64,
+                DebugValue::Gauge(g) => g.into_inner() as u64,
+            };
+            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
+        })
+        .collect()
+}
+
+// One test per binary: the recorder is global.
+#[test]
+fn decisions_cache_fetches_and_introspection_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the only recorder of this test binary");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dev = DevIssuer::builder().algorithms([Algorithm::ES256]).start().await.unwrap();
+        let jwt = JwtValidator::builder()
+            .issuer(dev.issuer())
+            .audience(DEFAULT_AUDIENCE)
+            .jwks_url(dev.jwks_url())
+            .build()
+            .unwrap();
+        let opaque = Introspector::builder(dev.introspection_url())
+            .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+            .build()
+            .unwrap();
+        let layer = BearerLayer::new(JwtOrOpaque::new(jwt.clone(), opaque)).realm(common::REALM);
+        let app = common::TestApp::start_router(jwt, common::routes().layer(layer)).await;
+
+        let valid = dev.token().alg(Algorithm::ES256).scope("items:read").sign();
+        app.get("/me", &valid).await.assert_ok_json();
+        app.get("/items", &valid).await.assert_ok_json();
+        app.post("/items", &valid).await; // 403 insufficient_scope
+        let expired = dev.token().alg(Algorithm::ES256).expired(Duration::from_secs(3600)).sign();
+        app.get("/me", &expired).await.assert_invalid_token();
+        common::send(app.request(reqwest::Method::GET, "/me")).await; // no token
+        let opaque = dev.opaque_token().issue();
+        app.get("/me", &opaque).await.assert_ok_json();
+        app.get("/me", &opaque).await.assert_ok_json(); // cached: one call
+    });
+
+    let metrics = snapshot(&snapshotter);
+    let get = |key: &str| metrics.get(key).copied().unwrap_or(0);
+    eprintln!("{metrics:#?}");
+    assert_eq!(
+        get("tower_bearer_decisions_total{outcome=allowed,reason=valid}"),
+        5,
+        "2 JWT + 1 before the scope check + 2 opaque"
+    );
+    assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=insufficient_scope}"), 1);
+    assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=expired}"), 1);
+    assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=missing_token}"), 1);
+    // Three requests with `valid`: one full validation, two cache hits; `expired` was a miss.
+    assert_eq!(get("tower_bearer_token_cache_total{result=hit}"), 2);
+    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 2);
+    assert_eq!(get("tower_bearer_key_set_fetches_total{result=ok}"), 1);
+    assert_eq!(get("tower_bearer_introspection_calls_total{result=active}"), 1);
+    assert_eq!(get("tower_bearer_introspection_duration_seconds{}"), 1);
+    // Nothing from a token ever becomes a label.
+    assert!(metrics.keys().all(|k| !k.contains("eyJ")), "{metrics:?}");
+}
