@@ -404,9 +404,9 @@ async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot:
                 Some(at) => at.saturating_duration_since(Instant::now()).mul_f64(0.9),
             }
         };
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(wait) => {}
+        // The channel resolves (with an error) when the key set is dropped.
+        if tokio::time::timeout(wait, &mut stopped).await.is_ok() {
+            return;
         }
         let Some(inner) = set.upgrade() else { return };
         let keys = KeySet { inner };
