@@ -8,6 +8,7 @@
 #![allow(clippy::let_and_return)]
 
 use std::error::Error;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -16,7 +17,8 @@ use tower::ServiceExt;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 use tower_bearer::form::FormTokenLayer;
 use tower_bearer::{
-    Algorithm, BearerLayer, ErrorBody, Introspector, JwtOrOpaque, JwtValidator, Principal, TokenSources,
+    Algorithm, BearerLayer, ErrorBody, Introspector, JwtOrOpaque, JwtValidator, MultiIssuer, Principal,
+    ProtectedResource, TokenSources,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -85,6 +87,41 @@ fn error_bodies(validator: JwtValidator) -> (Router, Router) {
     }));
     let route = || Router::new().route("/", get(|| async { "ok" }));
     (route().layer(problem), route().layer(custom))
+}
+
+fn token_cache() -> Result<JwtValidator> {
+    let validator = JwtValidator::builder()
+        .issuer("https://issuer.example")
+        .audience("https://api.example")
+        .jwks_url("https://issuer.example/.well-known/jwks.json")
+        .token_cache(50_000, Duration::from_secs(120)) // or .no_token_cache()
+        .build()?;
+    Ok(validator)
+}
+
+fn discovery() -> Result<(JwtValidator, BearerLayer<MultiIssuer>)> {
+    // Given only the issuer URL: its keys are found through its metadata (OIDC discovery or RFC 8414).
+    let validator =
+        JwtValidator::from_issuer("https://as.example/tenant")?.audience("https://api.example").build()?;
+    // Several issuers: the token's `iss` picks one, and only that issuer's keys may verify it.
+    let tenants = MultiIssuer::new([
+        JwtValidator::from_issuer("https://as.example/a")?.audience("https://api.example").build()?,
+        JwtValidator::from_issuer("https://as.example/b")?.audience("https://api.example").build()?,
+    ])?;
+    let layer = BearerLayer::new(tenants);
+    Ok((validator, layer))
+}
+
+fn resource_metadata(validator: JwtValidator) -> Result<Router> {
+    let metadata = ProtectedResource::builder("https://api.example")
+        .authorization_server("https://as.example")
+        .scopes_supported(["items:read", "items:write"])
+        .build()?;
+    let app = Router::new()
+        .route("/me", get(|p: Principal| async move { format!("{:?}", p.subject()) }))
+        .layer(BearerLayer::new(validator).protected_resource(&metadata)) // challenges name it
+        .route_service(metadata.well_known_path(), metadata.service()); // public, outside the layer
+    Ok(app)
 }
 
 async fn dev() -> (DevIssuer, JwtValidator) {
@@ -185,6 +222,35 @@ async fn error_bodies_snippet_renders_both() {
     assert!(body.starts_with(r#"application/json|{"error":""#), "{body}");
 }
 
+#[tokio::test]
+async fn token_cache_snippet_builds_a_cached_validator() {
+    let validator = token_cache().unwrap();
+    assert_eq!(validator.token_cache_stats().entries, 0);
+}
+
+#[tokio::test]
+async fn discovery_snippet_builds_without_touching_the_network() {
+    let (validator, layer) = discovery().unwrap();
+    assert_eq!(validator.issuer(), Some("https://as.example/tenant"));
+    let mut issuers: Vec<&str> = layer.validator().issuers().collect();
+    issuers.sort();
+    assert_eq!(issuers, ["https://as.example/a", "https://as.example/b"]);
+}
+
+#[tokio::test]
+async fn resource_metadata_snippet_serves_the_document_and_names_it() {
+    let (_dev, validator) = dev().await;
+    let app = resource_metadata(validator).unwrap();
+    let (status, body) = call(&app, "GET", "/.well-known/oauth-protected-resource", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#""resource":"https://api.example""#), "{body}");
+    let response = app.oneshot(Request::get("/me").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer resource_metadata="https://api.example/.well-known/oauth-protected-resource""#
+    );
+}
+
 /// Every ```rust block of the README appears in this file, paragraph by paragraph (a run of
 /// lines without a blank one), line for line, indentation aside.
 #[test]
@@ -201,5 +267,5 @@ fn every_readme_snippet_is_compiled_here() {
         }
         blocks += 1;
     }
-    assert!(blocks >= 5, "expected the README's five snippets, found {blocks}");
+    assert!(blocks >= 8, "expected the README's eight snippets, found {blocks}");
 }
