@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -120,7 +119,10 @@ pub(crate) async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query)
         scope,
         resource: resource.map(str::to_owned),
         subject: config.user.clone(),
-        expires: Instant::now() + config.code_ttl,
+        expires: config
+            .clock
+            .unix_now()
+            .saturating_add(i64::try_from(config.code_ttl.as_secs()).unwrap_or(i64::MAX)),
         consumed: false,
         family: None,
     };

@@ -214,6 +214,7 @@ struct AuthServer {
     refresh_ttl: Duration,
     code_ttl: Duration,
     opaque_access_tokens: bool,
+    clock: crate::Clock,
     consent_denied: AtomicBool,
     store: Mutex<store::Store>,
 }
@@ -259,6 +260,7 @@ pub struct DevIssuerBuilder {
     refresh_ttl: Duration,
     code_ttl: Duration,
     opaque_access_tokens: bool,
+    clock: crate::Clock,
 }
 
 impl Default for DevIssuerBuilder {
@@ -275,6 +277,7 @@ impl Default for DevIssuerBuilder {
             refresh_ttl: Duration::from_secs(24 * 3600),
             code_ttl: Duration::from_secs(60),
             opaque_access_tokens: false,
+            clock: crate::Clock::system(),
         }
     }
 }
@@ -340,6 +343,14 @@ impl DevIssuerBuilder {
         self
     }
 
+    /// Where the authorization server's "now" comes from (default: the system clock): `iat`
+    /// and `exp` of the tokens it issues, expiry of codes and refresh tokens, and introspection.
+    /// Share one [`Clock`](crate::Clock) with a resource server to test expiry without sleeping.
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Generates the keys and starts serving.
     pub async fn start(self) -> std::io::Result<DevIssuer> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
@@ -372,6 +383,7 @@ impl DevIssuerBuilder {
                 refresh_ttl: self.refresh_ttl,
                 code_ttl: self.code_ttl,
                 opaque_access_tokens: self.opaque_access_tokens,
+                clock: self.clock,
                 consent_denied: AtomicBool::new(false),
                 store: Mutex::new(store::Store::default()),
             },
@@ -500,15 +512,17 @@ async fn introspect(
             Value::Object(claims)
         }
         Some(_) => json!({"active": false}),
-        None => match shared.auth.store.lock().expect("lock").active_access(token) {
-            Some(claims) => {
-                let mut claims = claims.clone();
-                claims.insert("active".into(), true.into());
-                claims.insert("token_type".into(), "Bearer".into());
-                Value::Object(claims)
+        None => {
+            match shared.auth.store.lock().expect("lock").active_access(token, shared.auth.clock.unix_now()) {
+                Some(claims) => {
+                    let mut claims = claims.clone();
+                    claims.insert("active".into(), true.into());
+                    claims.insert("token_type".into(), "Bearer".into());
+                    Value::Object(claims)
+                }
+                None => json!({"active": false}),
             }
-            None => json!({"active": false}),
-        },
+        }
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }

@@ -5,14 +5,12 @@
 //! Codes and refresh tokens are stored by their SHA-256 only, so the map lookup never compares
 //! secret values byte by byte, and a dump of the store holds no usable credential.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
-use super::{b64, unix_now};
+use super::b64;
 
 /// SHA-256 of a secret value: the key it is stored under.
 pub(crate) type Hash = [u8; 32];
@@ -37,7 +35,8 @@ pub(crate) struct Code {
     pub scope: Vec<String>,
     pub resource: Option<String>,
     pub subject: String,
-    pub expires: Instant,
+    /// Unix time (seconds) from which the code is expired.
+    pub expires: i64,
     /// Presented once already: any later use is a replay.
     pub consumed: bool,
     /// The family of the tokens issued for it (revoked on replay).
@@ -58,7 +57,8 @@ pub(crate) struct Family {
 pub(crate) struct Refresh {
     pub family: u64,
     pub rotated: bool,
-    pub expires: Instant,
+    /// Unix time (seconds) from which the token is expired.
+    pub expires: i64,
 }
 
 /// An access token issued by the token endpoint, with its claims.
@@ -97,11 +97,11 @@ impl Store {
     }
 
     /// The claims of an active access token issued by the token endpoint.
-    pub fn active_access(&self, token: &str) -> Option<&Map<String, Value>> {
+    pub fn active_access(&self, token: &str, now: i64) -> Option<&Map<String, Value>> {
         let access = self.access.get(&hash(token))?;
         let live = !access.revoked
             && access.family.is_none_or(|f| !self.family_revoked(f))
-            && access.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > unix_now());
+            && access.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > now);
         live.then_some(&access.claims)
     }
 

@@ -3,7 +3,6 @@
 //! `client_credentials` (§4.4). Errors exactly as §5.2 says; every answer is `no-store`.
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::clients::{self, DevClient};
 use super::store::{Access, Code, Family, Refresh, Store, hash, secret_value};
-use super::{DEFAULT_AUDIENCE, Shared, pkce, random_id, unix_now};
+use super::{DEFAULT_AUDIENCE, Shared, pkce, random_id};
 
 /// An RFC 6749 §5.2 error response.
 #[derive(Debug)]
@@ -172,7 +171,7 @@ fn authorization_code(
     }
     // Any presentation uses the code up, successful or not.
     grant.consumed = true;
-    if Instant::now() >= grant.expires {
+    if shared.auth.clock.unix_now() >= grant.expires {
         return Err(TokenError::invalid_grant("the authorization code expired"));
     }
     if grant.redirect_uri != redirect_uri {
@@ -228,7 +227,7 @@ fn refresh_token(
         store.revoke_family(family_id);
         return Err(TokenError::invalid_grant("the refresh token was already used; its grant is revoked"));
     }
-    if Instant::now() >= expires {
+    if shared.auth.clock.unix_now() >= expires {
         return Err(TokenError::invalid_grant("the refresh token expired"));
     }
     let scope = match get("scope") {
@@ -291,7 +290,7 @@ fn issue(
     refresh: bool,
 ) -> Value {
     let config = &shared.auth;
-    let now = unix_now();
+    let now = config.clock.unix_now();
     let ttl = config.access_ttl.as_secs();
     let mut claims = Map::new();
     claims.insert("iss".into(), shared.issuer.clone().into());
@@ -299,7 +298,7 @@ fn issue(
     claims.insert("aud".into(), resource.unwrap_or(DEFAULT_AUDIENCE).into());
     claims.insert("client_id".into(), client_id.into());
     claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ttl as i64).into());
+    claims.insert("exp".into(), now.saturating_add(secs(config.access_ttl)).into());
     claims.insert("jti".into(), random_id().into());
     let scope = scope.join(" ");
     if !scope.is_empty() {
@@ -325,9 +324,13 @@ fn issue(
     }
     if let (true, Some(family)) = (refresh, family) {
         let refresh_token = secret_value();
-        let expires = Instant::now() + config.refresh_ttl;
+        let expires = now.saturating_add(secs(config.refresh_ttl));
         store.refresh.insert(hash(&refresh_token), Refresh { family, rotated: false, expires });
         answer["refresh_token"] = refresh_token.into();
     }
     answer
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
