@@ -21,7 +21,7 @@ pub const DEV_PUBLIC_CLIENT_ID: &str = "dev-public-client";
 pub const DEV_REDIRECT_URI: &str = "http://127.0.0.1/callback";
 
 /// A client registration (RFC 6749 §2) of the development authorization server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevClient {
     pub(crate) id: String,
     pub(crate) secret: Option<String>,
@@ -29,6 +29,19 @@ pub struct DevClient {
     pub(crate) grant_types: Vec<String>,
     /// Scopes the client may be granted; `None`: every scope of the server.
     pub(crate) scope: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for DevClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("DevClient")
+            .field("id", &self.id)
+            .field("confidential", &self.secret.is_some())
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 impl DevClient {

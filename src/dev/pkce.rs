@@ -52,3 +52,27 @@ pub(crate) fn well_formed(value: &str) -> bool {
 pub(crate) fn verify(verifier: &str, challenge: &str) -> bool {
     well_formed(verifier) && verify_slices_are_equal(s256(verifier).as_bytes(), challenge.as_bytes()).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert_eq!(s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert!(verify(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!verify(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"));
+        // Too short to be a verifier, even if its hash matched.
+        assert!(!verify("short", &s256("short")));
+    }
+
+    #[test]
+    fn fresh_pairs_verify() {
+        let pkce = Pkce::new();
+        assert!(well_formed(&pkce.verifier) && well_formed(&pkce.challenge));
+        assert!(verify(&pkce.verifier, &pkce.challenge));
+        assert_ne!(Pkce::new().verifier, pkce.verifier);
+        assert!(!format!("{pkce:?}").contains(&pkce.verifier), "Debug hides the verifier");
+    }
+}

@@ -79,8 +79,8 @@ pub(crate) async fn token(
     }
 }
 
-/// Form parameters of a request: parsed, with repeated parameters refused (RFC 6749 §3.1, §3.2)
-/// except `resource` (RFC 8707 allows several; this server honours one).
+/// Form parameters of a request: parsed, with repeated parameters refused (RFC 6749 §3.1,
+/// §3.2). That includes `resource`: RFC 8707 allows several, this server honours one.
 pub(crate) fn params(raw: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(raw).into_owned().collect();
     let mut seen = HashSet::new();
@@ -184,20 +184,17 @@ fn authorization_code(
         return Err(TokenError::new("invalid_target", "resource differs from the authorization request"));
     }
     let Code { subject, scope, resource, .. } = grant;
-    let family = Family {
+    let (subject, scope, resource) = (subject.clone(), scope.clone(), resource.clone());
+    let family = store.new_family(Family {
         client_id: client.id.clone(),
         subject: subject.clone(),
         scope: scope.clone(),
         resource: resource.clone(),
         revoked: false,
-    };
-    let code_key = hash(code);
-    let family = store.new_family(family);
-    if let Some(grant) = store.codes.get_mut(&code_key) {
+    });
+    if let Some(grant) = store.codes.get_mut(&hash(code)) {
         grant.family = Some(family);
     }
-    let f = &store.families[&family];
-    let (subject, scope, resource) = (f.subject.clone(), f.scope.clone(), f.resource.clone());
     let refresh = client.allows_grant("refresh_token");
     Ok(issue(shared, store, &client.id, &subject, &scope, resource.as_deref(), Some(family), refresh))
 }
