@@ -247,7 +247,22 @@ async fn the_whole_flow_a_to_h() {
     let tokens = s.exchange(&code, &pkce).await.ok();
     assert_eq!(tokens.body["expires_in"], ACCESS_TTL, "{:?}", tokens.body);
     assert_eq!(tokens.body["scope"], "items:read");
-    assert!(tokens.access().split('.').count() == 3, "a JWT access token");
+    // An RFC 9068 JWT access token.
+    let segments: Vec<&str> = tokens.access().split('.').collect();
+    assert_eq!(segments.len(), 3, "a JWS compact serialization");
+    let decode = |segment: &str| -> Value {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).expect("base64url");
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    assert_eq!(decode(segments[0])["typ"], "at+jwt");
+    let claims = decode(segments[1]);
+    assert_eq!(claims["iss"], s.dev.issuer());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], DEV_PUBLIC_CLIENT_ID);
+    assert_eq!(claims["scope"], "items:read");
+    assert!(claims["jti"].is_string() && claims["aud"].is_string(), "{claims}");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), ACCESS_TTL as i64);
 
     // (C, D) the protected resource.
     assert_eq!(s.call(tokens.access()).await.0, StatusCode::OK);
@@ -562,4 +577,25 @@ async fn opaque_access_tokens_and_revocation() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!s.active(refreshed.access()).await);
     s.refresh(refreshed.refresh(), None).await.error(StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn codes_are_bound_to_their_client() {
+    let s = Setup::start().await;
+    let pkce = Pkce::new();
+    let code = s.code(&pkce, "items:read").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", DEV_REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    // Issued to the public client, presented by the confidential one.
+    s.token(Auth::Basic(DEV_CLIENT_ID, DEV_CLIENT_SECRET), &form)
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_grant");
+    // The rightful client can still use it.
+    s.exchange(&code, &pkce).await.ok();
+    // A made-up code.
+    s.exchange("not-a-code", &pkce).await.error(StatusCode::BAD_REQUEST, "invalid_grant");
 }
