@@ -233,8 +233,8 @@ impl From<Unavailable> for AuthError {
 /// `resource_metadata` URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChallengeParams {
-    realm: Option<String>,
-    resource_metadata: Option<String>,
+    pub(crate) realm: Option<String>,
+    pub(crate) resource_metadata: Option<String>,
 }
 
 impl ChallengeParams {

@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod body;
+pub mod challenge;
 mod config;
 pub mod discovery;
 mod either;

@@ -1,7 +1,9 @@
 //! Interop with an independent authorization server: panva's `oidc-provider` (Node, see
 //! `tests/oidc/`) issues real RFC 9068 access tokens with the client_credentials grant, signed
 //! with RS256, PS256, ES256 and EdDSA; tower-bearer must accept them through its JWKS, and refuse
-//! tampered, truncated and foreign-audience ones.
+//! tampered, truncated and foreign-audience ones. A second test walks the OAuth 2.0 flow A–H with
+//! it (authorization code + PKCE as the public client `rs-flow`, a 2-second access token, expiry
+//! → `invalid_token`, refresh → accepted again).
 //!
 //! Needs `node` on the PATH (or `$NODE`) and `tests/oidc/node_modules` (`.ci/install-oidc.sh`,
 //! or `npm ci --prefix tests/oidc`). Without them the test is skipped, unless `CI` is set: then
@@ -442,4 +444,172 @@ async fn accepts_tokens_from_oidc_provider() {
 
     drop(provider);
     eprintln!("independent_issuer: done in {:?}", started.elapsed());
+}
+
+/// Follows the authorization request through oidc-provider's interactions (answered by
+/// `server.mjs` itself: login as `alice`, consent to everything) with a hand-held cookie jar,
+/// until the redirect to the client; returns the redirect's query parameters.
+#[cfg(feature = "dev")]
+async fn authorization_code(
+    http: &reqwest::Client,
+    issuer: &str,
+    first: String,
+) -> std::collections::HashMap<String, String> {
+    let mut jar = std::collections::BTreeMap::<String, String>::new();
+    let mut url = first;
+    for _ in 0..10 {
+        let cookies = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut request = http.get(&url);
+        if !cookies.is_empty() {
+            request = request.header(header::COOKIE, cookies);
+        }
+        let response = request.send().await.expect(&url);
+        for set in response.headers().get_all(header::SET_COOKIE) {
+            let set = set.to_str().expect("ASCII cookie");
+            let (pair, attributes) = set.split_once(';').unwrap_or((set, ""));
+            let (name, value) = pair.split_once('=').expect("name=value");
+            if value.is_empty() || attributes.contains("1970") {
+                jar.remove(name.trim());
+            } else {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+        let status = response.status();
+        let location =
+            response.headers().get(header::LOCATION).map(|v| v.to_str().expect("ASCII").to_owned());
+        let Some(location) = location.filter(|_| status.is_redirection()) else {
+            panic!("{url}: {status} without a redirect: {}", response.text().await.unwrap_or_default());
+        };
+        if let Some(query) = location.strip_prefix(&format!("{FLOW_REDIRECT_URI}?")) {
+            return form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        }
+        url = if location.starts_with('/') { format!("{issuer}{location}") } else { location };
+    }
+    panic!("no redirect to the client after 10 hops");
+}
+
+#[cfg(feature = "dev")]
+const FLOW_REDIRECT_URI: &str = "http://127.0.0.1/callback";
+
+/// A token request of the public client `rs-flow`; returns the JSON answer (asserting `200`).
+#[cfg(feature = "dev")]
+async fn flow_token(http: &reqwest::Client, token_endpoint: &str, params: &[(&str, &str)]) -> Value {
+    let mut params = params.to_vec();
+    params.push(("client_id", "rs-flow"));
+    let response = http
+        .post(token_endpoint)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&params))
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&response.bytes().await.expect("token body")).expect("JSON");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The OAuth 2.0 flow A–H with oidc-provider as the authorization server: authorization code
+/// with PKCE, our resource server accepts the access token, refuses it once expired with
+/// `invalid_token` (read back with `tower_bearer::challenge`), and accepts the refreshed one.
+#[cfg(feature = "dev")]
+#[tokio::test]
+async fn authorization_code_flow_with_oidc_provider() {
+    use tower_bearer::challenge::{BearerError, Challenge};
+    use tower_bearer::dev::Pkce;
+
+    let Some(node) = prerequisites() else {
+        return;
+    };
+    let started = Instant::now();
+    let provider = OidcProvider::start(&node);
+    let issuer = provider.issuer.clone();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client");
+    let discovery = get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
+    let authorization_endpoint =
+        discovery["authorization_endpoint"].as_str().expect("authorization_endpoint");
+    let token_endpoint = discovery["token_endpoint"].as_str().expect("token_endpoint").to_owned();
+    let jwks_uri = discovery["jwks_uri"].as_str().expect("jwks_uri");
+
+    let audience = resource("short");
+    let validator = JwtValidator::builder()
+        .issuer(issuer.as_str())
+        .audience(audience.as_str())
+        .jwks_url(jwks_uri)
+        .typ(TypPolicy::Strict)
+        .leeway(Duration::ZERO)
+        .build()
+        .expect("validator");
+    let items = format!("{}/items", serve(validator).await);
+
+    // (A) authorization request → code.
+    let pkce = Pkce::new();
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", "rs-flow"),
+        ("redirect_uri", FLOW_REDIRECT_URI),
+        ("scope", "openid offline_access items:read"),
+        ("prompt", "consent"),
+        ("resource", audience.as_str()),
+        ("state", "flow-state"),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let answer = authorization_code(&http, &issuer, format!("{authorization_endpoint}?{query}")).await;
+    assert_eq!(answer.get("state").map(String::as_str), Some("flow-state"), "{answer:?}");
+    let code = answer.get("code").unwrap_or_else(|| panic!("no code: {answer:?}"));
+
+    // (B) code + verifier → access token and refresh token.
+    let tokens = flow_token(
+        &http,
+        &token_endpoint,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", FLOW_REDIRECT_URI),
+            ("code_verifier", pkce.verifier.as_str()),
+            ("resource", audience.as_str()),
+        ],
+    )
+    .await;
+    let access = tokens["access_token"].as_str().expect("access_token");
+    let refresh = tokens["refresh_token"].as_str().unwrap_or_else(|| panic!("no refresh_token: {tokens}"));
+    assert_eq!(tokens["expires_in"], 2, "{tokens}");
+
+    // (C, D) the resource.
+    let answer = call(&http, &items, Some(access)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?} {}", answer.challenge, answer.body);
+
+    // (E, F) once expired (no leeway): 401 invalid_token. Wait exactly until `exp`.
+    let exp = decode_segment(segments(access)[1])["exp"].as_u64().expect("exp");
+    let until = UNIX_EPOCH + Duration::from_secs(exp);
+    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(50)).await;
+    }
+    let answer = call(&http, &items, Some(access)).await;
+    assert_invalid_token(&answer, "expired access token");
+    let challenge = Challenge::find_bearer(&answer.challenge).expect("parses").expect("Bearer");
+    assert_eq!(challenge.bearer_error(), BearerError::InvalidToken);
+    assert!(challenge.error_description().is_some_and(|d| d.contains("expired")), "{challenge:?}");
+
+    // (G, H) refresh → a new access token (and, for a public client, a rotated refresh token).
+    let refreshed = flow_token(
+        &http,
+        &token_endpoint,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("resource", audience.as_str())],
+    )
+    .await;
+    let new_access = refreshed["access_token"].as_str().expect("access_token");
+    assert_ne!(new_access, access);
+    assert!(refreshed["refresh_token"].as_str().is_some_and(|r| r != refresh), "rotated: {refreshed}");
+    let answer = call(&http, &items, Some(new_access)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?} {}", answer.challenge, answer.body);
+
+    drop(provider);
+    eprintln!("independent_issuer: flow done in {:?}", started.elapsed());
 }

@@ -285,36 +285,22 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    /// Parses a single Bearer challenge with quoted-string auth-params (RFC 9110 §11.2).
+    /// Parses a single Bearer challenge with the crate's public parser
+    /// ([`tower_bearer::challenge`]), and asserts what our renderer promises on top: the scheme
+    /// spelled `Bearer`, auth-params only, no duplicates.
     #[track_caller]
     pub fn parse(raw: &str) -> Challenge {
-        let rest = raw.strip_prefix("Bearer").unwrap_or_else(|| panic!("not a Bearer challenge: {raw:?}"));
-        let mut chars = rest.chars().peekable();
-        let mut params = Vec::new();
-        loop {
-            while chars.next_if(|c| *c == ' ' || *c == ',').is_some() {}
-            if chars.peek().is_none() {
-                break;
-            }
-            let mut name = String::new();
-            while let Some(c) = chars.next_if(|c| *c != '=') {
-                name.push(c);
-            }
-            assert_eq!(chars.next(), Some('='), "auth-param without '=' in {raw:?}");
-            assert_eq!(chars.next(), Some('"'), "unquoted auth-param in {raw:?}");
-            let mut value = String::new();
-            loop {
-                match chars.next() {
-                    Some('\\') => value.push(chars.next().expect("escaped character")),
-                    Some('"') => break,
-                    Some(c) => value.push(c),
-                    None => panic!("unterminated quoted-string in {raw:?}"),
-                }
-            }
-            assert!(!params.iter().any(|(n, _)| *n == name), "duplicate auth-param {name} in {raw:?}");
-            params.push((name, value));
+        let parsed = tower_bearer::challenge::Challenge::parse(raw)
+            .unwrap_or_else(|e| panic!("not a single challenge ({e}): {raw:?}"));
+        assert_eq!(parsed.scheme, "Bearer", "not a Bearer challenge: {raw:?}");
+        assert_eq!(parsed.token68, None, "token68 in {raw:?}");
+        for (i, (name, _)) in parsed.params.iter().enumerate() {
+            assert!(
+                !parsed.params[..i].iter().any(|(n, _)| n == name),
+                "duplicate auth-param {name} in {raw:?}"
+            );
         }
-        Challenge { raw: raw.to_owned(), params }
+        Challenge { raw: raw.to_owned(), params: parsed.params }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

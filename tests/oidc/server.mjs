@@ -18,11 +18,22 @@
 //   CLIENT_SECRET         secret of the `rs-test` client (default `rs-test-secret`)
 //   DEFAULT_RESOURCE      resource used when a token request names none
 //                         (default https://rs.test/rs256)
+//   SHORT_ACCESS_TOKEN_TTL  access token lifetime of the resource https://rs.test/short, in
+//                         seconds (default 2)
 //
-// Clients (both client_secret_basic):
-//   rs-test / $CLIENT_SECRET              the client_credentials grant
-//   rs-introspect / rs-introspect-secret  no grant: a resource server's own credentials for
-//                                         the introspection endpoint
+// Clients:
+//   rs-test / $CLIENT_SECRET              client_secret_basic; the client_credentials grant
+//   rs-introspect / rs-introspect-secret  client_secret_basic; no grant: a resource server's
+//                                         own credentials for the introspection endpoint
+//   rs-flow                               public (native) client, PKCE; authorization_code and
+//                                         refresh_token; redirect URI http://127.0.0.1/callback
+//
+// The authorization code flow needs no browser: the interaction URL (/interaction/UID) is
+// answered by this script itself, which signs in the fixed development user `alice` and grants
+// everything requested (provider.interactionFinished). A client follows the redirects with its
+// cookies: /auth → /interaction/UID (login) → /auth/UID → /interaction/UID2 (consent) →
+// /auth/UID2 → redirect_uri?code=…. Ask for `openid offline_access items:read` with
+// `prompt=consent` to get a refresh token.
 //
 // Endpoints (see the discovery document): /token, /jwks, /token/introspection (opaque tokens
 // only: oidc-provider answers `unsupported_token_type` for its JWT access tokens) and
@@ -39,6 +50,7 @@
 //   https://rs.test/eddsa   JWT access token, EdDSA (Ed25519)
 //   https://rs.test/ed25519 JWT access token, `alg: Ed25519` (RFC 9864 fully-specified name)
 //   https://rs.test/opaque  opaque access token (use introspection)
+//   https://rs.test/short   JWT access token, ES256, living $SHORT_ACCESS_TOKEN_TTL seconds
 //
 // Signing keys (RSA 2048, EC P-256, Ed25519) are generated at every start; the public halves
 // are served at the `jwks_uri` of the discovery document.
@@ -65,6 +77,11 @@ if (!Number.isInteger(ttl) || ttl <= 0) {
   console.error(`invalid ACCESS_TOKEN_TTL: ${process.env.ACCESS_TOKEN_TTL}`);
   process.exit(2);
 }
+const shortTtl = Number.parseInt(process.env.SHORT_ACCESS_TOKEN_TTL ?? '2', 10);
+if (!Number.isInteger(shortTtl) || shortTtl <= 0) {
+  console.error(`invalid SHORT_ACCESS_TOKEN_TTL: ${process.env.SHORT_ACCESS_TOKEN_TTL}`);
+  process.exit(2);
+}
 const clientSecret = process.env.CLIENT_SECRET || 'rs-test-secret';
 const defaultResourceIndicator = process.env.DEFAULT_RESOURCE || 'https://rs.test/rs256';
 const exitOnStdinClose = args.includes('--exit-on-stdin-close')
@@ -80,7 +97,14 @@ const RESOURCES = {
   // RFC 9864's fully-specified name for EdDSA over Ed25519 (same key, header `alg: Ed25519`).
   'https://rs.test/ed25519': { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'Ed25519' } } },
   'https://rs.test/opaque': { accessTokenFormat: 'opaque' },
+  'https://rs.test/short': {
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: 'ES256' } },
+    accessTokenTTL: shortTtl,
+  },
 };
+/** The development user every interaction signs in. */
+const DEV_USER = 'alice';
 
 function privateJwk(type, options, kid) {
   const { privateKey } = generateKeyPairSync(type, options);
@@ -120,6 +144,14 @@ const provider = new Provider(issuer, {
       redirect_uris: [],
     },
     {
+      client_id: 'rs-flow',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/callback'],
+    },
+    {
       client_id: 'rs-introspect',
       client_secret: 'rs-introspect-secret',
       token_endpoint_auth_method: 'client_secret_basic',
@@ -129,6 +161,11 @@ const provider = new Provider(issuer, {
     },
   ],
   jwks,
+  interactions: {
+    url(_ctx, interaction) {
+      return `/interaction/${interaction.uid}`;
+    },
+  },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   features: {
     devInteractions: { enabled: false },
@@ -153,7 +190,10 @@ const provider = new Provider(issuer, {
     },
   },
   ttl: {
-    AccessToken: ttl,
+    // A resource's own lifetime (https://rs.test/short) wins over ACCESS_TOKEN_TTL.
+    AccessToken(_ctx, token) {
+      return token.resourceServer?.accessTokenTTL ?? ttl;
+    },
     ClientCredentials: ttl,
   },
 });
@@ -161,7 +201,45 @@ const provider = new Provider(issuer, {
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
 provider.on('grant.error', (_ctx, err) => console.error('grant.error', err.message, err.error_description ?? ''));
 
-handler = provider.callback();
+// The interaction endpoint: signs in DEV_USER, then grants every requested scope, claim and
+// resource scope. No HTML, no browser.
+async function interaction(req, res) {
+  try {
+    const details = await provider.interactionDetails(req, res);
+    const { prompt, params, session } = details;
+    let result;
+    if (prompt.name === 'login') {
+      result = { login: { accountId: DEV_USER } };
+    } else if (prompt.name === 'consent') {
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = prompt.details;
+      if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+      if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(missingResourceScopes ?? {})) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+      result = { consent: { grantId: await grant.save() } };
+    } else {
+      result = { error: 'access_denied', error_description: `unexpected prompt ${prompt.name}` };
+    }
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
+  } catch (err) {
+    console.error('interaction error', err);
+    res.statusCode = 400;
+    res.end(`interaction failed: ${err.message}\n`);
+  }
+}
+
+const callback = provider.callback();
+handler = (req, res) => {
+  if (req.method === 'GET' && req.url.startsWith('/interaction/')) {
+    interaction(req, res);
+  } else {
+    callback(req, res);
+  }
+};
 
 process.stdout.write(`${JSON.stringify({
   issuer,

@@ -1,8 +1,26 @@
-//! A development issuer (feature `dev`): generates signing keys, serves them as a JWKS on
-//! 127.0.0.1 over real HTTP, and mints access tokens with whatever claims a test or a demo needs.
+//! A development issuer and authorization server (feature `dev`): generates signing keys,
+//! serves them as a JWKS on 127.0.0.1 over real HTTP, mints access tokens with whatever claims a
+//! test or a demo needs, and runs the OAuth 2.0 flow end to end.
 //!
-//! **Not for production.** Keys live in memory and die with the process; anyone who can reach
-//! the loopback port can read the JWKS (which is public anyway) and nothing else.
+//! **Not for production.** Keys, codes and tokens live in memory and die with the process; the
+//! server binds to 127.0.0.1 only; consent is automatic for a configured development user.
+//! Within those limits it follows the standards, so that clients and resource servers tested
+//! against it behave with real authorization servers too:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /authorize` | authorization code grant (RFC 6749 §4.1), PKCE `S256` required (RFC 7636), `resource` (RFC 8707), `iss` in the response (RFC 9207) |
+//! | `POST /token` | `authorization_code`, `refresh_token` (rotated; reuse revokes the family, RFC 9700 §4.14.2), `client_credentials`; `client_secret_basic`, `client_secret_post`, public clients |
+//! | `GET /jwks.json` | the public keys |
+//! | `GET /.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | metadata (RFC 8414) |
+//! | `POST /introspect` | RFC 7662 (authenticate as [`RESOURCE_CLIENT_ID`]) |
+//! | `POST /revoke` | RFC 7009; a refresh token revokes its whole family |
+//!
+//! Clients registered by default: [`DEV_CLIENT_ID`] (confidential) and [`DEV_PUBLIC_CLIENT_ID`]
+//! (public), both with the redirect URI [`DEV_REDIRECT_URI`]; more with
+//! [`DevIssuerBuilder::client`]. Access tokens are RFC 9068 JWTs (`typ: at+jwt`), or opaque with
+//! [`DevIssuerBuilder::opaque_access_tokens`]. Codes and refresh tokens are 256 random bits,
+//! stored as their SHA-256 only.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,6 +45,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod authorize;
+mod clients;
+mod pkce;
+mod store;
+mod token;
+
+pub use clients::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevClient};
+pub use pkce::{Pkce, s256};
+
+use std::sync::Mutex;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
@@ -50,6 +79,8 @@ pub const RESOURCE_CLIENT_ID: &str = "dev-resource-server";
 pub const RESOURCE_CLIENT_SECRET: &str = "dev-resource-server-secret";
 /// A bearer token the resource server may authenticate with instead.
 pub const RESOURCE_BEARER: &str = "dev-resource-server-bearer";
+/// The scopes the authorization server knows unless told otherwise.
+pub const DEFAULT_SCOPES: [&str; 2] = ["items:read", "items:write"];
 
 enum Signer {
     Rsa(RsaKeyPair),
@@ -170,6 +201,44 @@ struct Shared {
     introspection_failing: AtomicBool,
     /// How the last introspection call authenticated.
     last_introspection_auth: RwLock<Option<&'static str>>,
+    /// The authorization server part.
+    auth: AuthServer,
+}
+
+/// Settings and state of the authorization server endpoints.
+struct AuthServer {
+    clients: Vec<DevClient>,
+    scopes: Vec<String>,
+    user: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    code_ttl: Duration,
+    opaque_access_tokens: bool,
+    clock: crate::Clock,
+    consent_denied: AtomicBool,
+    store: Mutex<store::Store>,
+}
+
+impl Shared {
+    /// A token builder with the default claims (see [`DevIssuer::token`]).
+    fn token(&self) -> TokenBuilder<'_> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("iss".into(), self.issuer.clone().into());
+        claims.insert("sub".into(), "alice".into());
+        claims.insert("aud".into(), DEFAULT_AUDIENCE.into());
+        claims.insert("client_id".into(), "dev-client".into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + 300).into());
+        claims.insert("jti".into(), random_id().into());
+        let mut header = Map::new();
+        header.insert("typ".into(), "at+jwt".into());
+        TokenBuilder { issuer: self, claims, header, alg: None, kid: Kid::Auto }
+    }
+
+    fn find_key(&self, pred: impl Fn(&DevKey) -> bool) -> Option<Arc<DevKey>> {
+        self.keys.read().expect("lock").iter().rev().find(|k| pred(k)).cloned()
+    }
 }
 
 struct OpaqueGrant {
@@ -184,6 +253,14 @@ pub struct DevIssuerBuilder {
     pin_alg: bool,
     jwks_max_age: u64,
     port: u16,
+    clients: Vec<DevClient>,
+    scopes: Vec<String>,
+    user: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    code_ttl: Duration,
+    opaque_access_tokens: bool,
+    clock: crate::Clock,
 }
 
 impl Default for DevIssuerBuilder {
@@ -193,6 +270,14 @@ impl Default for DevIssuerBuilder {
             pin_alg: true,
             jwks_max_age: 300,
             port: 0,
+            clients: clients::default_clients(),
+            scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            user: "alice".into(),
+            access_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(24 * 3600),
+            code_ttl: Duration::from_secs(60),
+            opaque_access_tokens: false,
+            clock: crate::Clock::system(),
         }
     }
 }
@@ -216,6 +301,53 @@ impl DevIssuerBuilder {
     /// Port on 127.0.0.1 (default 0: any free port).
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// Registers another client (the default ones stay registered).
+    pub fn client(mut self, client: DevClient) -> Self {
+        self.clients.retain(|c| c.id != client.id);
+        self.clients.push(client);
+        self
+    }
+    /// The scopes the authorization server knows (default [`DEFAULT_SCOPES`]).
+    pub fn scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The development user who approves every authorization request (`sub` of the tokens;
+    /// default "alice").
+    pub fn user(mut self, subject: impl Into<String>) -> Self {
+        self.user = subject.into();
+        self
+    }
+    /// Lifetime of access tokens from the token endpoint (default 5 minutes; whole seconds).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_ttl = ttl;
+        self
+    }
+    /// Lifetime of refresh tokens (default one day).
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_ttl = ttl;
+        self
+    }
+    /// Lifetime of authorization codes (default 60 s; zero makes every code expired at once).
+    pub fn code_ttl(mut self, ttl: Duration) -> Self {
+        self.code_ttl = ttl;
+        self
+    }
+    /// Whether the token endpoint issues opaque access tokens (checked by introspection)
+    /// instead of RFC 9068 JWTs (default false).
+    pub fn opaque_access_tokens(mut self, opaque: bool) -> Self {
+        self.opaque_access_tokens = opaque;
+        self
+    }
+
+    /// Where the authorization server's "now" comes from (default: the system clock): `iat`
+    /// and `exp` of the tokens it issues, expiry of codes and refresh tokens, and introspection.
+    /// Share one [`Clock`](crate::Clock) with a resource server to test expiry without sleeping.
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -243,6 +375,18 @@ impl DevIssuerBuilder {
             introspection_calls: AtomicUsize::new(0),
             introspection_failing: AtomicBool::new(false),
             last_introspection_auth: RwLock::new(None),
+            auth: AuthServer {
+                clients: self.clients,
+                scopes: self.scopes,
+                user: self.user,
+                access_ttl: self.access_ttl,
+                refresh_ttl: self.refresh_ttl,
+                code_ttl: self.code_ttl,
+                opaque_access_tokens: self.opaque_access_tokens,
+                clock: self.clock,
+                consent_denied: AtomicBool::new(false),
+                store: Mutex::new(store::Store::default()),
+            },
         });
         let app = Router::new()
             .route("/jwks.json", get(jwks))
@@ -250,6 +394,8 @@ impl DevIssuerBuilder {
             .route("/.well-known/oauth-authorization-server", get(metadata))
             .route("/introspect", post(introspect))
             .route("/revoke", post(revoke))
+            .route("/authorize", get(authorize::authorize))
+            .route("/token", post(token::token))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -291,10 +437,20 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     let iss = &shared.issuer;
     axum::Json(json!({
         "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
+        "token_endpoint": format!("{iss}/token"),
         "jwks_uri": format!("{iss}/jwks.json"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
+        "scopes_supported": shared.auth.scopes,
         "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
@@ -355,7 +511,18 @@ async fn introspect(
             claims.insert("token_type".into(), "Bearer".into());
             Value::Object(claims)
         }
-        _ => json!({"active": false}),
+        Some(_) => json!({"active": false}),
+        None => {
+            match shared.auth.store.lock().expect("lock").active_access(token, shared.auth.clock.unix_now()) {
+                Some(claims) => {
+                    let mut claims = claims.clone();
+                    claims.insert("active".into(), true.into());
+                    claims.insert("token_type".into(), "Bearer".into());
+                    Value::Object(claims)
+                }
+                None => json!({"active": false}),
+            }
+        }
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
@@ -365,13 +532,24 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if client_auth(&headers, &form).is_none() {
-        return invalid_client();
-    }
-    if let Some(token) = form.get("token")
-        && let Some(grant) = shared.opaque.write().expect("lock").get_mut(token)
-    {
-        grant.revoked = true;
+    // The resource server may revoke anything; a registered client only its own tokens.
+    let client_id = if client_auth(&headers, &form).is_some() {
+        None
+    } else {
+        let pairs: Vec<(String, String)> = form.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        match clients::authenticate(&shared.auth.clients, &headers, &pairs) {
+            Ok((client, _)) => Some(client.id.clone()),
+            Err(_) => return invalid_client(),
+        }
+    };
+    if let Some(token) = form.get("token") {
+        let revoked = shared.auth.store.lock().expect("lock").revoke(token, client_id.as_deref());
+        if !revoked
+            && client_id.is_none()
+            && let Some(grant) = shared.opaque.write().expect("lock").get_mut(token)
+        {
+            grant.revoked = true;
+        }
     }
     // RFC 7009 §2.2: 200 whether or not the token was known.
     StatusCode::OK.into_response()
@@ -473,8 +651,34 @@ impl DevIssuer {
         OpaqueTokenBuilder { jwt: self.token() }
     }
 
-    /// Revokes an opaque token (as the revocation endpoint would).
+    /// The authorization endpoint (RFC 6749 §3.1).
+    pub fn authorization_url(&self) -> String {
+        format!("{}/authorize", self.shared.issuer)
+    }
+
+    /// The token endpoint (RFC 6749 §3.2).
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.shared.issuer)
+    }
+
+    /// The RFC 8414 metadata document.
+    pub fn metadata_url(&self) -> String {
+        format!("{}/.well-known/oauth-authorization-server", self.shared.issuer)
+    }
+
+    /// Makes the development user deny (true) or approve (false, the default) every
+    /// authorization request: denied requests are redirected with `error=access_denied`.
+    pub fn set_consent_denied(&self, denied: bool) {
+        self.shared.auth.consent_denied.store(denied, Ordering::SeqCst);
+    }
+
+    /// Revokes a token as the revocation endpoint would: an opaque token minted by
+    /// [`Self::opaque_token`], an access token from the token endpoint, or a refresh token (and
+    /// with it its whole family).
     pub fn revoke(&self, token: &str) {
+        if self.shared.auth.store.lock().expect("lock").revoke(token, None) {
+            return;
+        }
         if let Some(grant) = self.shared.opaque.write().expect("lock").get_mut(token) {
             grant.revoked = true;
         }
@@ -506,31 +710,16 @@ impl DevIssuer {
     /// [`DEFAULT_AUDIENCE`], `client_id` "dev-client", `iat` now, `exp` in 5 minutes, `typ`
     /// `at+jwt`, signed RS256 with the newest RS256 key (or the first key).
     pub fn token(&self) -> TokenBuilder<'_> {
-        let now = unix_now();
-        let mut claims = Map::new();
-        claims.insert("iss".into(), self.shared.issuer.clone().into());
-        claims.insert("sub".into(), "alice".into());
-        claims.insert("aud".into(), DEFAULT_AUDIENCE.into());
-        claims.insert("client_id".into(), "dev-client".into());
-        claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + 300).into());
-        claims.insert("jti".into(), random_id().into());
-        let mut header = Map::new();
-        header.insert("typ".into(), "at+jwt".into());
-        TokenBuilder { issuer: self, claims, header, alg: None, kid: Kid::Auto }
+        self.shared.token()
     }
 
     /// Signs arbitrary header and payload bytes (no checks at all) with the key `kid`, for tests
     /// that need malformed-but-signed tokens. The header is used verbatim: put `alg` in it.
     pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
-        let key = self.find_key(|k| k.kid == kid).expect("no such kid");
+        let key = self.shared.find_key(|k| k.kid == kid).expect("no such kid");
         let input = format!("{}.{}", b64(header), b64(payload));
         let signature = key.sign(alg, input.as_bytes());
         format!("{input}.{}", b64(&signature))
-    }
-
-    fn find_key(&self, pred: impl Fn(&DevKey) -> bool) -> Option<Arc<DevKey>> {
-        self.shared.keys.read().expect("lock").iter().rev().find(|k| pred(k)).cloned()
     }
 }
 
@@ -565,7 +754,7 @@ impl OpaqueTokenBuilder<'_> {
     pub fn issue(self) -> String {
         let token = format!("{}{}", random_id(), random_id());
         let grant = OpaqueGrant { claims: self.jwt.claims, revoked: false };
-        self.jwt.issuer.shared.opaque.write().expect("lock").insert(token.clone(), grant);
+        self.jwt.issuer.opaque.write().expect("lock").insert(token.clone(), grant);
         token
     }
 }
@@ -578,7 +767,7 @@ enum Kid {
 
 /// A token being minted. See [`DevIssuer::token`].
 pub struct TokenBuilder<'a> {
-    issuer: &'a DevIssuer,
+    issuer: &'a Shared,
     claims: Map<String, Value>,
     header: Map<String, Value>,
     alg: Option<Algorithm>,
@@ -658,7 +847,7 @@ impl TokenBuilder<'_> {
                 Some(alg) => self.issuer.find_key(|k| k.alg == alg),
                 None => self.issuer.find_key(|k| k.alg == Algorithm::RS256),
             })
-            .or_else(|| self.issuer.shared.keys.read().expect("lock").first().cloned())
+            .or_else(|| self.issuer.keys.read().expect("lock").first().cloned())
             .expect("the dev issuer has no key");
         let alg = self.alg.unwrap_or(key.alg);
         let mut header = Map::new();
