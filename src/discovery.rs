@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use http::header::ACCEPT;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::jwt::jwks::{FetchError, http_client, read_bounded};
+use crate::jwt::jwks::{FetchError, get_bounded, http_client};
 
 /// Defaults of [`DiscoveryBuilder`].
 pub mod defaults {
@@ -305,19 +304,15 @@ impl Discovery {
     }
 
     async fn fetch_one(&self, location: &reqwest::Url) -> Result<IssuerMetadata, FetchError> {
-        let mut response = self
-            .inner
-            .client
-            .get(location.clone())
-            .header(ACCEPT, "application/json")
-            .timeout(self.inner.timeout)
-            .send()
-            .await
-            .map_err(FetchError::Http)?;
-        if !response.status().is_success() {
-            return Err(FetchError::Status(response.status()));
-        }
-        let body = read_bounded(&mut response, self.inner.max_body_bytes).await?;
+        let inner = &self.inner;
+        let (_, body) = get_bounded(
+            &inner.client,
+            location.clone(),
+            "application/json",
+            inner.timeout,
+            inner.max_body_bytes,
+        )
+        .await?;
         serde_json::from_slice(&body).map_err(FetchError::Json)
     }
 }

@@ -652,25 +652,33 @@ impl VerifyingKey {
 
 async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
     let url = remote.url.resolve().await?;
-    let mut response = remote
-        .client
-        .get(url)
-        .header(ACCEPT, "application/jwk-set+json, application/json")
-        .timeout(remote.config.timeout)
-        .send()
-        .await
-        .map_err(FetchError::Http)?;
-    if !response.status().is_success() {
-        return Err(FetchError::Status(response.status()));
-    }
-    let ttl = response
-        .headers()
+    let accept = "application/jwk-set+json, application/json";
+    let (headers, body) =
+        get_bounded(&remote.client, url, accept, remote.config.timeout, remote.config.max_body_bytes).await?;
+    let ttl = headers
         .get(CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age)
         .map_or(remote.config.default_ttl, |age| age.clamp(remote.config.min_ttl, remote.config.max_ttl));
-    let body = read_bounded(&mut response, remote.config.max_body_bytes).await?;
     Ok((parse_jwks(&body)?, ttl))
+}
+
+/// `GET url`: a success status, then the body, bounded in time (`timeout`, on top of the
+/// client's) and in size. What every metadata and key fetch of this crate does.
+pub(crate) async fn get_bounded(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    accept: &'static str,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(http::HeaderMap, Vec<u8>), FetchError> {
+    let mut response =
+        client.get(url).header(ACCEPT, accept).timeout(timeout).send().await.map_err(FetchError::Http)?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status(response.status()));
+    }
+    let body = read_bounded(&mut response, max_bytes).await?;
+    Ok((std::mem::take(response.headers_mut()), body))
 }
 
 /// Reads a response body, giving up as soon as it passes `max` bytes.
