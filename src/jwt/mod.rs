@@ -284,7 +284,16 @@ struct JoseHeader {
     alg: String,
     kid: Option<String>,
     typ: Option<String>,
-    crit: Option<Vec<String>>,
+    /// Whether a `crit` member is present at all, whatever its value. `Option<Vec<String>>`
+    /// read `"crit": null` as absent and let such a token through; RFC 7515 §4.1.11 has no
+    /// "null" form, and we understand no extension, so any `crit` member is refused.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` for any JSON value, `null` included (the member is there).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// A token split into its parts, header parsed, nothing verified.
@@ -345,7 +354,7 @@ impl Inner {
             .ok_or(InvalidToken::AlgorithmNotAllowed)?;
         // RFC 7515 §4.1.11: we understand no extension, so any `crit` entry is fatal; an empty
         // `crit` array is itself invalid.
-        if header.crit.is_some() {
+        if header.crit {
             return Err(InvalidToken::UnsupportedCritical);
         }
         self.typ.check(header.typ.as_deref())?;
