@@ -101,13 +101,16 @@ fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn arbitrary_authorization_bytes_never_pass_and_never_fail_the_server() {
     let fixture = Fixture::new();
-    let mut accepted_by_http = 0u32;
-    runner(2000)
+    // Cases where at least one header value reached the layer.
+    let reached = std::cell::Cell::new(0u32);
+    runner(8000)
         .run(&prop::collection::vec(header_bytes(), 0..4), |values| {
             // Only what the http crate lets into a header can reach the layer.
             let values: Vec<HeaderValue> =
                 values.iter().filter_map(|v| HeaderValue::from_bytes(v).ok()).collect();
-            accepted_by_http += 1;
+            if !values.is_empty() {
+                reached.set(reached.get() + 1);
+            }
             let status = fixture.status(&values);
             prop_assert_ne!(status, StatusCode::OK, "{:?}", values);
             prop_assert!(!status.is_server_error(), "{:?} → {}", values, status);
@@ -120,7 +123,7 @@ fn arbitrary_authorization_bytes_never_pass_and_never_fail_the_server() {
             Ok(())
         })
         .unwrap();
-    assert!(accepted_by_http > 0);
+    assert!(reached.get() > 0, "no generated header reached the layer");
 }
 
 /// JSON-ish bytes: real JSON objects with header or claim names and hostile values, or noise.
@@ -166,7 +169,7 @@ fn arbitrary_token_shaped_strings_never_pass() {
     let header = json_ish(&["alg", "kid", "typ", "crit", "jku", "jwk", "b64", "x5c"]);
     let payload = json_ish(&["iss", "aud", "exp", "nbf", "iat", "sub", "scope", "client_id"]);
     let signature = prop::collection::vec(any::<u8>(), 0..100);
-    runner(1500)
+    runner(4000)
         .run(&(header, payload, signature), |(h, p, s)| {
             let token = format!(
                 "{}.{}.{}",
@@ -241,7 +244,7 @@ fn apply(token: &str, mutation: &Mutation) -> String {
 fn a_valid_token_with_one_byte_changed_never_passes() {
     let fixture = Fixture::new();
     let tokens = fixture.valid.clone();
-    runner(1500)
+    runner(5000)
         .run(&(prop::sample::select(tokens), mutation()), |(token, mutation)| {
             let mutated = apply(&token, &mutation);
             prop_assert_ne!(&mutated, &token);
