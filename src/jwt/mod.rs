@@ -432,7 +432,11 @@ impl Validator for JwtValidator {
                 let seen = keys.generation;
                 let (this, set, token) = (self.inner.clone(), set.clone(), token.to_owned());
                 Verdict::Pending(Box::pin(async move {
-                    let keys = set.refresh_for_missing_key(seen).await;
+                    let has_key = |keys: &Keys| match this.parse(&token) {
+                        Ok(c) => !matches!(keys.select(c.kid.as_deref(), c.alg), Selection::Unknown),
+                        Err(_) => true,
+                    };
+                    let keys = set.refresh_for_missing_key(seen, has_key).await;
                     match this.validate_with(&token, &keys) {
                         Ok(principal) => Ok(principal),
                         Err(Halt::Rejected(why)) => Err(reject(why)),
