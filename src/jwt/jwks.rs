@@ -534,17 +534,24 @@ impl KeySet {
         self.inner.last_fetch_ok.load(Ordering::Relaxed)
     }
 
-    /// Refetches because a token needs a key the snapshot `seen` did not have. Returns the
-    /// newest snapshot, fetched or not. Concurrent callers share one fetch; the cooldown bounds
-    /// how often a fetch happens at all.
-    pub(crate) async fn refresh_for_missing_key(&self, seen: u64) -> Arc<Keys> {
+    /// Refetches because a token needs a key the snapshot `seen` did not have (`has_key` tells
+    /// whether a snapshot has it). Returns the newest snapshot, fetched or not. Concurrent
+    /// callers share one fetch; the cooldown bounds how often a fetch happens at all.
+    pub(crate) async fn refresh_for_missing_key(
+        &self,
+        seen: u64,
+        has_key: impl Fn(&Keys) -> bool,
+    ) -> Arc<Keys> {
         let Some(remote) = &self.inner.remote else {
             return self.inner.current.load_full();
         };
         let mut state = self.inner.refresh.lock().await;
         let current = self.inner.current.load_full();
-        if current.generation != seen {
-            // Someone else refreshed while we waited for the lock.
+        // Someone else refreshed while we waited for the lock. Their answer settles it only if
+        // it has the key: a routine (expiry) refresh may have started before the issuer
+        // published the key, and taking its answer refused tokens of a published key. Misses
+        // still share one fetch: the cooldown below stops the fetch that follows a miss fetch.
+        if current.generation != seen && has_key(&current) {
             return current;
         }
         // The cooldown counts only fetches caused by unknown kids: a routine refresh or the first

@@ -380,7 +380,16 @@ struct JoseHeader {
     alg: String,
     kid: Option<String>,
     typ: Option<String>,
-    crit: Option<Vec<String>>,
+    /// Whether a `crit` member is present at all, whatever its value. `Option<Vec<String>>`
+    /// read `"crit": null` as absent and let such a token through; RFC 7515 §4.1.11 has no
+    /// "null" form, and we understand no extension, so any `crit` member is refused.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` for any JSON value, `null` included (the member is there).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// A token split into its parts, header parsed, nothing verified.
@@ -441,7 +450,7 @@ impl Inner {
             .ok_or(InvalidToken::AlgorithmNotAllowed)?;
         // RFC 7515 §4.1.11: we understand no extension, so any `crit` entry is fatal; an empty
         // `crit` array is itself invalid.
-        if header.crit.is_some() {
+        if header.crit {
             return Err(InvalidToken::UnsupportedCritical);
         }
         self.typ.check(header.typ.as_deref())?;
@@ -562,7 +571,11 @@ impl Validator for JwtValidator {
                 let seen = keys.generation;
                 let (this, set, token) = (self.inner.clone(), set.clone(), token.to_owned());
                 Verdict::Pending(Box::pin(async move {
-                    let keys = set.refresh_for_missing_key(seen).await;
+                    let has_key = |keys: &Keys| match this.parse(&token) {
+                        Ok(c) => !matches!(keys.select(c.kid.as_deref(), c.alg), Selection::Unknown),
+                        Err(_) => true,
+                    };
+                    let keys = set.refresh_for_missing_key(seen, has_key).await;
                     let now = this.clock.unix_now();
                     match this.validate_with(&token, &keys, now) {
                         Ok(verified) => Ok(this.remember(digest, verified, now)),
