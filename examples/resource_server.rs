@@ -202,8 +202,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         (None, None, None) => {
             let dev = DevIssuer::builder().port(args.dev_port.unwrap_or(0)).start().await?;
-            let builder =
-                JwtValidator::builder().issuer(dev.issuer()).audience(DEFAULT_AUDIENCE).jwks_url(dev.jwks_url());
+            let builder = JwtValidator::builder()
+                .issuer(dev.issuer())
+                .audience(DEFAULT_AUDIENCE)
+                .jwks_url(dev.jwks_url());
             let validator = with_token_cache(builder, &args).build()?;
             let introspection = Introspector::builder(dev.introspection_url())
                 .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
