@@ -4,7 +4,7 @@
 # tower-oauth2-resource-server (benches/peers), then resident memory under floods of distinct
 # valid and garbage tokens. Prints markdown tables on stdout; progress goes to stderr.
 #
-#   benches/load.sh                    # DURATION=10s: about 4 minutes once built
+#   benches/load.sh                    # DURATION=10s: 3 to 4 minutes once built
 #   DURATION=5s PEERS=0 benches/load.sh
 #
 # Environment:
@@ -268,6 +268,9 @@ warm "$url/me" "$work/one.txt"
 measure health ours /health "no token" - "$url/health" "$work/none.txt"
 measure ours-1-on ours /me "1 token" on "$url/me" "$work/one.txt"
 measure ours-10k-on ours /me "$USERS tokens" on "$url/me" "$work/users.txt"
+# /me answers the whole principal as JSON (about 450 bytes); /hello, behind the same validator
+# (optional authentication), answers `hello <sub>` like the peers' /me: the handler's share.
+measure ours-hello-on ours /hello "1 token" on "$url/hello" "$work/one.txt"
 stop "$on_pid"
 
 ours ours-cache-off "$AUDIENCE" --token-cache off
@@ -347,6 +350,7 @@ print("\n### Ratios\n")
 print("| ratio | value | target |")
 print("|---|---:|---|")
 print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('ours-1-on', 'health')} | ≥ 0.90× |")
+print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `/health` | {ratio('ours-hello-on', 'health')} | |")
 print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache on ÷ `/health` | {ratio('ours-10k-on', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off', 'health')} | |")
@@ -355,6 +359,7 @@ for peer in ("jwt-authorizer", "tower-oauth2-resource-server"):
         continue
     print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {ratio('health', peer + '-health')} | |")
     print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {ratio('ours-1-on', peer + '-1')} | ≥ 3× |")
+    print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {ratio('ours-hello-on', peer + '-1')} | |")
     print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {ratio('ours-1-off', peer + '-1')} | ≥ 1.0× |")
     print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {ratio('ours-10k-on', peer + '-10k')} | ≥ 3× |")
     print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {ratio('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
