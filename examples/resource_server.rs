@@ -16,6 +16,17 @@
 //!
 //! With the introspection flags, opaque tokens are checked at that RFC 7662 endpoint while JWTs
 //! are still verified locally. (`--client-secret` may also come from `CLIENT_SECRET`.)
+//!
+//! For load tests (`benches/load.sh`):
+//!
+//! * `--token-cache on|off` (default on) and `--token-cache-entries N`: the verified-token cache;
+//! * `--dev-port PORT`: the development issuer's port, so other servers can trust the same
+//!   issuer (`--issuer http://127.0.0.1:PORT --jwks-url http://127.0.0.1:PORT/jwks.json`);
+//! * `--write-tokens PATH [--tokens N]` (development issuer only): writes N (default 10 000)
+//!   distinct valid RS256 tokens, one per line (`sub` `user-0`, `user-1`, …, scope `items:read`,
+//!   audience `DEFAULT_AUDIENCE`, valid for an hour), then serves;
+//! * `--quiet`: no curl walkthrough and a `warn` log filter (no per-request logs); prints
+//!   `listening on http://ADDR` once it serves.
 
 use std::time::Duration;
 
@@ -24,10 +35,12 @@ use axum::{Json, Router};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 use tower_bearer::{
-    BearerLayer, Introspector, JwtOrOpaque, JwtValidator, Principal, RequireScope, Validator,
+    Algorithm, BearerLayer, Introspector, JwtOrOpaque, JwtValidator, JwtValidatorBuilder, Principal,
+    RequireScope, Validator, jwt_defaults,
 };
 
-const USAGE: &str = "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL]";
+const USAGE: &str = "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL] \
+[--token-cache on|off] [--token-cache-entries N] [--dev-port PORT] [--write-tokens PATH [--tokens N]] [--quiet]";
 
 struct Args {
     listen: String,
@@ -37,6 +50,12 @@ struct Args {
     introspection_url: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    token_cache: bool,
+    token_cache_entries: Option<u64>,
+    dev_port: Option<u16>,
+    write_tokens: Option<String>,
+    tokens: Option<usize>,
+    quiet: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +67,12 @@ fn parse_args() -> Result<Args, String> {
         introspection_url: None,
         client_id: None,
         client_secret: std::env::var("CLIENT_SECRET").ok(),
+        token_cache: true,
+        token_cache_entries: None,
+        dev_port: None,
+        write_tokens: None,
+        tokens: None,
+        quiet: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,11 +85,42 @@ fn parse_args() -> Result<Args, String> {
             "--introspection-url" => args.introspection_url = Some(value()?),
             "--client-id" => args.client_id = Some(value()?),
             "--client-secret" => args.client_secret = Some(value()?),
+            "--token-cache" => {
+                args.token_cache = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--token-cache on|off, not {other}\n{USAGE}")),
+                }
+            }
+            "--token-cache-entries" => args.token_cache_entries = Some(number(&flag, &value()?)?),
+            "--dev-port" => args.dev_port = Some(number(&flag, &value()?)?),
+            "--write-tokens" => args.write_tokens = Some(value()?),
+            "--tokens" => args.tokens = Some(number(&flag, &value()?)?),
+            "--quiet" => args.quiet = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
+    if !args.token_cache && args.token_cache_entries.is_some() {
+        return Err(format!("--token-cache-entries needs --token-cache on\n{USAGE}"));
+    }
+    if args.tokens.is_some() && args.write_tokens.is_none() {
+        return Err(format!("--tokens goes with --write-tokens\n{USAGE}"));
+    }
     Ok(args)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{flag} needs a number, not {value}\n{USAGE}"))
+}
+
+/// The verified-token cache as the flags say.
+fn with_token_cache(builder: JwtValidatorBuilder, args: &Args) -> JwtValidatorBuilder {
+    match (args.token_cache, args.token_cache_entries) {
+        (false, _) => builder.no_token_cache(),
+        (true, Some(entries)) => builder.token_cache(entries, jwt_defaults::TOKEN_CACHE_TTL),
+        (true, None) => builder,
+    }
 }
 
 /// The API: one public route, one for any valid token, two that need scopes.
@@ -102,13 +158,6 @@ fn app(validator: impl Validator + Clone) -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_bearer=debug".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
@@ -116,15 +165,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(2);
         }
     };
+    // Under load, per-request debug logs (every rejection is one) would measure the logger.
+    let default_filter = if args.quiet { "warn" } else { "info,tower_bearer=debug" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
 
     // Kept alive for as long as the server runs: dropping it stops the JWKS endpoint.
     let mut dev_issuer = None;
-    let (validator, introspection) = match (args.issuer, args.audience, args.jwks_url) {
+    let external = (args.issuer.clone(), args.audience.clone(), args.jwks_url.clone());
+    let (validator, introspection) = match external {
         (Some(issuer), Some(audience), Some(jwks_url)) => {
-            let validator =
-                JwtValidator::builder().issuer(&issuer).audience(&audience).jwks_url(jwks_url).build()?;
+            if args.dev_port.is_some() || args.write_tokens.is_some() {
+                eprintln!("--dev-port and --write-tokens need the development issuer\n{USAGE}");
+                std::process::exit(2);
+            }
+            let builder = JwtValidator::builder().issuer(&issuer).audience(&audience).jwks_url(jwks_url);
+            let validator = with_token_cache(builder, &args).build()?;
             println!("protecting {base} with tokens of {issuer}");
             let introspection = match (args.introspection_url, args.client_id, args.client_secret) {
                 (Some(url), Some(id), Some(secret)) => {
@@ -139,16 +201,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (validator, introspection)
         }
         (None, None, None) => {
-            let dev = DevIssuer::start().await?;
-            let validator = JwtValidator::builder()
+            let dev = DevIssuer::builder().port(args.dev_port.unwrap_or(0)).start().await?;
+            let builder = JwtValidator::builder()
                 .issuer(dev.issuer())
                 .audience(DEFAULT_AUDIENCE)
-                .jwks_url(dev.jwks_url())
-                .build()?;
+                .jwks_url(dev.jwks_url());
+            let validator = with_token_cache(builder, &args).build()?;
             let introspection = Introspector::builder(dev.introspection_url())
                 .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
                 .build()?;
-            print_walkthrough(&dev, &base);
+            if let Some(path) = &args.write_tokens {
+                let count = args.tokens.unwrap_or(10_000);
+                write_tokens(&dev, path, count)?;
+                eprintln!("wrote {count} tokens to {path}");
+            }
+            if args.quiet {
+                println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
+            } else {
+                print_walkthrough(&dev, &base);
+            }
             dev_issuer = Some(dev);
             (validator, Some(introspection))
         }
@@ -162,8 +233,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(opaque) => app(JwtOrOpaque::new(validator, opaque)),
         None => app(validator),
     };
+    if args.quiet {
+        println!("listening on {base}");
+    }
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     Ok(())
+}
+
+/// Writes `count` distinct valid RS256 tokens to `path`, one per line (`sub` = `user-{i}`).
+/// RSA signing is the slow part (about a millisecond a token): every core signs a share.
+fn write_tokens(dev: &DevIssuer, path: &str, count: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let hour = Duration::from_secs(3600);
+    let sign = |i: usize| {
+        let subject = format!("user-{i}");
+        dev.token().alg(Algorithm::RS256).subject(&subject).scope("items:read").expires_in(hour).sign()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
+    let shares: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = (t * count / threads)..((t + 1) * count / threads);
+                scope.spawn(move || range.map(sign).collect::<Vec<_>>())
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("signing thread")).collect()
+    });
+    // Written beside the target, then renamed: a reader never sees half a file.
+    let partial = format!("{path}.partial");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+    for token in shares.iter().flatten() {
+        writeln!(out, "{token}")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 fn print_walkthrough(dev: &DevIssuer, base: &str) {
