@@ -25,6 +25,8 @@ pub mod defaults {
     pub const RETRY_MIN: Duration = Duration::from_secs(1);
     /// Longest wait between two attempts.
     pub const RETRY_MAX: Duration = Duration::from_secs(30);
+    /// How long a discovered document is used before it is fetched again.
+    pub const REFRESH_AFTER: Duration = Duration::from_secs(24 * 3600);
 }
 
 /// The members of an authorization server's metadata this crate uses (RFC 8414 §2; the OpenID
@@ -114,6 +116,11 @@ struct Inner {
     retry_min: Duration,
     retry_max: Duration,
     found: ArcSwapOption<IssuerMetadata>,
+    /// When `found` was fetched; it is fetched again after `refresh_after`, or sooner once a
+    /// fetch of an endpoint it named failed (`mark_stale`).
+    found_at: std::sync::Mutex<Option<Instant>>,
+    stale: std::sync::atomic::AtomicBool,
+    refresh_after: Duration,
     /// Single flight and back-off state: `(last failure, wait before the next attempt)`.
     attempt: tokio::sync::Mutex<Option<(Instant, Duration)>>,
 }
@@ -127,6 +134,7 @@ pub struct DiscoveryBuilder {
     max_body_bytes: usize,
     retry_min: Duration,
     retry_max: Duration,
+    refresh_after: Duration,
     client: Option<reqwest::Client>,
 }
 
@@ -151,6 +159,13 @@ impl DiscoveryBuilder {
     pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.retry_min = min;
         self.retry_max = max;
+        self
+    }
+    /// How long discovered metadata is used before it is fetched again (default 24 h). A failed
+    /// fetch keeps the previous document; a failed fetch of the JWKS it names makes the next
+    /// use rediscover (within the back-off), so a moved `jwks_uri` is followed.
+    pub fn refresh_after(mut self, age: Duration) -> Self {
+        self.refresh_after = age;
         self
     }
     /// Uses your own HTTP client. The per-request timeout of this builder still applies.
@@ -180,6 +195,9 @@ impl DiscoveryBuilder {
                 retry_min: self.retry_min,
                 retry_max: self.retry_max,
                 found: ArcSwapOption::empty(),
+                found_at: std::sync::Mutex::new(None),
+                stale: std::sync::atomic::AtomicBool::new(false),
+                refresh_after: self.refresh_after,
                 attempt: tokio::sync::Mutex::new(None),
             }),
         })
@@ -215,6 +233,7 @@ impl Discovery {
             max_body_bytes: defaults::MAX_BODY_BYTES,
             retry_min: defaults::RETRY_MIN,
             retry_max: defaults::RETRY_MAX,
+            refresh_after: defaults::REFRESH_AFTER,
             client: None,
         }
     }
@@ -232,44 +251,60 @@ impl Discovery {
     /// The metadata: cached after the first success; otherwise one attempt (shared with
     /// concurrent callers), unless the back-off after a recent failure has not elapsed.
     pub async fn metadata(&self) -> Result<Arc<IssuerMetadata>, DiscoveryError> {
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.fresh() {
             return Ok(found);
         }
         let mut attempt = self.inner.attempt.lock().await;
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.fresh() {
             return Ok(found);
         }
+        let stale = self.cached();
         if let Some((failed_at, wait)) = *attempt
             && failed_at.elapsed() < wait
         {
-            return Err(DiscoveryError::Backoff);
+            return stale.ok_or(DiscoveryError::Backoff);
         }
         match self.fetch().await {
             Ok(metadata) => {
                 let metadata = Arc::new(metadata);
                 self.inner.found.store(Some(metadata.clone()));
+                *self.inner.found_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Instant::now());
+                self.inner.stale.store(false, std::sync::atomic::Ordering::Release);
                 *attempt = None;
                 tracing::info!(issuer = %self.inner.issuer, jwks_uri = ?metadata.jwks_uri, "issuer metadata discovered");
                 Ok(metadata)
             }
             Err(err) => {
-                let wait =
-                    attempt.map_or(self.inner.retry_min, |(_, wait)| (wait * 2).min(self.inner.retry_max));
+                let wait = attempt.map_or(self.inner.retry_min, |(_, wait)| {
+                    wait.saturating_mul(2).min(self.inner.retry_max)
+                });
                 *attempt = Some((Instant::now(), wait));
                 tracing::warn!(issuer = %self.inner.issuer, error = %err, retry_in_ms = wait.as_millis() as u64, "issuer discovery failed");
-                Err(err)
+                // Stale-if-error: a document that worked beats none.
+                stale.ok_or(err)
             }
         }
+    }
+
+    /// The cached document, if it is still fresh.
+    fn fresh(&self) -> Option<Arc<IssuerMetadata>> {
+        let found = self.cached()?;
+        let at = *self.inner.found_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let expired = at.is_none_or(|at| at.elapsed() >= self.inner.refresh_after);
+        (!expired && !self.inner.stale.load(std::sync::atomic::Ordering::Acquire)).then_some(found)
+    }
+
+    /// Asks for the document to be fetched again at next use (an endpoint it named failed).
+    pub(crate) fn mark_stale(&self) {
+        self.inner.stale.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The `jwks_uri`, discovering first if needed.
     pub(crate) async fn jwks_uri(&self) -> Result<reqwest::Url, DiscoveryError> {
         let metadata = self.metadata().await?;
         let uri = metadata.jwks_uri.as_deref().ok_or(DiscoveryError::NoJwksUri)?;
-        reqwest::Url::parse(uri)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "https" | "http"))
-            .ok_or(DiscoveryError::NoJwksUri)
+        self.endpoint(uri).ok_or(DiscoveryError::NoJwksUri)
     }
 
     /// The `introspection_endpoint`, discovering first if needed.
@@ -277,10 +312,23 @@ impl Discovery {
         let metadata = self.metadata().await?;
         let uri =
             metadata.introspection_endpoint.as_deref().ok_or(DiscoveryError::NoIntrospectionEndpoint)?;
-        reqwest::Url::parse(uri)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "https" | "http"))
-            .ok_or(DiscoveryError::NoIntrospectionEndpoint)
+        self.endpoint(uri).ok_or(DiscoveryError::NoIntrospectionEndpoint)
+    }
+
+    /// An endpoint named by the metadata, if usable: an `https` issuer's endpoints must be
+    /// `https` too (keys or our client secret over plain HTTP could be swapped or read on the
+    /// way); an `http` issuer (development) may name either.
+    fn endpoint(&self, uri: &str) -> Option<reqwest::Url> {
+        let url = reqwest::Url::parse(uri).ok()?;
+        let issuer_is_https = self.inner.locations[0].scheme() == "https";
+        match url.scheme() {
+            "https" => Some(url),
+            "http" if !issuer_is_https => Some(url),
+            _ => {
+                tracing::warn!(issuer = %self.inner.issuer, endpoint = uri, "metadata endpoint refused: not https");
+                None
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<IssuerMetadata, DiscoveryError> {
@@ -295,8 +343,11 @@ impl Discovery {
                         found: metadata.issuer,
                     });
                 }
-                // Not served here (404 and the like): try the other location.
-                Err(err @ FetchError::Status(_)) => last = Some(err),
+                // Not served here (404, an HTML catch-all page, a huge body): try the other
+                // location. Only a network failure stops the search.
+                Err(err @ (FetchError::Status(_) | FetchError::Json(_) | FetchError::TooLarge)) => {
+                    last = Some(err)
+                }
                 Err(err) => return Err(DiscoveryError::Fetch(err)),
             }
         }
@@ -341,5 +392,16 @@ mod tests {
         assert!(metadata_locations("ftp://as.example").is_err());
         assert!(metadata_locations("https://as.example/?tenant=1").is_err());
         assert!(metadata_locations("not a url").is_err());
+    }
+
+    #[test]
+    fn an_https_issuer_only_names_https_endpoints() {
+        let https = Discovery::builder("https://as.example").build().unwrap();
+        assert!(https.endpoint("https://keys.example/jwks").is_some());
+        assert!(https.endpoint("http://keys.example/jwks").is_none());
+        assert!(https.endpoint("ftp://keys.example/jwks").is_none());
+        assert!(https.endpoint("not a url").is_none());
+        let http = Discovery::builder("http://127.0.0.1:8080").build().unwrap();
+        assert!(http.endpoint("http://127.0.0.1:8080/jwks").is_some());
     }
 }

@@ -63,6 +63,14 @@ impl MultiIssuer {
         if by_issuer.is_empty() {
             return Err(ConfigError::Missing("at least one issuer"));
         }
+        // One key set behind two issuers would let either issuer's key verify the other's
+        // tokens: exactly what routing by issuer is meant to prevent.
+        let sets: Vec<_> = by_issuer.values().filter_map(JwtValidator::key_set).collect();
+        for (i, a) in sets.iter().enumerate() {
+            if sets[i + 1..].iter().any(|b| a.same_as(b)) {
+                return Err(ConfigError::Invalid("MultiIssuer: two issuers share one key set"));
+            }
+        }
         Ok(MultiIssuer { inner: Arc::new(Inner { by_issuer, max_token_bytes }) })
     }
 

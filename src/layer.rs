@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use http::HeaderValue;
-use http::header::CACHE_CONTROL;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::body::{AuthBody, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response};
 use crate::error::{AuthError, ChallengeParams};
@@ -256,7 +256,7 @@ where
 
 fn authorize<B>(req: &mut Request<B>, principal: Principal, rejections: &Rejections) {
     tracing::trace!(subject = principal.subject(), "request authorized");
-    observe::allowed();
+    observe::authenticated();
     let extensions = req.extensions_mut();
     extensions.insert(principal);
     extensions.insert(rejections.clone());
@@ -331,7 +331,10 @@ where
                         // An `AuthError` answered by a handler was rendered without knowing this
                         // layer: render it again with our realm and body style.
                         let mut res = match res.extensions_mut().remove::<HandlerRejection>() {
-                            Some(HandlerRejection(err)) => rejection_response(&err, rejections),
+                            Some(HandlerRejection(err)) => {
+                                crate::observe::scope_rejected(&err);
+                                rerender(res, &err, rejections)
+                            }
                             None => res.map(AuthBody::inner),
                         };
                         if private {
@@ -346,6 +349,21 @@ where
             }
         }
     }
+}
+
+/// The rejection a handler answered, rendered our way, keeping the other headers it or the
+/// middleware between us set (CORS, `Set-Cookie`, request ids): only what the rejection itself
+/// owns is replaced.
+fn rerender<B>(original: Response<B>, err: &AuthError, rejections: &Rejections) -> Response<AuthBody<B>> {
+    let (mut parts, _) = original.into_parts();
+    let ours = rejection_response::<B>(err, rejections);
+    for name in [WWW_AUTHENTICATE, CONTENT_TYPE, CONTENT_LENGTH, CACHE_CONTROL, RETRY_AFTER] {
+        parts.headers.remove(name);
+    }
+    let (our_parts, body) = ours.into_parts();
+    parts.status = our_parts.status;
+    parts.headers.extend(our_parts.headers);
+    Response::from_parts(parts, body)
 }
 
 /// `Cache-Control: private` unless the response already forbids shared caching.

@@ -38,6 +38,20 @@
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Metrics
+//!
+//! With the `metrics` feature, counters go through the [`metrics`](https://docs.rs/metrics)
+//! facade (install any recorder). Labels are fixed reason codes, never tokens or URLs:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `tower_bearer_decisions_total` | counter | the bearer layer's decision: `outcome` (`authenticated`, `anonymous`, `rejected`, `unavailable`), `reason` ([`AuthError::reason`]) |
+//! | `tower_bearer_scope_rejections_total` | counter | `reason` (`insufficient_scope`) |
+//! | `tower_bearer_token_cache_total` | counter | `result` (`hit`, `miss`) |
+//! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
+//! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
+//! | `tower_bearer_introspection_duration_seconds` | histogram | — |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

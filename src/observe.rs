@@ -4,7 +4,8 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `tower_bearer_decisions_total` | counter | `outcome` (`allowed`, `anonymous`, `rejected`, `unavailable`), `reason` |
+//! | `tower_bearer_decisions_total` | counter | `outcome` (`authenticated`, `anonymous`, `rejected`, `unavailable`), `reason` |
+//! | `tower_bearer_scope_rejections_total` | counter | `reason` (`insufficient_scope`, or `missing_token` on a route no bearer layer guards) |
 //! | `tower_bearer_token_cache_total` | counter | `result` (`hit`, `miss`) |
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
 //! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
@@ -16,9 +17,13 @@ mod enabled {
 
     use crate::error::AuthError;
 
-    pub(crate) fn allowed() {
-        metrics::counter!("tower_bearer_decisions_total", "outcome" => "allowed", "reason" => "valid")
+    pub(crate) fn authenticated() {
+        metrics::counter!("tower_bearer_decisions_total", "outcome" => "authenticated", "reason" => "valid")
             .increment(1);
+    }
+
+    pub(crate) fn scope_rejected(err: &AuthError) {
+        metrics::counter!("tower_bearer_scope_rejections_total", "reason" => err.reason()).increment(1);
     }
 
     pub(crate) fn anonymous() {
@@ -55,7 +60,9 @@ mod enabled {
     use crate::error::AuthError;
 
     #[inline(always)]
-    pub(crate) fn allowed() {}
+    pub(crate) fn authenticated() {}
+    #[inline(always)]
+    pub(crate) fn scope_rejected(_: &AuthError) {}
     #[inline(always)]
     pub(crate) fn anonymous() {}
     #[inline(always)]

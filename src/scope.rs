@@ -177,7 +177,7 @@ where
             Ok(()) => RequireScopeFuture { state: ScopeState::Inner { fut: self.inner.call(req) } },
             Err(err) => {
                 tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
-                crate::observe::rejected(&err);
+                crate::observe::scope_rejected(&err);
                 let params = req.extensions().get::<Rejections>().cloned().unwrap_or_default();
                 RequireScopeFuture {
                     state: ScopeState::Rejected { response: Some(rejection_response(&err, &params)) },

@@ -91,6 +91,29 @@ async fn discovers_keys_through_rfc8414_path_insertion() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
+/// The OpenID location answers 200 with an HTML catch-all page: not a document, so the RFC 8414
+/// location is tried next.
+#[tokio::test]
+async fn a_catch_all_page_at_the_oidc_location_falls_back_to_rfc8414() {
+    let dev = dev_issuer().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{base}/tenant");
+    let document = json!({ "issuer": issuer, "jwks_uri": dev.jwks_url() });
+    let app = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server/tenant",
+            get(move || {
+                let doc = document.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .fallback(|| async { axum::response::Html("<html>single-page app</html>") });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let discovery = Discovery::builder(&issuer).build().unwrap();
+    assert_eq!(discovery.metadata().await.unwrap().jwks_uri.as_deref(), Some(dev.jwks_url().as_str()));
+}
+
 #[tokio::test]
 async fn metadata_naming_another_issuer_is_refused() {
     let dev = dev_issuer().await;
@@ -269,6 +292,17 @@ async fn an_unknown_issuer_is_refused_without_any_network_call() {
         a.sign_raw("es256-1", Algorithm::ES256, br#"{"alg":"ES256","kid":"es256-1"}"#, br#"{"sub":"x"}"#);
     app.get("/me", &token).await.assert_invalid_token();
     assert!(MultiIssuer::new([]).is_err());
+    // Two issuers behind one key set could verify each other's tokens: refused.
+    let shared = KeySet::builder(a.jwks_url()).build().unwrap();
+    let with = |issuer: &str| {
+        JwtValidator::builder()
+            .issuer(issuer)
+            .audience(DEFAULT_AUDIENCE)
+            .key_set(shared.clone())
+            .build()
+            .unwrap()
+    };
+    assert!(MultiIssuer::new([with("https://one.example"), with("https://two.example")]).is_err());
     let any = JwtValidator::builder().any_issuer().any_audience().jwks_url(a.jwks_url()).build().unwrap();
     assert!(MultiIssuer::new([any]).is_err(), "a validator without an exact issuer cannot be routed to");
 }

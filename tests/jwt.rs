@@ -155,6 +155,39 @@ async fn typ_jwt_or_absent_is_accepted_by_default_but_not_id_tokens() {
     app.assert_rejected(&with_typ(json!(42)), InvalidToken::Malformed).await;
 }
 
+/// An OIDC ID token signed with the same keys, `typ: JWT`, audience ours (the common mistake of
+/// a client id as the API audience): its ID-token-only claims give it away even when the
+/// lenient `typ` policy lets `JWT` through.
+#[tokio::test]
+async fn id_tokens_are_refused_even_with_a_lenient_typ() {
+    let (dev, app) = es256().await;
+    for claim in ["nonce", "at_hash", "c_hash"] {
+        let token =
+            dev.token().alg(Algorithm::ES256).header("typ", "JWT").claim(claim, "n-0S6_WzA2Mj").sign();
+        assert_eq!(app.assert_rejected(&token, InvalidToken::WrongType).await, "the access token is invalid");
+    }
+    // A plain access token with `typ: JWT` still passes.
+    app.get("/me", &dev.token().alg(Algorithm::ES256).header("typ", "JWT").sign()).await.assert_ok_json();
+}
+
+#[test]
+fn contradictory_settings_are_refused() {
+    let base = || JwtValidator::builder().jwks_url("https://as.example/jwks");
+    assert!(base().issuer("https://as.example").any_issuer().audience("a").build().is_err());
+    assert!(base().issuer("https://as.example").audience("a").any_audience().build().is_err());
+    assert!(
+        base()
+            .issuer("i")
+            .audience("a")
+            .token_cache(10, std::time::Duration::from_millis(500))
+            .build()
+            .is_err()
+    );
+    assert!(
+        base().issuer("i").audience("a").token_cache(10, std::time::Duration::from_secs(1)).build().is_ok()
+    );
+}
+
 #[tokio::test]
 async fn strict_typ_policy_accepts_only_at_jwt() {
     let dev = dev_issuer([Algorithm::ES256]).await;

@@ -69,12 +69,11 @@ fn decisions_cache_fetches_and_introspection_are_counted() {
     let metrics = snapshot(&snapshotter);
     let get = |key: &str| metrics.get(key).copied().unwrap_or(0);
     eprintln!("{metrics:#?}");
-    assert_eq!(
-        get("tower_bearer_decisions_total{outcome=allowed,reason=valid}"),
-        5,
-        "2 JWT + 1 before the scope check + 2 opaque"
-    );
-    assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=insufficient_scope}"), 1);
+    // The layer authenticated 3 JWT requests (one of them then refused by the route's scope
+    // check, counted on its own) and 2 opaque ones.
+    assert_eq!(get("tower_bearer_decisions_total{outcome=authenticated,reason=valid}"), 5);
+    assert_eq!(get("tower_bearer_scope_rejections_total{reason=insufficient_scope}"), 1);
+    assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=insufficient_scope}"), 0);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=expired}"), 1);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=missing_token}"), 1);
     // Three requests with `valid`: one full validation, two cache hits; `expired` was a miss.

@@ -24,6 +24,15 @@ async fn tenant(Claims(t): Claims<Tenant>) -> String {
     format!("{}:{}", t.tenant, t.plan.as_deref().unwrap_or("-"))
 }
 
+/// A handler that sets its own headers on the rejection it answers.
+async fn tagged_report(
+    principal: Principal,
+) -> Result<String, ([(&'static str, &'static str); 2], AuthError)> {
+    let headers = [("x-request-id", "req-42"), ("access-control-allow-origin", "https://app.example")];
+    principal.require_scopes(["admin"]).map_err(|e| (headers, e))?;
+    Ok("tagged".into())
+}
+
 async fn admin_report(principal: Principal) -> Result<String, AuthError> {
     principal.require_scopes(["reports:read", "admin"])?;
     Ok(format!("report for {}", principal.subject().unwrap_or("?")))
@@ -43,6 +52,7 @@ async fn setup() -> (DevIssuer, TestApp) {
         .route("/both", get(|| async { "both" }).route_layer(RequireScope::all(["a", "b"])))
         .route("/tenant", get(tenant))
         .route("/report", get(admin_report))
+        .route("/tagged", get(tagged_report))
         .route("/who", get(who))
         .layer(BearerLayer::new(validator.clone()).realm(REALM));
     let router = Router::new()
@@ -209,6 +219,13 @@ async fn handler_rejections_take_the_layers_realm_and_body() {
     assert_eq!(challenge.get("error"), Some("insufficient_scope"));
     assert!(challenge.get("scope").is_some());
     assert_eq!(challenge.get("realm"), Some(REALM));
+
+    // Headers the handler set survive the re-rendering (CORS, request ids).
+    let reply = app.get("/tagged", &token(&dev, Some("items:read"))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(reply.challenge().get("realm"), Some(REALM));
+    assert_eq!(reply.headers["x-request-id"], "req-42");
+    assert_eq!(reply.headers["access-control-allow-origin"], "https://app.example");
 
     // With problem+json bodies on the layer, the handler's error gets one too.
     let validator = validator(&dev);

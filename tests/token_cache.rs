@@ -146,6 +146,25 @@ async fn entries_die_with_the_key_that_verified_them() {
     assert_eq!(stats(&app).misses, misses + 1, "the dead entry is not a hit");
 }
 
+/// A token without `kid` was accepted because exactly one key fitted. Once a second fitting key
+/// is published, full validation would call it ambiguous: the cached entry must not keep
+/// accepting it.
+#[tokio::test]
+async fn an_entry_dies_when_its_kidless_token_becomes_ambiguous() {
+    let (dev, app) = setup(|b| b).await;
+    let token = dev.token().alg(Algorithm::ES256).no_kid().sign();
+    app.get("/me", &token).await.assert_ok_json();
+    app.get("/me", &token).await.assert_ok_json();
+    assert_eq!(stats(&app).hits, 1);
+    dev.rotate(Algorithm::ES256);
+    app.validator.key_set().unwrap().refresh().await.unwrap();
+    assert_eq!(
+        app.rejection(&token).await,
+        tower_bearer::AuthError::InvalidToken(InvalidToken::AmbiguousKey)
+    );
+    app.get("/me", &token).await.assert_invalid_token();
+}
+
 #[tokio::test]
 async fn a_routine_refresh_keeps_entries_whose_key_is_still_published() {
     let (dev, app) = setup(|b| b).await;

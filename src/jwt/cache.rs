@@ -24,7 +24,9 @@ use crate::validate::{Principal, TimeWindow};
 /// Defaults of the verified-token cache.
 pub(crate) mod defaults {
     use std::time::Duration;
-    /// Entries kept at most (about 1 KiB each for a typical access token).
+    /// Entries kept at most. An entry holds the token's claims twice (raw and parsed): about
+    /// 1.2 KiB for a typical access token (measured: 100 000 entries, +113 MiB RSS), up to about
+    /// twice `max_token_bytes` for the largest tokens accepted.
     pub const MAX_ENTRIES: u64 = 10_000;
     /// How long an entry may vouch for a token at most, whatever its `exp`.
     pub const MAX_TTL: Duration = Duration::from_secs(300);
@@ -32,11 +34,20 @@ pub(crate) mod defaults {
 
 pub(crate) type Digest32 = [u8; 32];
 
+/// Which key verified a token: what key selection must still find, on every hit, for the entry
+/// to count.
+#[derive(Clone)]
+pub(crate) struct KeyRef {
+    pub(crate) fingerprint: Digest32,
+    pub(crate) kid: Option<Box<str>>,
+    pub(crate) alg: jsonwebtoken::Algorithm,
+}
+
 #[derive(Clone)]
 struct Entry {
     principal: Principal,
-    /// Fingerprint of the verifying key; `None` for the validator's fixed HMAC secret.
-    key: Option<Digest32>,
+    /// The verifying key; `None` for the validator's fixed HMAC secret.
+    key: Option<KeyRef>,
     nbf: Option<i64>,
     /// When the entry was made, by the validator's clock.
     cached_at: i64,
@@ -87,13 +98,15 @@ impl TokenCache {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// Looks a token up. `key_alive` says whether a key fingerprint is still in the key set.
+    /// Looks a token up. `key_alive` says whether key selection, run now for the token's `kid` and
+    /// `alg`, still picks the very key that verified it (a key removed, replaced under the same
+    /// `kid`, or made ambiguous by a new one ends the entry).
     pub(crate) fn get(
         &self,
         digest: &Digest32,
         now: i64,
         window: &TimeWindow,
-        key_alive: impl FnOnce(&Digest32) -> bool,
+        key_alive: impl FnOnce(&KeyRef) -> bool,
     ) -> Hit {
         let Some(entry) = self.entries.get(digest) else {
             observe::token_cache(false);
@@ -123,7 +136,7 @@ impl TokenCache {
         &self,
         digest: Digest32,
         principal: Principal,
-        key: Option<Digest32>,
+        key: Option<KeyRef>,
         nbf: Option<i64>,
         now: i64,
     ) {

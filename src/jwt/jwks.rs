@@ -113,11 +113,6 @@ impl Keys {
         self.generation > 0
     }
 
-    /// Whether the key with this fingerprint is still in the set.
-    pub(crate) fn contains(&self, fingerprint: &[u8; 32]) -> bool {
-        self.keys.iter().any(|k| k.fingerprint == *fingerprint)
-    }
-
     pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
         match kid {
             Some(kid) => {
@@ -354,7 +349,7 @@ impl KeySetBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            None => http_client(self.timeout, self.connect_timeout, reqwest::redirect::Policy::limited(3))?,
+            None => http_client(self.timeout, self.connect_timeout, no_downgrade_redirects(3))?,
         };
         let mut config = self.config;
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
@@ -377,6 +372,17 @@ impl KeySetBuilder {
     }
 }
 
+/// `now + after`, saturating far in the future instead of overflowing (a JWKS may send any
+/// `max-age`, and `max_ttl` may be set very large).
+fn deadline(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(10 * 365 * 24 * 3600))
+}
+
+/// The background loop never refetches more often than this, whatever a server's `max-age`
+/// and the configured bounds say.
+const BACKGROUND_MIN_WAIT: Duration = Duration::from_millis(100);
+
 /// What a builder fetches from.
 #[derive(Debug)]
 enum Source {
@@ -398,10 +404,12 @@ async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot:
             match keys.expires_at {
                 _ if failures > 0 => {
                     let backoff = config.retry_unavailable.saturating_mul(1 << (failures - 1).min(16));
-                    backoff.min(config.cooldown.max(config.retry_unavailable))
+                    backoff.min(config.cooldown.max(config.retry_unavailable)).max(BACKGROUND_MIN_WAIT)
                 }
                 None => Duration::ZERO,
-                Some(at) => at.saturating_duration_since(Instant::now()).mul_f64(0.9),
+                Some(at) => {
+                    at.saturating_duration_since(Instant::now()).mul_f64(0.9).max(BACKGROUND_MIN_WAIT)
+                }
             }
         };
         // The channel resolves (with an error) when the key set is dropped.
@@ -420,6 +428,21 @@ async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot:
         };
         failures = if result.is_ok() { 0 } else { failures.saturating_add(1) };
     }
+}
+
+/// Follows at most `max` redirects, and never from `https` to anything else: keys fetched over
+/// plain HTTP could have been swapped on the way.
+pub(crate) fn no_downgrade_redirects(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let from_https = attempt.previous().iter().any(|url| url.scheme() == "https");
+        if attempt.previous().len() > max {
+            attempt.error("too many redirects")
+        } else if from_https && attempt.url().scheme() != "https" {
+            attempt.error("redirect from https to plain http refused")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The HTTP client for fetches: timeouts always set, few redirects, no cookies.
@@ -510,6 +533,11 @@ impl KeySet {
         self.inner.current.load().keys.len()
     }
 
+    /// Whether `self` and `other` are clones of one key set (one cache).
+    pub(crate) fn same_as(&self, other: &KeySet) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Whether a key set was ever loaded (readiness probes use this).
     pub fn is_loaded(&self) -> bool {
         self.inner.current.load().is_loaded()
@@ -581,7 +609,17 @@ impl KeySet {
         };
         let this = self.clone();
         runtime.spawn(async move {
-            if let (Some(remote), Ok(mut state)) = (&this.inner.remote, this.inner.refresh.try_lock()) {
+            if let Some(remote) = &this.inner.remote {
+                // Wait for a fetch already under way rather than give up: giving up would let
+                // every request on the expired set spawn another task meanwhile.
+                let mut state = this.inner.refresh.lock().await;
+                let still_expired =
+                    this.inner.current.load().expires_at.is_some_and(|at| Instant::now() >= at);
+                if !still_expired {
+                    drop(state);
+                    this.inner.background.store(false, Ordering::Release);
+                    return;
+                }
                 state.last_attempt = Some(Instant::now());
                 if this.fetch_and_store(remote).await.is_err() {
                     // Stale-if-error: keep serving the old set, try again after the cooldown
@@ -602,7 +640,7 @@ impl KeySet {
         self.inner.current.store(Arc::new(Keys {
             keys,
             generation: current.generation,
-            expires_at: Some(Instant::now() + by),
+            expires_at: Some(deadline(by)),
         }));
     }
 
@@ -614,7 +652,7 @@ impl KeySet {
                 self.inner.current.store(Arc::new(Keys {
                     keys,
                     generation,
-                    expires_at: Some(Instant::now() + ttl),
+                    expires_at: Some(deadline(ttl)),
                 }));
                 self.inner.last_fetch_ok.store(true, Ordering::Relaxed);
                 self.inner.fetches_ok.fetch_add(1, Ordering::Relaxed);
@@ -658,7 +696,15 @@ impl VerifyingKey {
 }
 
 async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
-    let url = remote.url.resolve().await?;
+    let result = fetch_from(remote, remote.url.resolve().await?).await;
+    if let (Err(_), Location::Discovered(discovery)) = (&result, &remote.url) {
+        // The `jwks_uri` may have moved: look at the issuer's metadata again next time.
+        discovery.mark_stale();
+    }
+    result
+}
+
+async fn fetch_from(remote: &Remote, url: reqwest::Url) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
     let accept = "application/jwk-set+json, application/json";
     let (headers, body) =
         get_bounded(&remote.client, url, accept, remote.config.timeout, remote.config.max_body_bytes).await?;
@@ -832,11 +878,17 @@ fn fingerprint(jwk: &RawJwk, key_type: KeyType, alg: Option<Algorithm>) -> [u8; 
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     hash.update(format!("{key_type:?}/{alg:?}/"));
-    // Length-prefixed, so that no two different field lists hash the same bytes.
+    // Presence-tagged and length-prefixed, so that no two different field lists (a missing
+    // `kid` and an empty one, say) hash the same bytes.
     for field in [&jwk.kid, &jwk.n, &jwk.e, &jwk.x, &jwk.y] {
-        let value = field.as_deref().unwrap_or_default();
-        hash.update((value.len() as u64).to_be_bytes());
-        hash.update(value.as_bytes());
+        match field {
+            None => hash.update([0]),
+            Some(value) => {
+                hash.update([1]);
+                hash.update((value.len() as u64).to_be_bytes());
+                hash.update(value.as_bytes());
+            }
+        }
     }
     hash.finalize().into()
 }

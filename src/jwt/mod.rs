@@ -19,7 +19,7 @@ use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
 pub use cache::TokenCacheStats;
-use cache::{Hit, TokenCache};
+use cache::{Hit, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
 
@@ -227,6 +227,13 @@ impl JwtValidatorBuilder {
                 return Err(ConfigError::Invalid("discovery names one issuer: any_issuer() contradicts it"));
             }
         }
+        // Both would silently switch a check off: say so instead.
+        if self.issuer.is_some() && self.any_issuer {
+            return Err(ConfigError::Invalid("issuer() and any_issuer() contradict each other"));
+        }
+        if !self.audiences.is_empty() && self.any_audience {
+            return Err(ConfigError::Invalid("audience() and any_audience() contradict each other"));
+        }
         if self.issuer.is_none() && !self.any_issuer {
             return Err(ConfigError::Missing("issuer (or an explicit any_issuer())"));
         }
@@ -291,10 +298,16 @@ impl JwtValidatorBuilder {
                 },
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,
-                cache: self
-                    .cache
-                    .filter(|(entries, ttl)| *entries > 0 && !ttl.is_zero())
-                    .map(|(entries, ttl)| TokenCache::new(entries, ttl)),
+                cache: match self.cache {
+                    Some((entries, ttl)) if entries > 0 && !ttl.is_zero() => {
+                        // Entry ages are counted in whole seconds of the validator's clock.
+                        if ttl < Duration::from_secs(1) {
+                            return Err(ConfigError::Invalid("token_cache: max_ttl below one second"));
+                        }
+                        Some(TokenCache::new(entries, ttl))
+                    }
+                    _ => None,
+                },
             }),
         })
     }
@@ -483,6 +496,9 @@ impl Inner {
         let claims: RegisteredClaims = serde_json::from_slice(&payload)
             .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
         self.policy.check(&claims, now)?;
+        if claims.is_id_token() {
+            return Err(InvalidToken::WrongType);
+        }
         // The payload parsed as JSON, so it is UTF-8.
         let raw = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
         let scopes = claims.scopes();
@@ -506,7 +522,12 @@ impl Inner {
         match keys.select(compact.kid.as_deref(), compact.alg) {
             Selection::Found(key) => {
                 let verified = self.verify(&compact, &key.decoding, now)?;
-                Ok(Verified { key: Some(key.fingerprint), ..verified })
+                let key = KeyRef {
+                    fingerprint: key.fingerprint,
+                    kid: compact.kid.map(String::into_boxed_str),
+                    alg: compact.alg,
+                };
+                Ok(Verified { key: Some(key), ..verified })
             }
             Selection::Unknown => Err(Halt::NeedKeys),
             Selection::Ambiguous => Err(InvalidToken::AmbiguousKey.into()),
@@ -519,8 +540,8 @@ impl Inner {
 struct Verified {
     principal: Principal,
     nbf: Option<i64>,
-    /// Fingerprint of the key that verified it (`None` for the HMAC secret).
-    key: Option<[u8; 32]>,
+    /// The key that verified it (`None` for the HMAC secret).
+    key: Option<KeyRef>,
 }
 
 impl Inner {
@@ -548,7 +569,12 @@ impl Validator for JwtValidator {
         let digest = match &inner.cache {
             Some(cache) => {
                 let digest = TokenCache::digest(token);
-                let alive = |fingerprint: &[u8; 32]| keys.as_ref().is_some_and(|k| k.contains(fingerprint));
+                let alive = |key: &KeyRef| {
+                    keys.as_ref().is_some_and(|keys| {
+                        matches!(keys.select(key.kid.as_deref(), key.alg),
+                            Selection::Found(found) if found.fingerprint == key.fingerprint)
+                    })
+                };
                 match cache.get(&digest, now, &inner.policy.window, alive) {
                     Hit::Valid(principal) => return Verdict::Ready(Ok(principal)),
                     Hit::Invalid(why) => return Verdict::Ready(Err(reject(why))),

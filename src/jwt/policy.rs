@@ -90,9 +90,20 @@ pub(crate) struct RegisteredClaims {
     pub(crate) azp: Option<String>,
     pub(crate) scope: Option<OneOrMany>,
     pub(crate) scp: Option<OneOrMany>,
+    /// Claims only OpenID Connect ID tokens carry (OIDC Core §2, §3.1.3.6, §3.3.2.11): their
+    /// presence marks a token that is not an access token, whatever its `typ` says.
+    pub(crate) nonce: Option<serde::de::IgnoredAny>,
+    pub(crate) at_hash: Option<serde::de::IgnoredAny>,
+    pub(crate) c_hash: Option<serde::de::IgnoredAny>,
 }
 
 impl RegisteredClaims {
+    /// Whether the claims are an ID token's (RFC 8725 §3.11: an ID token must never pass as an
+    /// access token, and with [`TypPolicy::Lenient`] its `typ: JWT` would not say so).
+    pub(crate) fn is_id_token(&self) -> bool {
+        self.nonce.is_some() || self.at_hash.is_some() || self.c_hash.is_some()
+    }
+
     pub(crate) fn scopes(&self) -> Scopes {
         let mut scopes = Scopes::default();
         for claim in [&self.scope, &self.scp].into_iter().flatten() {
