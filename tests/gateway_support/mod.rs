@@ -117,7 +117,11 @@ pub struct Process {
 impl Process {
     /// Spawns `command` with stderr collected (stdout handled by the caller or null).
     pub fn spawn(name: &'static str, mut command: Command) -> Process {
+        // Children must not hold the test's stdout: an orphan would keep `cargo test | …` open.
         command.stdin(Stdio::null()).stderr(Stdio::piped());
+        if !matches!(name, "tower-bearer") {
+            command.stdout(Stdio::null());
+        }
         let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let mut pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -155,6 +159,20 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them).
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for _ in 0..500 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {

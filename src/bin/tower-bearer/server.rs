@@ -164,13 +164,24 @@ impl Dispatch {
         match self.mode {
             Mode::Auth => {
                 let mut res = Response::new(Body::empty());
-                res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                res.headers_mut().extend(identity);
+                let headers = res.headers_mut();
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // Every identity header, empty when unknown (public routes, no client id): a
+                // gateway copying "the header if present" then overwrites what the client sent,
+                // and Caddy 2.6's copy_headers never copies its placeholder text instead.
+                for name in self.headers.all() {
+                    headers.insert(name.clone(), HeaderValue::from_static(""));
+                }
+                for (name, value) in identity {
+                    headers.insert(name, value);
+                }
                 res
             }
             Mode::Proxy => {
                 let target = req.extensions_mut().remove::<Target>().expect("target set before dispatch");
-                req.headers_mut().extend(identity);
+                for (name, value) in identity {
+                    req.headers_mut().insert(name, value);
+                }
                 let forwarder = self.forwarder.as_ref().expect("proxy mode has an upstream");
                 match forwarder.forward(req, &target.path_and_query).await {
                     Ok(res) => res,
