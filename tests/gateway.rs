@@ -62,13 +62,19 @@ fn config_errors_name_the_problem() {
     );
     assert_config_error(&GOOD.replace("https://as.example\"", "ftp://as.example\""), &["issuers[0].issuer"]);
     // Missing audience.
-    assert_config_error(&GOOD.replace("audience = \"https://api.example\"", ""), &["missing field `audience`"]);
+    assert_config_error(
+        &GOOD.replace("audience = \"https://api.example\"", ""),
+        &["missing field `audience`"],
+    );
     // Duplicate route.
     let dup = format!("{GOOD}\n[[routes]]\nmethod = \"*\"\npath = \"/items/**\"\naccess = \"public\"\n");
     assert_config_error(&dup, &["routes[1].path", "duplicate route", "routes[0]"]);
     // Unnormalised pattern, unknown access, no routes, no issuers.
     assert_config_error(&GOOD.replace("/items/**", "/a/../items"), &["routes[0].path", "normal form"]);
-    assert_config_error(&GOOD.replace("{ all = [\"items:read\"] }", "\"everyone\""), &["unknown access `everyone`"]);
+    assert_config_error(
+        &GOOD.replace("{ all = [\"items:read\"] }", "\"everyone\""),
+        &["unknown access `everyone`"],
+    );
     assert_config_error(&GOOD[..GOOD.find("[[routes]]").unwrap()], &["routes"]);
     // Secrets: from env or file only, and they must exist.
     let intro = format!(
@@ -76,9 +82,13 @@ fn config_errors_name_the_problem() {
     )
     .replace("[[routes]]\npath = \"/items/**\"\naccess = { all = [\"items:read\"] }\n", "");
     let intro = format!("{intro}\n[[routes]]\npath = \"/items/**\"\naccess = \"authenticated\"\n");
-    assert_config_error(&intro, &["issuers[0].introspection.client_secret_env", "TOWER_BEARER_TEST_UNSET_SECRET"]);
     assert_config_error(
-        &intro.replace("client_secret_env = \"TOWER_BEARER_TEST_UNSET_SECRET\"", "client_secret = \"s3cret\""),
+        &intro,
+        &["issuers[0].introspection.client_secret_env", "TOWER_BEARER_TEST_UNSET_SECRET"],
+    );
+    assert_config_error(
+        &intro
+            .replace("client_secret_env = \"TOWER_BEARER_TEST_UNSET_SECRET\"", "client_secret = \"s3cret\""),
         &["client_secret"],
     );
 
@@ -128,12 +138,22 @@ async fn auth_mode_answers_like_the_layer() {
         gw.addr,
         "/",
         Some(&read),
-        &[("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/items/2"), ("X-Forwarded-Host", "api.example")],
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/items/2"),
+            ("X-Forwarded-Host", "api.example"),
+        ],
     )
     .await;
     assert_eq!(fwd.status, 200, "{fwd:?}");
     assert_eq!(fwd.header("x-auth-subject"), Some("alice"));
-    let post = raw_get(gw.addr, "/", Some(&read), &[("X-Forwarded-Method", "POST"), ("X-Forwarded-Uri", "/items/2")]).await;
+    let post = raw_get(
+        gw.addr,
+        "/",
+        Some(&read),
+        &[("X-Forwarded-Method", "POST"), ("X-Forwarded-Uri", "/items/2")],
+    )
+    .await;
     assert_eq!(post.status, 403, "no rule for POST /items: {post:?}");
 
     // Envoy ext_authz: original method, original path after the prefix.
@@ -151,7 +171,9 @@ async fn auth_mode_answers_like_the_layer() {
     let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
     let c = nginx_style(&gw, "/items/1", Some(&expired)).await.assert_challenge(401, Some("invalid_token"));
     assert_eq!(c.get("error_description"), Some("the access token expired"));
-    let c = nginx_style(&gw, "/items/1", Some(&token(&dev, "other"))).await.assert_challenge(403, Some("insufficient_scope"));
+    let c = nginx_style(&gw, "/items/1", Some(&token(&dev, "other")))
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
     assert_eq!(c.get("scope"), Some("items:read"));
     nginx_style(&gw, "/items/1", Some("a,b")).await.assert_challenge(400, Some("invalid_request"));
 
@@ -176,7 +198,14 @@ async fn auth_mode_answers_like_the_layer() {
     assert!(unmatched.all("www-authenticate").is_empty());
 
     // Path tricks are judged on the normalised path: `/admin` needs the `admin` scope.
-    for sneaky in ["/public/../admin", "/%61dmin", "//admin", "/public/%2e%2e/admin", "/public/./../admin/", "/admin/x/.."] {
+    for sneaky in [
+        "/public/../admin",
+        "/%61dmin",
+        "//admin",
+        "/public/%2e%2e/admin",
+        "/public/./../admin/",
+        "/admin/x/..",
+    ] {
         let r = nginx_style(&gw, sneaky, Some(&read)).await;
         r.assert_challenge(403, Some("insufficient_scope"));
         nginx_style(&gw, sneaky, None).await.assert_challenge(401, None);
@@ -240,9 +269,12 @@ async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
     let before = upstream.count();
     raw_get(gw.addr, "/items/1", None, &[("X-Auth-Subject", "mallory")]).await.assert_challenge(401, None);
     let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
-    let c = raw_get(gw.addr, "/items/1", Some(&expired), &[]).await.assert_challenge(401, Some("invalid_token"));
+    let c =
+        raw_get(gw.addr, "/items/1", Some(&expired), &[]).await.assert_challenge(401, Some("invalid_token"));
     assert_eq!(c.get("error_description"), Some("the access token expired"));
-    let c = raw_get(gw.addr, "/items/1", Some(&token(&dev, "x")), &[]).await.assert_challenge(403, Some("insufficient_scope"));
+    let c = raw_get(gw.addr, "/items/1", Some(&token(&dev, "x")), &[])
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
     assert_eq!(c.get("scope"), Some("items:read"));
     raw_get(gw.addr, "/items/1", Some("a,b"), &[]).await.assert_challenge(400, Some("invalid_request"));
     for sneaky in ["/public/../admin", "/%61dmin", "//admin", "/public/%2E%2E/admin/x", "/PUBLIC/../admin"] {
@@ -263,13 +295,8 @@ async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
     // A 20 MB body, streamed through intact.
     let body: Vec<u8> = (0..20 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     let expected = hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
-    let res = common::client()
-        .post(gw.url("/upload"))
-        .bearer_auth(&read)
-        .body(body)
-        .send()
-        .await
-        .expect("upload");
+    let res =
+        common::client().post(gw.url("/upload")).bearer_auth(&read).body(body).send().await.expect("upload");
     assert_eq!(res.status(), 200);
     let echoed: serde_json::Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
     assert_eq!(echoed["body_len"], json!(20 * 1024 * 1024));
@@ -303,7 +330,8 @@ async fn proxy_mode_failures_are_ours() {
 async fn sigterm_lets_requests_in_flight_finish() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let mut gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
+    let mut gw =
+        Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
     let addr = gw.addr;
     let in_flight = tokio::spawn(async move { raw_get(addr, "/slow", None, &[]).await });
     common::guarded(upstream.slow_entered.notified()).await;

@@ -126,7 +126,8 @@ async fn check_gateway(name: &str, gw: SocketAddr, dev: &DevIssuer, upstream: &U
     assert_eq!(ok.upstream_header("x-auth-tenant").as_deref(), Some("acme"), "{name}");
 
     // Spoofed identity on a public route (the auth answer has no identity headers at all).
-    let public = raw_get(gw, "/public/hello", None, &[("X-Auth-Subject", "mallory"), ("X-Auth-Tenant", "evil")]).await;
+    let public =
+        raw_get(gw, "/public/hello", None, &[("X-Auth-Subject", "mallory"), ("X-Auth-Tenant", "evil")]).await;
     assert_eq!(public.status, 200, "{name}: {public:?}");
     // nginx drops an empty header; Caddy passes it on empty. Either way no identity.
     for header in ["x-auth-subject", "x-auth-tenant", "x-auth-client-id", "x-auth-scopes"] {
@@ -140,7 +141,9 @@ async fn check_gateway(name: &str, gw: SocketAddr, dev: &DevIssuer, upstream: &U
     let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
     let c = raw_get(gw, "/items/1", Some(&expired), &[]).await.assert_challenge(401, Some("invalid_token"));
     assert_eq!(c.get("error_description"), Some("the access token expired"), "{name}");
-    let c = raw_get(gw, "/items/1", Some(&token(dev, "other")), &[]).await.assert_challenge(403, Some("insufficient_scope"));
+    let c = raw_get(gw, "/items/1", Some(&token(dev, "other")), &[])
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
     assert_eq!(c.get("scope"), Some("items:read"), "{name}");
     raw_get(gw, "/items/1", Some("a,b"), &[]).await.assert_challenge(400, Some("invalid_request"));
 

@@ -104,7 +104,11 @@ pub fn write_config(text: &str) -> PathBuf {
 /// Runs the binary to completion: `(status, stdout, stderr)`.
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(binary()).args(args).stdin(Stdio::null()).output().expect("run tower-bearer");
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A child process killed on drop; its stderr is kept and printed if the test fails.
@@ -141,7 +145,7 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("run kill");
+        let status = kill_term(self.child.id()).expect("run kill");
         assert!(status.success(), "kill -TERM failed");
     }
 
@@ -161,11 +165,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them).
         if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .stderr(Stdio::null())
-                .status();
+            let _ = kill_term(self.child.id());
         }
         for _ in 0..500 {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -179,6 +179,11 @@ impl Drop for Process {
             eprintln!("--- {} stderr ---\n{}\n--- end ---", self.name, self.stderr());
         }
     }
+}
+
+/// `kill -TERM pid` through the shell's builtin (no procps needed).
+fn kill_term(pid: u32) -> std::io::Result<ExitStatus> {
+    Command::new("sh").arg("-c").arg(format!("kill -TERM {pid} 2>/dev/null")).stdin(Stdio::null()).status()
 }
 
 /// The `tower-bearer` binary, running.
@@ -449,7 +454,8 @@ fn parse_response(bytes: &[u8]) -> Raw {
         loop {
             let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
             let size_text = String::from_utf8_lossy(&rest[..line_end]);
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).expect("chunk size");
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).expect("chunk size");
             rest = &rest[line_end + 2..];
             if size == 0 {
                 break;

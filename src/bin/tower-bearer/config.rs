@@ -10,8 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 use tower_bearer::RequireScope;
 
@@ -83,7 +83,8 @@ pub enum AccessFile {
 impl<'de> Deserialize<'de> for AccessFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        const EXPECTED: &str = r#""public", "authenticated", { all = ["scope", ...] } or { any = ["scope", ...] }"#;
+        const EXPECTED: &str =
+            r#""public", "authenticated", { all = ["scope", ...] } or { any = ["scope", ...] }"#;
         impl<'de> Visitor<'de> for V {
             type Value = AccessFile;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,7 +113,9 @@ impl<'de> Deserialize<'de> for AccessFile {
                 match key.as_str() {
                     "all" => Ok(AccessFile::All(scopes)),
                     "any" => Ok(AccessFile::Any(scopes)),
-                    other => Err(de::Error::custom(format!("unknown access key `{other}`, expected {EXPECTED}"))),
+                    other => {
+                        Err(de::Error::custom(format!("unknown access key `{other}`, expected {EXPECTED}")))
+                    }
                 }
             }
         }
@@ -276,7 +279,11 @@ impl Checker<'_> {
         let url = reqwest::Url::parse(value.get_ref())
             .map_err(|e| self.at(value.span(), key, format!("invalid URL `{}`: {e}", value.get_ref())))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(self.at(value.span(), key, format!("invalid URL `{}`: need http(s)://host", value.get_ref())));
+            return Err(self.at(
+                value.span(),
+                key,
+                format!("invalid URL `{}`: need http(s)://host", value.get_ref()),
+            ));
         }
         Ok(value.get_ref().clone())
     }
@@ -292,10 +299,9 @@ impl Checker<'_> {
 
     fn check(&self, file: File) -> Result<Config, ConfigError> {
         let listen = match &file.listen {
-            Some(l) => l
-                .get_ref()
-                .parse()
-                .map_err(|e| self.at(l.span(), "listen", format!("`{}` is not host:port ({e})", l.get_ref())))?,
+            Some(l) => l.get_ref().parse().map_err(|e| {
+                self.at(l.span(), "listen", format!("`{}` is not host:port ({e})", l.get_ref()))
+            })?,
             None => DEFAULT_LISTEN.parse().expect("default listen address"),
         };
         if file.issuers.is_empty() {
@@ -306,7 +312,11 @@ impl Checker<'_> {
             let key = |k: &str| format!("issuers[{i}].{k}");
             let issuer = self.url(&f.issuer, &key("issuer"))?;
             if let Some(prev) = issuers.iter().position(|p: &Issuer| p.issuer == issuer) {
-                return Err(self.at(f.issuer.span(), &key("issuer"), format!("same issuer as issuers[{prev}]")));
+                return Err(self.at(
+                    f.issuer.span(),
+                    &key("issuer"),
+                    format!("same issuer as issuers[{prev}]"),
+                ));
             }
             if f.audience.get_ref().is_empty() {
                 return Err(self.at(f.audience.span(), &key("audience"), "must not be empty"));
@@ -315,13 +325,19 @@ impl Checker<'_> {
             let algorithms = match &f.algorithms {
                 None => None,
                 Some(list) if list.is_empty() => {
-                    return Err(self.nowhere(&key("algorithms"), "must not be empty (omit it for the default)"));
+                    return Err(
+                        self.nowhere(&key("algorithms"), "must not be empty (omit it for the default)")
+                    );
                 }
                 Some(list) => Some(
                     list.iter()
                         .map(|a| {
                             let alg = tower_bearer::Algorithm::from_str(a.get_ref()).map_err(|_| {
-                                self.at(a.span(), &key("algorithms"), format!("unknown algorithm `{}`", a.get_ref()))
+                                self.at(
+                                    a.span(),
+                                    &key("algorithms"),
+                                    format!("unknown algorithm `{}`", a.get_ref()),
+                                )
                             })?;
                             if a.get_ref().starts_with("HS") {
                                 return Err(self.at(
@@ -338,8 +354,11 @@ impl Checker<'_> {
             let introspection = match &f.introspection {
                 None => None,
                 Some(intro) => {
-                    let endpoint =
-                        intro.endpoint.as_ref().map(|u| self.url(u, &key("introspection.endpoint"))).transpose()?;
+                    let endpoint = intro
+                        .endpoint
+                        .as_ref()
+                        .map(|u| self.url(u, &key("introspection.endpoint")))
+                        .transpose()?;
                     let client_secret = match (&intro.client_secret_env, &intro.client_secret_file) {
                         (Some(var), None) => std::env::var(var).map_err(|_| {
                             self.nowhere(
@@ -382,7 +401,10 @@ impl Checker<'_> {
         }
 
         if file.routes.is_empty() {
-            return Err(self.nowhere("routes", "at least one [[routes]] table is required (unmatched requests are denied)"));
+            return Err(self.nowhere(
+                "routes",
+                "at least one [[routes]] table is required (unmatched requests are denied)",
+            ));
         }
         let mut rules: Vec<Rule> = Vec::new();
         for (i, r) in file.routes.iter().enumerate() {
@@ -394,7 +416,11 @@ impl Checker<'_> {
                     let upper = m.get_ref().to_ascii_uppercase();
                     let ok = !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_uppercase());
                     if !ok {
-                        return Err(self.at(m.span(), &key("method"), format!("`{}` is not a method", m.get_ref())));
+                        return Err(self.at(
+                            m.span(),
+                            &key("method"),
+                            format!("`{}` is not a method", m.get_ref()),
+                        ));
                     }
                     Some(Method::from_bytes(upper.as_bytes()).expect("letters are a valid method"))
                 }
@@ -405,14 +431,21 @@ impl Checker<'_> {
                 return Err(self.at(
                     r.path.span(),
                     &key("path"),
-                    format!("duplicate route: routes[{}] already has this method and path `{}`", dup.index, dup.path),
+                    format!(
+                        "duplicate route: routes[{}] already has this method and path `{}`",
+                        dup.index, dup.path
+                    ),
                 ));
             }
             let access = match &r.access {
                 AccessFile::Public => Access::Public,
                 AccessFile::Authenticated => Access::Authenticated,
-                AccessFile::All(s) => Access::Scopes(RequireScope::all(s.iter().cloned())),
-                AccessFile::Any(s) => Access::Scopes(RequireScope::any(s.iter().cloned())),
+                AccessFile::All(s) => {
+                    Access::Scopes(RequireScope::all(s.iter().cloned()), format!("all of {}", s.join(", ")))
+                }
+                AccessFile::Any(s) => {
+                    Access::Scopes(RequireScope::any(s.iter().cloned()), format!("any of {}", s.join(", ")))
+                }
             };
             rules.push(Rule { method, pattern, access, path: r.path.get_ref().clone(), index: i });
         }
@@ -468,10 +501,15 @@ impl Checker<'_> {
             None => None,
             Some(u) => {
                 let url = self.url(&u.url, "upstream.url")?;
-                let uri: http::Uri =
-                    url.parse().map_err(|e| self.at(u.url.span(), "upstream.url", format!("invalid URL: {e}")))?;
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| self.at(u.url.span(), "upstream.url", format!("invalid URL: {e}")))?;
                 if uri.scheme_str() != Some("http") {
-                    return Err(self.at(u.url.span(), "upstream.url", "only http:// upstreams are supported"));
+                    return Err(self.at(
+                        u.url.span(),
+                        "upstream.url",
+                        "only http:// upstreams are supported",
+                    ));
                 }
                 if uri.query().is_some() {
                     return Err(self.at(u.url.span(), "upstream.url", "must not have a query"));
@@ -505,8 +543,17 @@ impl Checker<'_> {
 /// Headers that identity headers must never be named after.
 fn is_reserved(name: &HeaderName) -> bool {
     use http::header::*;
-    [AUTHORIZATION, HOST, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, CONNECTION, COOKIE, WWW_AUTHENTICATE]
-        .contains(name)
+    [
+        AUTHORIZATION,
+        HOST,
+        CONTENT_LENGTH,
+        CONTENT_TYPE,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        COOKIE,
+        WWW_AUTHENTICATE,
+    ]
+    .contains(name)
         || crate::proxy::is_hop_by_hop(name)
 }
 
@@ -550,8 +597,12 @@ access = { all = ["items:read"] }
 
     #[test]
     fn duplicate_route() {
-        let e = err(&format!("{GOOD}\n[[routes]]\nmethod = \"get\"\npath = \"/items\"\naccess = \"public\"\n"));
-        assert!(e.contains("duplicate route") && e.contains("routes[2].path") && e.contains("t.toml:20:"), "{e}");
+        let e =
+            err(&format!("{GOOD}\n[[routes]]\nmethod = \"get\"\npath = \"/items\"\naccess = \"public\"\n"));
+        assert!(
+            e.contains("duplicate route") && e.contains("routes[2].path") && e.contains("t.toml:19:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ fn main() -> ExitCode {
         }
     }
     if args.command == Command::Proxy && config.upstream.is_none() {
-        eprintln!("tower-bearer: configuration error: {}: upstream: proxy mode needs an [upstream] table with `url`", args.config.display());
+        eprintln!(
+            "tower-bearer: configuration error: {}: upstream: proxy mode needs an [upstream] table with `url`",
+            args.config.display()
+        );
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -205,7 +208,7 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             }
             for r in &config.rules.rules {
                 let method = r.method.as_ref().map_or("*", |m| m.as_str());
-                println!("  route {method} {} -> {:?}", r.path, r.access);
+                println!("  route {method} {} -> {}", r.path, r.access);
             }
             if let Some(u) = &config.upstream {
                 println!("  upstream: {}", u.url);

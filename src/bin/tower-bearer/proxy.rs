@@ -13,8 +13,16 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::Upstream;
 
 /// Headers that concern one connection only and are never forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
 
 /// Whether `name` is hop-by-hop (including every `Proxy-*` header).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -70,7 +78,8 @@ impl Forwarder {
             client,
             base: format!("http://{authority}"),
             prefix: upstream.url.path().trim_end_matches('/').to_owned(),
-            authority: HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value"),
+            authority: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header value"),
             timeout: upstream.timeout,
         }
     }

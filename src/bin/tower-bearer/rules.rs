@@ -16,8 +16,8 @@ pub enum Access {
     Public,
     /// A valid token.
     Authenticated,
-    /// A valid token with these scopes (all of them, or any one).
-    Scopes(RequireScope),
+    /// A valid token with these scopes (all of them, or any one), and how to say so in logs.
+    Scopes(RequireScope, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,16 @@ enum Segment {
     Literal(String),
     /// `*`: exactly one non-empty segment.
     Any,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Public => f.write_str("public"),
+            Access::Authenticated => f.write_str("authenticated"),
+            Access::Scopes(_, description) => f.write_str(description),
+        }
+    }
 }
 
 /// A path pattern: literal segments, `*` for one segment, and an optional `/**` suffix for any

@@ -91,7 +91,9 @@ pub fn build_validator(config: &Config) -> Result<(Arc<dyn Validator>, Vec<JwtVa
         ([one], Some(opaque)) => Arc::new(JwtOrOpaque::new(one.clone(), opaque)),
         ([one], None) => Arc::new(one.clone()),
         (_, Some(_)) => return Err("introspection is supported with a single issuer only".into()),
-        (many, None) => Arc::new(MultiIssuer::new(many.iter().cloned()).map_err(|e| format!("issuers: {e}"))?),
+        (many, None) => {
+            Arc::new(MultiIssuer::new(many.iter().cloned()).map_err(|e| format!("issuers: {e}"))?)
+        }
     };
     Ok((validator, jwts))
 }
@@ -136,7 +138,9 @@ impl Dispatch {
         let mut out = Vec::new();
         let mut push = |name: &HeaderName, value: &str| match HeaderValue::from_bytes(value.as_bytes()) {
             Ok(v) => out.push((name.clone(), v)),
-            Err(_) => tracing::warn!(header = %name, "claim value is not a valid header value: header left out"),
+            Err(_) => {
+                tracing::warn!(header = %name, "claim value is not a valid header value: header left out")
+            }
         };
         if let Some(s) = principal.subject() {
             push(&self.headers.subject, s);
@@ -218,7 +222,7 @@ impl tower_service::Service<Request<Body>> for Protected {
         let dispatch = self.0.clone();
         Box::pin(async move {
             let principal = req.extensions().get::<Principal>().cloned().expect("the bearer layer let it in");
-            if let Some(Access::Scopes(required)) = req.extensions().get::<Arc<Rule>>().map(|r| &r.access)
+            if let Some(Access::Scopes(required, _)) = req.extensions().get::<Arc<Rule>>().map(|r| &r.access)
                 && let Err(err) = required.check(&principal)
             {
                 set_reason(err.reason());
@@ -226,7 +230,11 @@ impl tower_service::Service<Request<Body>> for Protected {
                 return Ok(err.into_response());
             }
             set_reason("valid");
-            tracing::debug!(subject = principal.subject(), client_id = principal.client_id(), "token accepted");
+            tracing::debug!(
+                subject = principal.subject(),
+                client_id = principal.client_id(),
+                "token accepted"
+            );
             Ok(dispatch.allow(req, Some(principal)).await)
         })
     }
@@ -244,7 +252,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(mode: Mode, config: &Config, validator: Arc<dyn Validator>, validators: Vec<JwtValidator>) -> App {
+    pub fn new(
+        mode: Mode,
+        config: &Config,
+        validator: Arc<dyn Validator>,
+        validators: Vec<JwtValidator>,
+    ) -> App {
         let dispatch = Arc::new(Dispatch {
             mode,
             headers: config.headers.clone(),
@@ -286,7 +299,9 @@ impl App {
             return Ok((req.method().clone(), target));
         }
         let h = req.headers();
-        let text = |name: &str| h.get(name).map(|v| v.to_str().map(str::to_owned).map_err(|_| "bad_original_header"));
+        let text = |name: &str| {
+            h.get(name).map(|v| v.to_str().map(str::to_owned).map_err(|_| "bad_original_header"))
+        };
         let method = |name: &str| -> Result<Option<Method>, &'static str> {
             match text(name).transpose()? {
                 None => Ok(None),
@@ -346,7 +361,8 @@ impl App {
         for name in self.headers.all() {
             headers.remove(name);
         }
-        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-auth-")).cloned().collect();
+        let spoofed: Vec<HeaderName> =
+            headers.keys().filter(|n| n.as_str().starts_with("x-auth-")).cloned().collect();
         for name in spoofed {
             headers.remove(&name);
         }
