@@ -222,6 +222,35 @@ async fn auth_mode_answers_like_the_layer() {
     assert_eq!(raw_get(gw.addr, "/healthz", None, &[]).await.status, 200);
 }
 
+#[tokio::test]
+async fn json_logs_carry_the_decision_never_the_token() {
+    let dev = issuer().await;
+    let gw = Gateway::start_with("auth", &dev_config(&dev, ""), &["--log-format", "json"]);
+    wait_for_ok(&gw.url("/readyz")).await;
+    let good = token(&dev, "items:read");
+    let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&good)).await.status, 200);
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&expired)).await.status, 401);
+    assert_eq!(nginx_style(&gw, "/admin", Some(&good)).await.status, 403);
+    assert_eq!(nginx_style(&gw, "/a%2Fb", Some(&good)).await.status, 400);
+    let logs = wait_for_log(&gw.process, "path_encoded_slash").await;
+    let mut reasons = Vec::new();
+    for line in logs.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if event["message"] == "request answered" {
+            reasons.push((event["status"].as_u64().unwrap(), event["reason"].as_str().unwrap().to_owned()));
+        }
+    }
+    for expected in [(200, "valid"), (401, "expired"), (403, "insufficient_scope"), (400, "path_encoded_slash")] {
+        assert!(reasons.contains(&(expected.0, expected.1.to_owned())), "{expected:?} not in {reasons:?}");
+    }
+    for secret in [&good, &expired] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token reached the logs");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // proxy mode
 // ---------------------------------------------------------------------------------------------

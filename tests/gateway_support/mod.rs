@@ -195,6 +195,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `tower-bearer <mode>` with `config` on a free loopback port.
     pub fn start(mode: &str, config: &str) -> Gateway {
+        Self::start_with(mode, config, &[])
+    }
+
+    /// [`Gateway::start`] with more arguments.
+    pub fn start_with(mode: &str, config: &str, args: &[&str]) -> Gateway {
         let path = write_config(config);
         let mut command = Command::new(binary());
         command
@@ -203,6 +208,7 @@ impl Gateway {
             .arg(&path)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(args)
             .env("TOWER_BEARER_LOG", "debug")
             .stdout(Stdio::piped());
         let mut process = Process::spawn("tower-bearer", command);
@@ -230,6 +236,20 @@ impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// Waits until the process's stderr contains `needle`; returns all of it.
+pub async fn wait_for_log(process: &Process, needle: &str) -> String {
+    crate::common::guarded(async {
+        loop {
+            let text = process.stderr();
+            if text.contains(needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
 }
 
 /// Polls `GET url` until it answers `200` (bounded by the hang guard).
