@@ -242,7 +242,9 @@ async fn json_logs_carry_the_decision_never_the_token() {
             reasons.push((event["status"].as_u64().unwrap(), event["reason"].as_str().unwrap().to_owned()));
         }
     }
-    for expected in [(200, "valid"), (401, "expired"), (403, "insufficient_scope"), (400, "path_encoded_slash")] {
+    for expected in
+        [(200, "valid"), (401, "expired"), (403, "insufficient_scope"), (400, "path_encoded_slash")]
+    {
         assert!(reasons.contains(&(expected.0, expected.1.to_owned())), "{expected:?} not in {reasons:?}");
     }
     for secret in [&good, &expired] {
