@@ -355,6 +355,49 @@ async fn proxy_mode_failures_are_ours() {
     assert_eq!(raw_get(gw.addr, "/readyz", None, &[]).await.status, 503);
     assert_eq!(raw_get(gw.addr, "/healthz", None, &[]).await.status, 200);
     assert_eq!(upstream.count(), 0);
+
+    // An upstream that does not answer in time: 504.
+    let slow = Upstream::start().await;
+    let text = dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\ntimeout_secs = 1", slow.url()));
+    let gw = Gateway::start("proxy", &text);
+    let r = raw_get(gw.addr, "/slow", None, &[]).await;
+    assert_eq!(r.status, 504, "{r:?}");
+    slow.slow_release.notify_one();
+}
+
+/// Reads from `stream` into `got` until it holds `needle`.
+async fn read_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    common::guarded(async {
+        while !String::from_utf8_lossy(got).contains(needle) {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed before {needle:?}: {}", String::from_utf8_lossy(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn proxy_mode_streams_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let head = "POST /public/stream HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(format!("{head}3\r\nabc\r\n").as_bytes()).await.expect("write");
+    // The upstream has the first chunk while the client has not finished its body...
+    common::guarded(upstream.slow_entered.notified()).await;
+    // ...and the client has the first chunk of the answer while the upstream holds the rest.
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, "hello ").await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    assert!(!String::from_utf8_lossy(&got).contains("world"));
+    upstream.slow_release.notify_one();
+    stream.write_all(b"0\r\n\r\n").await.expect("write");
+    read_until(&mut stream, &mut got, "world").await;
 }
 
 #[tokio::test]

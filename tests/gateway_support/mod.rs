@@ -13,8 +13,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use axum::Json;
+use std::convert::Infallible;
+
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,7 +299,7 @@ pub struct Seen {
 }
 
 /// An upstream on loopback that answers every request with a JSON description of it, and
-/// holds `GET /slow` until released.
+/// holds `GET /slow` until released (`POST /public/stream`: see the handler).
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -311,7 +316,28 @@ impl Upstream {
         let router = axum::Router::new().fallback(move |req: Request| {
             let (seen, entered, release) = (s.clone(), e.clone(), r.clone());
             async move {
-                let (parts, body) = req.into_parts();
+                let (parts, mut body) = req.into_parts();
+                if parts.uri.path() == "/public/stream" {
+                    // Answers after the first chunk of the request body, and sends the second
+                    // chunk of its answer only when released: both directions must stream.
+                    let first = body.frame().await.expect("a first frame").expect("body frame");
+                    assert!(first.is_data());
+                    entered.notify_one();
+                    let stream = futures_util::stream::unfold(0u8, move |step| {
+                        let release = release.clone();
+                        async move {
+                            match step {
+                                0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"hello ")), 1)),
+                                1 => {
+                                    release.notified().await;
+                                    Some((Ok(Bytes::from_static(b"world")), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    return axum::response::Response::new(Body::from_stream(stream));
+                }
                 if parts.uri.path() == "/slow" {
                     entered.notify_one();
                     release.notified().await;
