@@ -163,6 +163,24 @@ async fn auth_mode_answers_like_the_layer() {
     assert_eq!(envoy_deny.status, 403, "{envoy_deny:?}");
     assert!(envoy_deny.all("www-authenticate").is_empty(), "unmatched route: plain 403");
 
+    // The gateway's word only: conflicting or repeated original-request headers are refused,
+    // and Envoy's sub-request path beats any header.
+    let conflict = raw_get(
+        gw.addr,
+        "/auth",
+        Some(&read),
+        &[("X-Original-URI", "/admin"), ("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Method", "GET")],
+    )
+    .await;
+    assert_eq!(conflict.status, 400, "{conflict:?}");
+    let twice =
+        raw_get(gw.addr, "/auth", None, &[("X-Forwarded-Uri", "/admin"), ("X-Forwarded-Uri", "/public/x")])
+            .await;
+    assert_eq!(twice.status, 400, "{twice:?}");
+    let envoy_wins =
+        raw_get(gw.addr, "/ext_authz/admin", Some(&read), &[("X-Original-URI", "/public/x")]).await;
+    envoy_wins.assert_challenge(403, Some("insufficient_scope"));
+
     // No original request at all.
     assert_eq!(raw_get(gw.addr, "/auth", Some(&read), &[]).await.status, 400);
 

@@ -22,6 +22,7 @@ use tower_bearer::dev::DevIssuer;
 /// The gateway program, or `None` (after saying why) when the test must be skipped.
 fn prerequisite(name: &str) -> Option<PathBuf> {
     if let Some(path) = find_program(name) {
+        eprintln!("gateways_real: running against {}", path.display());
         return Some(path);
     }
     if std::env::var_os("CI").is_none() {
@@ -152,6 +153,17 @@ async fn check_gateway(name: &str, gw: SocketAddr, dev: &DevIssuer, upstream: &U
         let r = raw_get(gw, sneaky, Some(&read), &[]).await;
         r.assert_challenge(403, Some("insufficient_scope"));
     }
+    // The client cannot name another original request than the one it makes.
+    let spoofed_target = [
+        ("X-Original-URI", "/public/x"),
+        ("X-Original-Method", "GET"),
+        ("X-Forwarded-Uri", "/public/x"),
+        ("X-Forwarded-Method", "GET"),
+    ];
+    raw_get(gw, "/admin", Some(&read), &spoofed_target)
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
+    raw_get(gw, "/admin", None, &spoofed_target).await.assert_challenge(401, None);
     let refused = raw_get(gw, "/public%2F..%2Fadmin", Some(&read), &[]).await;
     assert_eq!(refused.status, 400, "{name}: {refused:?}");
     let unmatched = raw_get(gw, "/nowhere", Some(&read), &[]).await;

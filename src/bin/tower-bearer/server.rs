@@ -298,26 +298,9 @@ impl App {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
             return Ok((req.method().clone(), target));
         }
-        let h = req.headers();
-        let text = |name: &str| {
-            h.get(name).map(|v| v.to_str().map(str::to_owned).map_err(|_| "bad_original_header"))
-        };
-        let method = |name: &str| -> Result<Option<Method>, &'static str> {
-            match text(name).transpose()? {
-                None => Ok(None),
-                Some(m) => Method::from_bytes(m.as_bytes()).map(Some).map_err(|_| "bad_original_method"),
-            }
-        };
-        if let Some(uri) = text("x-original-uri").transpose()? {
-            // nginx auth_request.
-            return Ok((method("x-original-method")?.unwrap_or(Method::GET), uri));
-        }
-        if let Some(uri) = text("x-forwarded-uri").transpose()? {
-            // Traefik forwardAuth, Caddy forward_auth.
-            return Ok((method("x-forwarded-method")?.unwrap_or(Method::GET), uri));
-        }
         if let Some(prefix) = &self.path_prefix {
-            // Envoy ext_authz (HTTP service): the original path after our prefix, original method.
+            // Envoy ext_authz (HTTP service): the original path after our prefix, original
+            // method. The path of the sub-request is the gateway's, never the client's: it wins.
             let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             if let Some(rest) = pq.strip_prefix(prefix.as_str())
                 && (rest.starts_with('/') || rest.starts_with('?') || rest.is_empty())
@@ -326,7 +309,34 @@ impl App {
                 return Ok((req.method().clone(), rest));
             }
         }
-        Err("no_original_request")
+        let h = req.headers();
+        // One value or none: a header the client sent next to the gateway's is refused.
+        let text = |name: &str| -> Result<Option<String>, &'static str> {
+            let mut values = h.get_all(name).iter();
+            let Some(first) = values.next() else { return Ok(None) };
+            if values.next().is_some() {
+                return Err("duplicate_original_header");
+            }
+            first.to_str().map(|v| Some(v.to_owned())).map_err(|_| "bad_original_header")
+        };
+        let method = |name: &str| -> Result<Option<Method>, &'static str> {
+            match text(name)? {
+                None => Ok(None),
+                Some(m) => Method::from_bytes(m.as_bytes()).map(Some).map_err(|_| "bad_original_method"),
+            }
+        };
+        // nginx auth_request sets X-Original-*, Traefik and Caddy X-Forwarded-*; each passes the
+        // client's other headers on. Both families present and disagreeing means one of them
+        // is the client's: refuse rather than guess.
+        let original = (text("x-original-uri")?, method("x-original-method")?);
+        let forwarded = (text("x-forwarded-uri")?, method("x-forwarded-method")?);
+        let pick =
+            |(uri, method): (Option<String>, Option<Method>)| uri.map(|u| (method.unwrap_or(Method::GET), u));
+        match (pick(original), pick(forwarded)) {
+            (Some(a), Some(b)) if a != b => Err("conflicting_original_headers"),
+            (Some(t), _) | (None, Some(t)) => Ok(t),
+            (None, None) => Err("no_original_request"),
+        }
     }
 
     async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
