@@ -439,6 +439,7 @@ impl Raw {
             assert_eq!(challenge.get("error_description"), None);
         }
         assert_eq!(self.header("cache-control"), Some("no-store"), "{self:?}");
+        assert_eq!(self.body, "", "a challenge comes with an empty body, as from the layer: {self:?}");
         challenge
     }
 
