@@ -53,6 +53,12 @@ fn config_errors_name_the_problem() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains(": ok") && stdout.contains("route * /items/**"), "{stdout}");
 
+    // The shipped example is valid.
+    let example = manifest_dir().join("examples/gateways/tower-bearer.toml");
+    let (status, stdout, stderr) = run(&["check-config", "-c", example.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("route * /admin/** -> any of admin, ops"), "{stdout}");
+
     // Unknown key: toml's message names it, with the line.
     assert_config_error(&GOOD.replace("audience =", "audiance = \"x\"\naudience ="), &["audiance", "line 4"]);
     // Bad URL.

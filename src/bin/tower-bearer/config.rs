@@ -31,6 +31,8 @@ pub struct File {
     /// Match route patterns without regard to ASCII case.
     #[serde(default)]
     pub case_insensitive_paths: bool,
+    /// After SIGTERM, how long requests in flight may take before the process exits anyway.
+    pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
     #[serde(default)]
@@ -188,6 +190,7 @@ impl fmt::Display for ConfigError {
 pub struct Config {
     pub listen: SocketAddr,
     pub realm: Option<String>,
+    pub shutdown_grace: Duration,
     pub issuers: Vec<Issuer>,
     pub rules: Rules,
     pub headers: IdentityHeaders,
@@ -525,6 +528,7 @@ impl Checker<'_> {
         Ok(Config {
             listen,
             realm: file.realm,
+            shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(30)),
             issuers,
             rules: Rules {
                 rules: rules.into_iter().map(std::sync::Arc::new).collect(),
@@ -621,6 +625,17 @@ access = { all = ["items:read"] }
         assert!(e.contains("must not be empty"), "{e}");
         let e = err(&GOOD.replace("{ all = [\"items:read\"] }", "{ some = [\"a\"] }"));
         assert!(e.contains("unknown access key `some`"), "{e}");
+    }
+
+    #[test]
+    fn several_issuers() {
+        let second = "[[issuers]]\nissuer = \"https://as2.example\"\naudience = \"api\"\n\n[[routes]]";
+        let config = parse(&GOOD.replacen("[[routes]]", second, 1), "t.toml").unwrap();
+        assert_eq!(config.issuers.len(), 2);
+        assert_eq!(config.issuers[1].jwks_url, None, "discovery");
+        let same = second.replace("as2.example", "as.example");
+        let e = err(&GOOD.replacen("[[routes]]", &same, 1));
+        assert!(e.contains("issuers[1].issuer") && e.contains("same issuer as issuers[0]"), "{e}");
     }
 
     #[test]

@@ -235,14 +235,33 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
     tracing::info!(mode = ?mode, %addr, "listening");
     // One line on stdout for scripts and tests that started us with port 0.
     println!("listening on {addr}");
-    match axum::serve(listener, router).with_graceful_shutdown(server::shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        server::shutdown_signal().await;
+        let _ = stopping.send(());
+    });
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
         }
-        Err(e) => {
-            eprintln!("tower-bearer: server error: {e}");
-            ExitCode::FAILURE
+    };
+    tokio::select! {
+        result = serve => match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tower-bearer: server error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period: exiting");
+            ExitCode::SUCCESS
         }
     }
 }
