@@ -277,6 +277,51 @@ async fn json_logs_carry_the_decision_never_the_token() {
     }
 }
 
+#[tokio::test]
+async fn readyz_waits_for_the_keys() {
+    let dev = issuer().await;
+    dev.set_jwks_failing(true);
+    let gw = Gateway::start("auth", &dev_config(&dev, ""));
+    let read = token(&dev, "items:read");
+    assert_eq!(raw_get(gw.addr, "/readyz", None, &[]).await.status, 503);
+    nginx_style(&gw, "/items/1", Some(&read)).await.assert_unavailable();
+    dev.set_jwks_failing(false);
+    wait_for_ok(&gw.url("/readyz")).await;
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&read)).await.status, 200);
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected() {
+    use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+    let dev = issuer().await;
+    let secret = temp_dir("secret").join("client_secret");
+    std::fs::write(&secret, format!("{RESOURCE_CLIENT_SECRET}\n")).expect("write the secret");
+    let introspection = format!(
+        "algorithms = [\"ES256\"]\n[issuers.introspection]\nendpoint = \"{}\"\nclient_id = \"{RESOURCE_CLIENT_ID}\"\nclient_secret_file = \"{}\"\n",
+        dev.introspection_url(),
+        secret.display()
+    );
+    let text = dev_config(&dev, "").replacen("algorithms = [\"ES256\"]\n", &introspection, 1);
+    let gw = Gateway::start("auth", &text);
+    wait_for_ok(&gw.url("/readyz")).await;
+
+    let opaque = dev.opaque_token().subject("bob").scope("items:read").claim("tenant", "acme").issue();
+    let ok = nginx_style(&gw, "/items/1", Some(&opaque)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-auth-subject"), Some("bob"));
+    assert_eq!(ok.header("x-auth-tenant"), Some("acme"));
+    assert!(dev.introspection_calls() >= 1);
+    // JWTs are still verified locally, unknown opaque tokens refused.
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&token(&dev, "items:read"))).await.status, 200);
+    nginx_style(&gw, "/items/1", Some("not-a-token-we-issued"))
+        .await
+        .assert_challenge(401, Some("invalid_token"));
+    // The introspection endpoint down: ours, 503.
+    dev.set_introspection_failing(true);
+    let fresh = dev.opaque_token().subject("carol").scope("items:read").issue();
+    nginx_style(&gw, "/items/1", Some(&fresh)).await.assert_unavailable();
+}
+
 // ---------------------------------------------------------------------------------------------
 // proxy mode
 // ---------------------------------------------------------------------------------------------
