@@ -1,7 +1,7 @@
 //! The running service: health endpoints, route rules, the bearer layer, and what happens to
 //! a request once it is let through (an answer for the gateway, or a trip to the upstream).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -41,13 +41,30 @@ pub const REQUEST_MODE: HeaderName = HeaderName::from_static("x-auth-request-mod
 /// The real status of a denial in nginx mode.
 pub const AUTH_STATUS: HeaderName = HeaderName::from_static("x-auth-status");
 
+/// What the log line of a request says: the request judged and why it got its answer.
+#[derive(Default)]
+struct Decision {
+    reason: &'static str,
+    /// The original method and normalised path (the auth sub-request's own are not interesting).
+    target: Option<(Method, String)>,
+    rule: Option<usize>,
+}
+
 tokio::task_local! {
-    /// The reason code of the current request's decision, for the log line.
-    static REASON: Cell<&'static str>;
+    /// The current request's decision, for the log line.
+    static DECISION: RefCell<Decision>;
 }
 
 fn set_reason(reason: &'static str) {
-    let _ = REASON.try_with(|r| r.set(reason));
+    let _ = DECISION.try_with(|d| d.borrow_mut().reason = reason);
+}
+
+fn set_target(method: &Method, path: &str) {
+    let _ = DECISION.try_with(|d| d.borrow_mut().target = Some((method.clone(), path.to_owned())));
+}
+
+fn set_rule(index: usize) {
+    let _ = DECISION.try_with(|d| d.borrow_mut().rule = Some(index));
 }
 
 /// The validator behind the bearer layer, and the JWT validators whose key sets `/readyz` waits for.
@@ -376,11 +393,12 @@ impl App {
         for name in spoofed {
             headers.remove(&name);
         }
+        set_target(&method, &normal);
         let Some(rule) = self.rules.find(&method, &normal).cloned() else {
             set_reason("no_matching_route");
-            tracing::info!(method = %method, path = %normal, "no route rule matches: denied");
             return plain(StatusCode::FORBIDDEN, "no route rule allows this request\n");
         };
+        set_rule(rule.index);
         tracing::debug!(method = %method, path = %normal, rule = rule.index, pattern = %rule.path, "route matched");
         let path_and_query = match query {
             Some(q) => format!("{normal}?{q}"),
@@ -406,20 +424,27 @@ impl App {
         let uri_path = req.uri().path().to_owned();
         let nginx = self.mode == Mode::Auth && req.headers().get(REQUEST_MODE).is_some_and(|v| v == "nginx");
         let app = self.clone();
-        let (mut res, reason) = REASON
-            .scope(Cell::new("none"), async move {
+        let (mut res, decision) = DECISION
+            .scope(RefCell::new(Decision { reason: "none", ..Decision::default() }), async move {
                 let res = app.handle(req).await;
-                (res, REASON.with(Cell::get))
+                (res, DECISION.with(|d| std::mem::take(&mut *d.borrow_mut())))
             })
             .await;
-        let status = res.status();
+        let status = res.status().as_u16();
+        let reason = decision.reason;
+        let (method, path) = match &decision.target {
+            Some((m, p)) => (m.as_str(), p.as_str()),
+            None => (method.as_str(), uri_path.as_str()),
+        };
+        let rule = decision.rule.map(|r| r as u64);
         if matches!(uri_path.as_str(), "/healthz" | "/readyz") {
-            tracing::debug!(path = %uri_path, status = status.as_u16(), "health check");
-        } else if status.is_server_error() {
-            tracing::warn!(method = %method, path = %uri_path, status = status.as_u16(), reason, "request answered");
+            tracing::debug!(path = %uri_path, status, "health check");
+        } else if res.status().is_server_error() {
+            tracing::warn!(method, path, status, reason, rule, "request answered");
         } else {
-            tracing::info!(method = %method, path = %uri_path, status = status.as_u16(), reason, "request answered");
+            tracing::info!(method, path, status, reason, rule, "request answered");
         }
+        let status = res.status();
         if nginx && !status.is_success() {
             res.headers_mut().insert(AUTH_STATUS, HeaderValue::from(status.as_u16()));
             *res.status_mut() = StatusCode::FORBIDDEN;
