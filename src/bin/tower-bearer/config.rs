@@ -1,0 +1,646 @@
+//! The TOML configuration: parsed with serde (`deny_unknown_fields` everywhere), then checked
+//! as a whole. Every error names the key and, where the file has one, its line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+use tower_bearer::RequireScope;
+
+use crate::rules::{Access, Pattern, Rule, Rules};
+
+/// Where the auth service and the proxy listen unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// `host:port` to listen on.
+    pub listen: Option<Spanned<String>>,
+    /// The `realm` of every challenge.
+    pub realm: Option<String>,
+    /// Match route patterns without regard to ASCII case.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
+    /// After SIGTERM, how long requests in flight may take before the process exits anyway.
+    pub shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub headers: HeadersFile,
+    #[serde(default)]
+    pub cache: CacheFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    pub upstream: Option<UpstreamFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    pub issuer: Spanned<String>,
+    pub audience: Spanned<String>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub introspection: Option<IntrospectionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionFile {
+    pub endpoint: Option<Spanned<String>>,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub method: Option<Spanned<String>>,
+    pub path: Spanned<String>,
+    pub access: AccessFile,
+}
+
+/// `access = "public" | "authenticated" | { all = [..] } | { any = [..] }`.
+#[derive(Debug)]
+pub enum AccessFile {
+    Public,
+    Authenticated,
+    All(Vec<String>),
+    Any(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for AccessFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str =
+            r#""public", "authenticated", { all = ["scope", ...] } or { any = ["scope", ...] }"#;
+        impl<'de> Visitor<'de> for V {
+            type Value = AccessFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AccessFile, E> {
+                match v {
+                    "public" => Ok(AccessFile::Public),
+                    "authenticated" => Ok(AccessFile::Authenticated),
+                    other => Err(E::custom(format!("unknown access `{other}`, expected {EXPECTED}"))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AccessFile, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(format!("empty access table, expected {EXPECTED}")));
+                };
+                let scopes: Vec<String> = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("access: give either `all` or `any`, not both"));
+                }
+                if scopes.is_empty() || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                    return Err(de::Error::custom(
+                        "access: the scope list must not be empty, nor hold empty scopes or spaces",
+                    ));
+                }
+                match key.as_str() {
+                    "all" => Ok(AccessFile::All(scopes)),
+                    "any" => Ok(AccessFile::Any(scopes)),
+                    other => {
+                        Err(de::Error::custom(format!("unknown access key `{other}`, expected {EXPECTED}")))
+                    }
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersFile {
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: String,
+    /// Claim name → header name.
+    pub claims: BTreeMap<String, String>,
+}
+
+impl Default for HeadersFile {
+    fn default() -> Self {
+        HeadersFile {
+            subject: "X-Auth-Subject".into(),
+            client_id: "X-Auth-Client-Id".into(),
+            scopes: "X-Auth-Scopes".into(),
+            claims: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Entries of each issuer's verified-token cache (0 switches it off).
+    pub token_cache_entries: Option<u64>,
+    /// How long a cached verification may vouch for a token, at most.
+    pub token_cache_ttl_secs: Option<u64>,
+    /// Entries of the introspection cache.
+    pub introspection_entries: Option<u64>,
+    /// Longest time an active introspection result is reused.
+    pub introspection_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Envoy ext_authz (HTTP): the original path arrives appended to this prefix.
+    pub path_prefix: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub url: Spanned<String>,
+    pub connect_timeout_secs: Option<u64>,
+    /// Longest wait for the upstream's response headers.
+    pub timeout_secs: Option<u64>,
+}
+
+/// A configuration error, already worded for the operator.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything checked and ready to use.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub realm: Option<String>,
+    pub shutdown_grace: Duration,
+    pub issuers: Vec<Issuer>,
+    pub rules: Rules,
+    pub headers: IdentityHeaders,
+    pub token_cache: Option<(u64, Duration)>,
+    pub introspection_entries: Option<u64>,
+    pub introspection_ttl: Option<Duration>,
+    pub path_prefix: Option<String>,
+    pub upstream: Option<Upstream>,
+}
+
+#[derive(Debug)]
+pub struct Issuer {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: Option<String>,
+    pub algorithms: Option<Vec<tower_bearer::Algorithm>>,
+    pub introspection: Option<Introspection>,
+}
+
+pub struct Introspection {
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Introspection")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: HeaderName,
+    pub client_id: HeaderName,
+    pub scopes: HeaderName,
+    pub claims: Vec<(String, HeaderName)>,
+}
+
+impl IdentityHeaders {
+    /// Every header name we set, to be removed from what clients send.
+    pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.subject, &self.client_id, &self.scopes].into_iter().chain(self.claims.iter().map(|(_, h)| h))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// Reads and checks `path`. `env` looks up environment variables (secrets).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and checks a configuration; `origin` names the file in messages.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    Checker { text, origin }.check(file)
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Checker<'_> {
+    /// `origin:line:column: key: message`.
+    fn at(&self, span: Range<usize>, key: &str, message: impl fmt::Display) -> ConfigError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        ConfigError(format!("{}:{line}:{column}: {key}: {message}", self.origin))
+    }
+
+    fn nowhere(&self, key: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {key}: {message}", self.origin))
+    }
+
+    fn url(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let url = reqwest::Url::parse(value.get_ref())
+            .map_err(|e| self.at(value.span(), key, format!("invalid URL `{}`: {e}", value.get_ref())))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.at(
+                value.span(),
+                key,
+                format!("invalid URL `{}`: need http(s)://host", value.get_ref()),
+            ));
+        }
+        Ok(value.get_ref().clone())
+    }
+
+    fn header(&self, value: &str, key: &str) -> Result<HeaderName, ConfigError> {
+        let name = HeaderName::from_str(value)
+            .map_err(|_| self.nowhere(key, format!("`{value}` is not a valid header name")))?;
+        if is_reserved(&name) {
+            return Err(self.nowhere(key, format!("`{value}` is a header the gateway must not overwrite")));
+        }
+        Ok(name)
+    }
+
+    fn check(&self, file: File) -> Result<Config, ConfigError> {
+        let listen = match &file.listen {
+            Some(l) => l.get_ref().parse().map_err(|e| {
+                self.at(l.span(), "listen", format!("`{}` is not host:port ({e})", l.get_ref()))
+            })?,
+            None => DEFAULT_LISTEN.parse().expect("default listen address"),
+        };
+        if file.issuers.is_empty() {
+            return Err(self.nowhere("issuers", "at least one [[issuers]] table is required"));
+        }
+        let mut issuers = Vec::new();
+        for (i, f) in file.issuers.iter().enumerate() {
+            let key = |k: &str| format!("issuers[{i}].{k}");
+            let issuer = self.url(&f.issuer, &key("issuer"))?;
+            if let Some(prev) = issuers.iter().position(|p: &Issuer| p.issuer == issuer) {
+                return Err(self.at(
+                    f.issuer.span(),
+                    &key("issuer"),
+                    format!("same issuer as issuers[{prev}]"),
+                ));
+            }
+            if f.audience.get_ref().is_empty() {
+                return Err(self.at(f.audience.span(), &key("audience"), "must not be empty"));
+            }
+            let jwks_url = f.jwks_url.as_ref().map(|u| self.url(u, &key("jwks_url"))).transpose()?;
+            let algorithms = match &f.algorithms {
+                None => None,
+                Some(list) if list.is_empty() => {
+                    return Err(
+                        self.nowhere(&key("algorithms"), "must not be empty (omit it for the default)")
+                    );
+                }
+                Some(list) => Some(
+                    list.iter()
+                        .map(|a| {
+                            let alg = tower_bearer::Algorithm::from_str(a.get_ref()).map_err(|_| {
+                                self.at(
+                                    a.span(),
+                                    &key("algorithms"),
+                                    format!("unknown algorithm `{}`", a.get_ref()),
+                                )
+                            })?;
+                            if a.get_ref().starts_with("HS") {
+                                return Err(self.at(
+                                    a.span(),
+                                    &key("algorithms"),
+                                    "HMAC algorithms need a shared secret and are not supported here",
+                                ));
+                            }
+                            Ok(alg)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            let introspection = match &f.introspection {
+                None => None,
+                Some(intro) => {
+                    let endpoint = intro
+                        .endpoint
+                        .as_ref()
+                        .map(|u| self.url(u, &key("introspection.endpoint")))
+                        .transpose()?;
+                    let client_secret = match (&intro.client_secret_env, &intro.client_secret_file) {
+                        (Some(var), None) => std::env::var(var).map_err(|_| {
+                            self.nowhere(
+                                &key("introspection.client_secret_env"),
+                                format!("environment variable `{var}` is not set"),
+                            )
+                        })?,
+                        (None, Some(path)) => std::fs::read_to_string(path)
+                            .map_err(|e| {
+                                self.nowhere(
+                                    &key("introspection.client_secret_file"),
+                                    format!("cannot read {}: {e}", path.display()),
+                                )
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned(),
+                        _ => {
+                            return Err(self.nowhere(
+                                &key("introspection"),
+                                "give exactly one of client_secret_env and client_secret_file",
+                            ));
+                        }
+                    };
+                    if client_secret.is_empty() {
+                        return Err(self.nowhere(&key("introspection"), "the client secret is empty"));
+                    }
+                    Some(Introspection { endpoint, client_id: intro.client_id.clone(), client_secret })
+                }
+            };
+            issuers.push(Issuer {
+                issuer,
+                audience: f.audience.get_ref().clone(),
+                jwks_url,
+                algorithms,
+                introspection,
+            });
+        }
+        if issuers.len() > 1 && issuers.iter().any(|i| i.introspection.is_some()) {
+            return Err(self.nowhere("issuers", "introspection is supported with a single issuer only"));
+        }
+
+        if file.routes.is_empty() {
+            return Err(self.nowhere(
+                "routes",
+                "at least one [[routes]] table is required (unmatched requests are denied)",
+            ));
+        }
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, r) in file.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{i}].{k}");
+            let method = match &r.method {
+                None => None,
+                Some(m) if m.get_ref() == "*" => None,
+                Some(m) => {
+                    let upper = m.get_ref().to_ascii_uppercase();
+                    let ok = !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_uppercase());
+                    if !ok {
+                        return Err(self.at(
+                            m.span(),
+                            &key("method"),
+                            format!("`{}` is not a method", m.get_ref()),
+                        ));
+                    }
+                    Some(Method::from_bytes(upper.as_bytes()).expect("letters are a valid method"))
+                }
+            };
+            let pattern = Pattern::parse(r.path.get_ref(), file.case_insensitive_paths)
+                .map_err(|e| self.at(r.path.span(), &key("path"), e))?;
+            if let Some(dup) = rules.iter().find(|d| d.method == method && d.pattern == pattern) {
+                return Err(self.at(
+                    r.path.span(),
+                    &key("path"),
+                    format!(
+                        "duplicate route: routes[{}] already has this method and path `{}`",
+                        dup.index, dup.path
+                    ),
+                ));
+            }
+            let access = match &r.access {
+                AccessFile::Public => Access::Public,
+                AccessFile::Authenticated => Access::Authenticated,
+                AccessFile::All(s) => {
+                    Access::Scopes(RequireScope::all(s.iter().cloned()), format!("all of {}", s.join(", ")))
+                }
+                AccessFile::Any(s) => {
+                    Access::Scopes(RequireScope::any(s.iter().cloned()), format!("any of {}", s.join(", ")))
+                }
+            };
+            rules.push(Rule { method, pattern, access, path: r.path.get_ref().clone(), index: i });
+        }
+
+        let h = &file.headers;
+        let mut claims = Vec::new();
+        for (claim, header) in &h.claims {
+            claims.push((claim.clone(), self.header(header, &format!("headers.claims.{claim}"))?));
+        }
+        let headers = IdentityHeaders {
+            subject: self.header(&h.subject, "headers.subject")?,
+            client_id: self.header(&h.client_id, "headers.client_id")?,
+            scopes: self.header(&h.scopes, "headers.scopes")?,
+            claims,
+        };
+        let mut seen: Vec<&HeaderName> = Vec::new();
+        for name in headers.all() {
+            if seen.contains(&name) {
+                return Err(self.nowhere("headers", format!("`{name}` is used for two identity headers")));
+            }
+            seen.push(name);
+        }
+
+        let token_cache = match file.cache.token_cache_entries {
+            Some(0) => None,
+            entries => Some((
+                entries.unwrap_or(tower_bearer::jwt_defaults::TOKEN_CACHE_ENTRIES),
+                file.cache
+                    .token_cache_ttl_secs
+                    .map_or(tower_bearer::jwt_defaults::TOKEN_CACHE_TTL, Duration::from_secs),
+            )),
+        };
+
+        let path_prefix = match &file.auth.path_prefix {
+            None => None,
+            Some(p) => {
+                let v = p.get_ref();
+                if !v.starts_with('/') || v.len() < 2 || v.ends_with('/') || v.contains(['?', '#', '%']) {
+                    return Err(self.at(
+                        p.span(),
+                        "auth.path_prefix",
+                        format!("`{v}` must look like `/ext_authz`: starts with `/`, no trailing `/`"),
+                    ));
+                }
+                if matches!(v.as_str(), "/healthz" | "/readyz") {
+                    return Err(self.at(p.span(), "auth.path_prefix", "clashes with the health endpoints"));
+                }
+                Some(v.clone())
+            }
+        };
+
+        let upstream = match &file.upstream {
+            None => None,
+            Some(u) => {
+                let url = self.url(&u.url, "upstream.url")?;
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| self.at(u.url.span(), "upstream.url", format!("invalid URL: {e}")))?;
+                if uri.scheme_str() != Some("http") {
+                    return Err(self.at(
+                        u.url.span(),
+                        "upstream.url",
+                        "only http:// upstreams are supported",
+                    ));
+                }
+                if uri.query().is_some() {
+                    return Err(self.at(u.url.span(), "upstream.url", "must not have a query"));
+                }
+                Some(Upstream {
+                    url: uri,
+                    connect_timeout: Duration::from_secs(u.connect_timeout_secs.unwrap_or(5)),
+                    timeout: Duration::from_secs(u.timeout_secs.unwrap_or(60)),
+                })
+            }
+        };
+
+        Ok(Config {
+            listen,
+            realm: file.realm,
+            shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(30)),
+            issuers,
+            rules: Rules {
+                rules: rules.into_iter().map(std::sync::Arc::new).collect(),
+                case_insensitive: file.case_insensitive_paths,
+            },
+            headers,
+            token_cache,
+            introspection_entries: file.cache.introspection_entries,
+            introspection_ttl: file.cache.introspection_ttl_secs.map(Duration::from_secs),
+            path_prefix,
+            upstream,
+        })
+    }
+}
+
+/// Headers that identity headers must never be named after.
+fn is_reserved(name: &HeaderName) -> bool {
+    use http::header::*;
+    [
+        AUTHORIZATION,
+        HOST,
+        CONTENT_LENGTH,
+        CONTENT_TYPE,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        COOKIE,
+        WWW_AUTHENTICATE,
+    ]
+    .contains(name)
+        || crate::proxy::is_hop_by_hop(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+[[issuers]]
+issuer = "https://as.example"
+audience = "api"
+jwks_url = "https://as.example/jwks"
+
+[[routes]]
+path = "/public/**"
+access = "public"
+
+[[routes]]
+method = "GET"
+path = "/items"
+access = { all = ["items:read"] }
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text, "t.toml").expect_err("should fail").0
+    }
+
+    #[test]
+    fn good_config() {
+        let config = parse(GOOD, "t.toml").unwrap();
+        assert_eq!(config.rules.rules.len(), 2);
+        assert_eq!(config.headers.subject, "x-auth-subject");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err(&GOOD.replace("audience = \"api\"", "audience = \"api\"\naudiences = \"x\""));
+        assert!(e.contains("audiences") && e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_route() {
+        let e =
+            err(&format!("{GOOD}\n[[routes]]\nmethod = \"get\"\npath = \"/items\"\naccess = \"public\"\n"));
+        assert!(
+            e.contains("duplicate route") && e.contains("routes[2].path") && e.contains("t.toml:19:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_url_and_missing_audience() {
+        let e = err(&GOOD.replace("https://as.example/jwks", "not a url"));
+        assert!(e.contains("issuers[0].jwks_url") && e.contains("t.toml:6:"), "{e}");
+        let e = err(&GOOD.replace("audience = \"api\"", ""));
+        assert!(e.contains("missing field `audience`"), "{e}");
+    }
+
+    #[test]
+    fn access_forms() {
+        let e = err(&GOOD.replace("access = \"public\"", "access = \"open\""));
+        assert!(e.contains("unknown access `open`"), "{e}");
+        let e = err(&GOOD.replace("{ all = [\"items:read\"] }", "{ all = [] }"));
+        assert!(e.contains("must not be empty"), "{e}");
+        let e = err(&GOOD.replace("{ all = [\"items:read\"] }", "{ some = [\"a\"] }"));
+        assert!(e.contains("unknown access key `some`"), "{e}");
+    }
+
+    #[test]
+    fn several_issuers() {
+        let second = "[[issuers]]\nissuer = \"https://as2.example\"\naudience = \"api\"\n\n[[routes]]";
+        let config = parse(&GOOD.replacen("[[routes]]", second, 1), "t.toml").unwrap();
+        assert_eq!(config.issuers.len(), 2);
+        assert_eq!(config.issuers[1].jwks_url, None, "discovery");
+        let same = second.replace("as2.example", "as.example");
+        let e = err(&GOOD.replacen("[[routes]]", &same, 1));
+        assert!(e.contains("issuers[1].issuer") && e.contains("same issuer as issuers[0]"), "{e}");
+    }
+
+    #[test]
+    fn reserved_identity_headers() {
+        let e = err(&format!("{GOOD}\n[headers]\nsubject = \"Authorization\"\n"));
+        assert!(e.contains("headers.subject"), "{e}");
+    }
+}

@@ -1,0 +1,290 @@
+//! `tower-bearer`: an OAuth 2.0 resource server in front of services that do not check tokens
+//! themselves, as a forward-auth service for an existing gateway (`auth`) or as a verifying
+//! reverse proxy (`proxy`). Run `tower-bearer --help`.
+//!
+//! Arguments are parsed by hand: three subcommands and four options do not pay for a parser
+//! dependency in every `cargo install`.
+
+mod config;
+mod normalize;
+mod proxy;
+mod rules;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use tracing_subscriber::EnvFilter;
+
+use crate::server::{App, Mode};
+
+const HELP: &str = "\
+tower-bearer: an OAuth 2.0 resource server for APIs that do not check tokens themselves.
+
+Every request must carry a valid `Authorization: Bearer <token>` (RFC 6750), checked against
+your authorization server's keys (JWT, JWKS) or its introspection endpoint, and the route
+rules of the configuration file decide which scopes each path needs.
+
+USAGE:
+    tower-bearer <COMMAND> [OPTIONS]
+
+COMMANDS:
+    auth           Forward-auth service: answers the authorization sub-request of nginx
+                   (auth_request), Caddy (forward_auth), Traefik (forwardAuth) or Envoy
+                   (ext_authz, HTTP). 200 + identity headers (X-Auth-Subject,
+                   X-Auth-Client-Id, X-Auth-Scopes) when allowed; otherwise the exact
+                   RFC 6750 status and WWW-Authenticate challenge.
+    proxy          Verifying reverse proxy in front of the [upstream] of the configuration:
+                   allowed requests are forwarded with identity headers, others answered.
+    check-config   Reads and checks the configuration, prints a summary, exits 0 if good.
+
+OPTIONS:
+    -c, --config <FILE>       Configuration file [default: tower-bearer.toml,
+                              or $TOWER_BEARER_CONFIG]
+        --listen <ADDR>       Overrides `listen` (e.g. 127.0.0.1:9090)
+        --log-format <FMT>    text (default) or json; filter with $TOWER_BEARER_LOG
+                              (e.g. TOWER_BEARER_LOG=debug)
+    -h, --help                This text
+    -V, --version             The version
+
+ENDPOINTS (both modes):
+    /healthz    200 while the process runs
+    /readyz     200 once every issuer's keys are loaded, 503 before
+
+EXAMPLES:
+    tower-bearer check-config -c examples/gateways/tower-bearer.toml
+    tower-bearer auth -c examples/gateways/tower-bearer.toml
+    tower-bearer proxy -c tower-bearer.toml --listen 0.0.0.0:8080 --log-format json
+
+Example configurations for the gateways: examples/gateways/ in the source repository.
+Exit codes: 0 ok, 1 runtime failure (e.g. cannot listen), 2 bad usage or configuration.
+";
+
+#[derive(Debug)]
+struct Args {
+    command: Command,
+    config: PathBuf,
+    listen: Option<String>,
+    json_logs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Auth,
+    Proxy,
+    CheckConfig,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+    Version,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
+    let mut command = None;
+    let mut config = std::env::var_os("TOWER_BEARER_CONFIG").map(PathBuf::from);
+    let mut listen = None;
+    let mut json_logs = false;
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{what} needs a value"))
+        };
+        match name.as_str() {
+            "-h" | "--help" | "help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--listen" => listen = Some(value("--listen")?),
+            "--log-format" => {
+                json_logs = match value("--log-format")?.as_str() {
+                    "json" => true,
+                    "text" => false,
+                    other => return Err(format!("--log-format: `{other}`: expected text or json")),
+                }
+            }
+            "auth" | "proxy" | "check-config" if command.is_none() => {
+                command = Some(match name.as_str() {
+                    "auth" => Command::Auth,
+                    "proxy" => Command::Proxy,
+                    _ => Command::CheckConfig,
+                })
+            }
+            other if other.starts_with('-') => return Err(format!("unknown option `{other}`")),
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    let command = command.ok_or("missing command: auth, proxy or check-config")?;
+    Ok(Parsed::Run(Args {
+        command,
+        config: config.unwrap_or_else(|| PathBuf::from("tower-bearer.toml")),
+        listen,
+        json_logs,
+    }))
+}
+
+fn init_logs(json: bool) {
+    let filter = EnvFilter::try_from_env("TOWER_BEARER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("tower-bearer {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tower-bearer: {e}\nRun `tower-bearer --help` for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(args.json_logs);
+    let mut config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = &args.listen {
+        match listen.parse() {
+            Ok(addr) => config.listen = addr,
+            Err(e) => {
+                eprintln!("tower-bearer: --listen `{listen}`: not host:port ({e})");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.command == Command::Proxy && config.upstream.is_none() {
+        eprintln!(
+            "tower-bearer: configuration error: {}: upstream: proxy mode needs an [upstream] table with `url`",
+            args.config.display()
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tower-bearer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args, config))
+}
+
+async fn run(args: Args, config: config::Config) -> ExitCode {
+    // Building validators needs the runtime (discovery starts in the background).
+    let (validator, validators) = match server::build_validator(&config) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mode = match args.command {
+        Command::CheckConfig => {
+            println!("{}: ok", args.config.display());
+            println!("  listen: {}", config.listen);
+            for i in &config.issuers {
+                let keys = i.jwks_url.as_deref().unwrap_or("(discovered)");
+                let intro = if i.introspection.is_some() { ", introspection" } else { "" };
+                println!("  issuer {} (audience {}, keys {keys}{intro})", i.issuer, i.audience);
+            }
+            for r in &config.rules.rules {
+                let method = r.method.as_ref().map_or("*", |m| m.as_str());
+                println!("  route {method} {} -> {}", r.path, r.access);
+            }
+            if let Some(u) = &config.upstream {
+                println!("  upstream: {}", u.url);
+            }
+            return ExitCode::SUCCESS;
+        }
+        Command::Auth => Mode::Auth,
+        Command::Proxy => Mode::Proxy,
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tower-bearer: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    server::preload_keys(&validators);
+    let app = Arc::new(App::new(mode, &config, validator, validators));
+    let router = axum::Router::new().fallback(move |req: Request| {
+        let app = app.clone();
+        async move { app.serve_one(req).await }
+    });
+    tracing::info!(mode = ?mode, %addr, "listening");
+    // One line on stdout for scripts and tests that started us with port 0.
+    println!("listening on {addr}");
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        server::shutdown_signal().await;
+        let _ = stopping.send(());
+    });
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serve => match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tower-bearer: server error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period: exiting");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn arguments() {
+        let Ok(Parsed::Run(a)) = parse(&["auth", "-c", "x.toml", "--log-format=json"]) else { panic!() };
+        assert_eq!(a.command, Command::Auth);
+        assert_eq!(a.config, PathBuf::from("x.toml"));
+        assert!(a.json_logs);
+        assert!(matches!(parse(&["--help"]), Ok(Parsed::Help)));
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["auth", "--bogus"]).is_err());
+        assert!(parse(&["auth", "proxy"]).is_err());
+        assert!(parse(&["auth", "--log-format", "xml"]).is_err());
+        assert!(parse(&["auth", "--config"]).is_err());
+    }
+}

@@ -1,0 +1,497 @@
+//! The `tower-bearer` binary over real HTTP on loopback: configuration errors, the forward-auth
+//! service (nginx, Traefik/Caddy and Envoy styles) and the verifying proxy in front of a real
+//! upstream. Tokens come from an in-process `DevIssuer`.
+#![cfg(all(feature = "gateway", feature = "dev", feature = "axum"))]
+
+mod common;
+mod gateway_support;
+
+use std::time::Duration;
+
+use gateway_support::*;
+use serde_json::json;
+use tower_bearer::Algorithm;
+use tower_bearer::dev::DevIssuer;
+
+async fn issuer() -> DevIssuer {
+    common::dev_issuer([Algorithm::ES256]).await
+}
+
+fn token(dev: &DevIssuer, scope: &str) -> String {
+    dev.token().subject("alice").scope(scope).claim("tenant", "acme").claim("client_id", "app-1").sign()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration errors
+// ---------------------------------------------------------------------------------------------
+
+const GOOD: &str = r#"
+[[issuers]]
+issuer = "https://as.example"
+audience = "https://api.example"
+jwks_url = "https://as.example/jwks.json"
+
+[[routes]]
+path = "/items/**"
+access = { all = ["items:read"] }
+"#;
+
+#[track_caller]
+fn assert_config_error(text: &str, needles: &[&str]) {
+    let path = write_config(text);
+    let (status, _, stderr) = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "exit code for {text}\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_problem() {
+    let path = write_config(GOOD);
+    let (status, stdout, stderr) = run(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(": ok") && stdout.contains("route * /items/**"), "{stdout}");
+
+    // The shipped example is valid.
+    let example = manifest_dir().join("examples/gateways/tower-bearer.toml");
+    let (status, stdout, stderr) = run(&["check-config", "-c", example.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("route * /admin/** -> any of admin, ops"), "{stdout}");
+
+    // Unknown key: toml's message names it, with the line.
+    assert_config_error(&GOOD.replace("audience =", "audiance = \"x\"\naudience ="), &["audiance", "line 4"]);
+    // Bad URL.
+    assert_config_error(
+        &GOOD.replace("https://as.example/jwks.json", "as.example/jwks.json"),
+        &["issuers[0].jwks_url", "invalid URL", ":5:"],
+    );
+    assert_config_error(&GOOD.replace("https://as.example\"", "ftp://as.example\""), &["issuers[0].issuer"]);
+    // Missing audience.
+    assert_config_error(
+        &GOOD.replace("audience = \"https://api.example\"", ""),
+        &["missing field `audience`"],
+    );
+    // Duplicate route.
+    let dup = format!("{GOOD}\n[[routes]]\nmethod = \"*\"\npath = \"/items/**\"\naccess = \"public\"\n");
+    assert_config_error(&dup, &["routes[1].path", "duplicate route", "routes[0]"]);
+    // Unnormalised pattern, unknown access, no routes, no issuers.
+    assert_config_error(&GOOD.replace("/items/**", "/a/../items"), &["routes[0].path", "normal form"]);
+    assert_config_error(
+        &GOOD.replace("{ all = [\"items:read\"] }", "\"everyone\""),
+        &["unknown access `everyone`"],
+    );
+    assert_config_error(&GOOD[..GOOD.find("[[routes]]").unwrap()], &["routes"]);
+    // Secrets: from env or file only, and they must exist.
+    let intro = format!(
+        "{GOOD}\n[issuers.introspection]\nclient_id = \"api\"\nclient_secret_env = \"TOWER_BEARER_TEST_UNSET_SECRET\"\n"
+    )
+    .replace("[[routes]]\npath = \"/items/**\"\naccess = { all = [\"items:read\"] }\n", "");
+    let intro = format!("{intro}\n[[routes]]\npath = \"/items/**\"\naccess = \"authenticated\"\n");
+    assert_config_error(
+        &intro,
+        &["issuers[0].introspection.client_secret_env", "TOWER_BEARER_TEST_UNSET_SECRET"],
+    );
+    assert_config_error(
+        &intro
+            .replace("client_secret_env = \"TOWER_BEARER_TEST_UNSET_SECRET\"", "client_secret = \"s3cret\""),
+        &["client_secret"],
+    );
+
+    // Missing file; proxy without [upstream]; bad usage.
+    let (status, _, stderr) = run(&["check-config", "-c", "/nonexistent/tower-bearer.toml"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tower-bearer.toml"), "{stderr}");
+    let (status, _, stderr) = run(&["proxy", "-c", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("[upstream]"), "{stderr}");
+    let (status, _, stderr) = run(&["serve"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("serve") && stderr.contains("--help"), "{stderr}");
+    let (status, stdout, _) = run(&["--help"]);
+    assert!(status.success());
+    for word in ["auth", "proxy", "check-config", "--config", "/readyz"] {
+        assert!(stdout.contains(word), "--help lacks {word}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// auth mode
+// ---------------------------------------------------------------------------------------------
+
+/// An nginx-style sub-request for `GET target`.
+async fn nginx_style(gw: &Gateway, target: &str, token: Option<&str>) -> Raw {
+    raw_get(gw.addr, "/auth", token, &[("X-Original-Method", "GET"), ("X-Original-URI", target)]).await
+}
+
+#[tokio::test]
+async fn auth_mode_answers_like_the_layer() {
+    let dev = issuer().await;
+    let gw = Gateway::start("auth", &dev_config(&dev, "[auth]\npath_prefix = \"/ext_authz\""));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let read = token(&dev, "items:read");
+
+    // Allowed: 200 and identity headers.
+    let ok = nginx_style(&gw, "/items/1?x=1", Some(&read)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-auth-subject"), Some("alice"));
+    assert_eq!(ok.header("x-auth-client-id"), Some("app-1"));
+    assert_eq!(ok.header("x-auth-scopes"), Some("items:read"));
+    assert_eq!(ok.header("x-auth-tenant"), Some("acme"));
+
+    // Traefik / Caddy headers.
+    let fwd = raw_get(
+        gw.addr,
+        "/",
+        Some(&read),
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/items/2"),
+            ("X-Forwarded-Host", "api.example"),
+        ],
+    )
+    .await;
+    assert_eq!(fwd.status, 200, "{fwd:?}");
+    assert_eq!(fwd.header("x-auth-subject"), Some("alice"));
+    let post = raw_get(
+        gw.addr,
+        "/",
+        Some(&read),
+        &[("X-Forwarded-Method", "POST"), ("X-Forwarded-Uri", "/items/2")],
+    )
+    .await;
+    assert_eq!(post.status, 403, "no rule for POST /items: {post:?}");
+
+    // Envoy ext_authz: original method, original path after the prefix.
+    let envoy = raw_get(gw.addr, "/ext_authz/items/3?q=1", Some(&read), &[]).await;
+    assert_eq!(envoy.status, 200, "{envoy:?}");
+    let envoy_deny = raw_request(gw.addr, "DELETE", "/ext_authz/items/3", &[]).await;
+    assert_eq!(envoy_deny.status, 403, "{envoy_deny:?}");
+    assert!(envoy_deny.all("www-authenticate").is_empty(), "unmatched route: plain 403");
+
+    // The gateway's word only: conflicting or repeated original-request headers are refused,
+    // and Envoy's sub-request path beats any header.
+    let conflict = raw_get(
+        gw.addr,
+        "/auth",
+        Some(&read),
+        &[("X-Original-URI", "/admin"), ("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Method", "GET")],
+    )
+    .await;
+    assert_eq!(conflict.status, 400, "{conflict:?}");
+    let twice =
+        raw_get(gw.addr, "/auth", None, &[("X-Forwarded-Uri", "/admin"), ("X-Forwarded-Uri", "/public/x")])
+            .await;
+    assert_eq!(twice.status, 400, "{twice:?}");
+    let envoy_wins =
+        raw_get(gw.addr, "/ext_authz/admin", Some(&read), &[("X-Original-URI", "/public/x")]).await;
+    envoy_wins.assert_challenge(403, Some("insufficient_scope"));
+
+    // No original request at all.
+    assert_eq!(raw_get(gw.addr, "/auth", Some(&read), &[]).await.status, 400);
+
+    // The RFC 6750 answers.
+    nginx_style(&gw, "/items/1", None).await.assert_challenge(401, None);
+    let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
+    let c = nginx_style(&gw, "/items/1", Some(&expired)).await.assert_challenge(401, Some("invalid_token"));
+    assert_eq!(c.get("error_description"), Some("the access token expired"));
+    let c = nginx_style(&gw, "/items/1", Some(&token(&dev, "other")))
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
+    assert_eq!(c.get("scope"), Some("items:read"));
+    nginx_style(&gw, "/items/1", Some("a,b")).await.assert_challenge(400, Some("invalid_request"));
+
+    // nginx mode: every denial is a 403 carrying the real status in X-Auth-Status.
+    let nginx = raw_get(
+        gw.addr,
+        "/auth",
+        Some("a,b"),
+        &[("X-Original-URI", "/items/1"), ("X-Auth-Request-Mode", "nginx")],
+    )
+    .await;
+    assert_eq!(nginx.status, 403);
+    assert_eq!(nginx.header("x-auth-status"), Some("400"));
+    assert!(nginx.header("www-authenticate").unwrap().contains("invalid_request"));
+
+    // Public and unmatched routes.
+    let public = nginx_style(&gw, "/public/x", None).await;
+    assert_eq!(public.status, 200);
+    assert_eq!(public.header("x-auth-subject"), Some(""), "identity headers are sent empty");
+    let unmatched = nginx_style(&gw, "/nowhere", Some(&read)).await;
+    assert_eq!(unmatched.status, 403);
+    assert!(unmatched.all("www-authenticate").is_empty());
+
+    // Path tricks are judged on the normalised path: `/admin` needs the `admin` scope.
+    for sneaky in [
+        "/public/../admin",
+        "/%61dmin",
+        "//admin",
+        "/public/%2e%2e/admin",
+        "/public/./../admin/",
+        "/admin/x/..",
+    ] {
+        let r = nginx_style(&gw, sneaky, Some(&read)).await;
+        r.assert_challenge(403, Some("insufficient_scope"));
+        nginx_style(&gw, sneaky, None).await.assert_challenge(401, None);
+    }
+    for refused in ["/public%2F..%2Fadmin", "/public/..;/admin", "/public/%00", "/public\\..\\admin"] {
+        let r = nginx_style(&gw, refused, Some(&read)).await;
+        assert_eq!(r.status, 400, "{refused}: {r:?}");
+        assert!(r.all("www-authenticate").is_empty());
+    }
+    let admin = token(&dev, "admin");
+    assert_eq!(nginx_style(&gw, "/public/../admin", Some(&admin)).await.status, 200);
+
+    // Health.
+    assert_eq!(raw_get(gw.addr, "/healthz", None, &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_decision_never_the_token() {
+    let dev = issuer().await;
+    let gw = Gateway::start_with("auth", &dev_config(&dev, ""), &["--log-format", "json"]);
+    wait_for_ok(&gw.url("/readyz")).await;
+    let good = token(&dev, "items:read");
+    let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&good)).await.status, 200);
+    assert_eq!(nginx_style(&gw, "//items/./1", Some(&expired)).await.status, 401);
+    assert_eq!(nginx_style(&gw, "/admin", Some(&good)).await.status, 403);
+    assert_eq!(nginx_style(&gw, "/a%2Fb", Some(&good)).await.status, 400);
+    let logs = wait_for_log(&gw.process, "path_encoded_slash").await;
+    let mut reasons = Vec::new();
+    for line in logs.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if event["message"] == "request answered" {
+            reasons.push((event["status"].as_u64().unwrap(), event["reason"].as_str().unwrap().to_owned()));
+            if event["reason"] == "expired" {
+                // The request judged, not the sub-request: original method, normalised path, rule.
+                assert_eq!(
+                    (&event["method"], &event["path"], &event["rule"]),
+                    (&json!("GET"), &json!("/items/1"), &json!(1))
+                );
+            }
+        }
+    }
+    for expected in
+        [(200, "valid"), (401, "expired"), (403, "insufficient_scope"), (400, "path_encoded_slash")]
+    {
+        assert!(reasons.contains(&(expected.0, expected.1.to_owned())), "{expected:?} not in {reasons:?}");
+    }
+    for secret in [&good, &expired] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token reached the logs");
+    }
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_keys() {
+    let dev = issuer().await;
+    dev.set_jwks_failing(true);
+    let gw = Gateway::start("auth", &dev_config(&dev, ""));
+    let read = token(&dev, "items:read");
+    assert_eq!(raw_get(gw.addr, "/readyz", None, &[]).await.status, 503);
+    nginx_style(&gw, "/items/1", Some(&read)).await.assert_unavailable();
+    dev.set_jwks_failing(false);
+    wait_for_ok(&gw.url("/readyz")).await;
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&read)).await.status, 200);
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected() {
+    use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+    let dev = issuer().await;
+    let secret = temp_dir("secret").join("client_secret");
+    std::fs::write(&secret, format!("{RESOURCE_CLIENT_SECRET}\n")).expect("write the secret");
+    let introspection = format!(
+        "algorithms = [\"ES256\"]\n[issuers.introspection]\nendpoint = \"{}\"\nclient_id = \"{RESOURCE_CLIENT_ID}\"\nclient_secret_file = \"{}\"\n",
+        dev.introspection_url(),
+        secret.display()
+    );
+    let text = dev_config(&dev, "").replacen("algorithms = [\"ES256\"]\n", &introspection, 1);
+    let gw = Gateway::start("auth", &text);
+    wait_for_ok(&gw.url("/readyz")).await;
+
+    let opaque = dev.opaque_token().subject("bob").scope("items:read").claim("tenant", "acme").issue();
+    let ok = nginx_style(&gw, "/items/1", Some(&opaque)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-auth-subject"), Some("bob"));
+    assert_eq!(ok.header("x-auth-tenant"), Some("acme"));
+    assert!(dev.introspection_calls() >= 1);
+    // JWTs are still verified locally, unknown opaque tokens refused.
+    assert_eq!(nginx_style(&gw, "/items/1", Some(&token(&dev, "items:read"))).await.status, 200);
+    nginx_style(&gw, "/items/1", Some("not-a-token-we-issued"))
+        .await
+        .assert_challenge(401, Some("invalid_token"));
+    // The introspection endpoint down: ours, 503.
+    dev.set_introspection_failing(true);
+    let fresh = dev.opaque_token().subject("carol").scope("items:read").issue();
+    nginx_style(&gw, "/items/1", Some(&fresh)).await.assert_unavailable();
+}
+
+// ---------------------------------------------------------------------------------------------
+// proxy mode
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let read = token(&dev, "items:read");
+
+    // Allowed, with spoofed identity headers and a header named in Connection.
+    let ok = raw_get(
+        gw.addr,
+        "/items//a/./b/../c?x=1&y=%2F",
+        Some(&read),
+        &[
+            ("X-Auth-Subject", "mallory"),
+            ("x-auth-scopes", "admin"),
+            ("X-Auth-Tenant", "evil"),
+            ("X-Auth-Anything", "evil"),
+            ("X-Drop-Me", "1"),
+            ("Connection", "close, X-Drop-Me"),
+            ("Keep-Alive", "timeout=1"),
+            ("Proxy-Authorization", "Basic eDp5"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-upstream"), Some("yes"));
+    assert_eq!(ok.header("keep-alive"), None, "hop-by-hop from the upstream");
+    let json = ok.json();
+    assert_eq!(json["uri"], "/items/a/c?x=1&y=%2F", "the upstream gets the path that was judged");
+    assert_eq!(ok.upstream_header("x-auth-subject").as_deref(), Some("alice"));
+    assert_eq!(ok.upstream_header("x-auth-scopes").as_deref(), Some("items:read"));
+    assert_eq!(ok.upstream_header("x-auth-tenant").as_deref(), Some("acme"));
+    assert_eq!(ok.upstream_header("x-auth-client-id").as_deref(), Some("app-1"));
+    for gone in ["x-auth-anything", "x-drop-me", "keep-alive", "proxy-authorization"] {
+        assert_eq!(ok.upstream_header(gone), None, "{gone} reached the upstream: {json}");
+    }
+    assert!(ok.upstream_header("authorization").is_some(), "the token is passed on");
+
+    // Rejections never reach the upstream.
+    let before = upstream.count();
+    raw_get(gw.addr, "/items/1", None, &[("X-Auth-Subject", "mallory")]).await.assert_challenge(401, None);
+    let expired = dev.token().subject("alice").scope("items:read").expired(Duration::from_secs(600)).sign();
+    let c =
+        raw_get(gw.addr, "/items/1", Some(&expired), &[]).await.assert_challenge(401, Some("invalid_token"));
+    assert_eq!(c.get("error_description"), Some("the access token expired"));
+    let c = raw_get(gw.addr, "/items/1", Some(&token(&dev, "x")), &[])
+        .await
+        .assert_challenge(403, Some("insufficient_scope"));
+    assert_eq!(c.get("scope"), Some("items:read"));
+    raw_get(gw.addr, "/items/1", Some("a,b"), &[]).await.assert_challenge(400, Some("invalid_request"));
+    for sneaky in ["/public/../admin", "/%61dmin", "//admin", "/public/%2E%2E/admin/x", "/PUBLIC/../admin"] {
+        raw_get(gw.addr, sneaky, Some(&read), &[]).await.assert_challenge(403, Some("insufficient_scope"));
+    }
+    for refused in ["/public%2F..%2Fadmin", "/public/..;/admin", "/public/%00"] {
+        assert_eq!(raw_get(gw.addr, refused, Some(&read), &[]).await.status, 400, "{refused}");
+    }
+    assert_eq!(raw_get(gw.addr, "/unlisted", Some(&read), &[]).await.status, 403);
+    assert_eq!(upstream.count(), before, "a rejected request reached the upstream");
+
+    // Public: no token needed, spoofed identity still stripped.
+    let public = raw_get(gw.addr, "/public/a%2db", None, &[("X-Auth-Subject", "mallory")]).await;
+    assert_eq!(public.status, 200, "{public:?}");
+    assert_eq!(public.json()["uri"], "/public/a-b");
+    assert_eq!(public.upstream_header("x-auth-subject"), None);
+
+    // A 20 MB body, streamed through intact.
+    let body: Vec<u8> = (0..20 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let expected = hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let res =
+        common::client().post(gw.url("/upload")).bearer_auth(&read).body(body).send().await.expect("upload");
+    assert_eq!(res.status(), 200);
+    let echoed: serde_json::Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
+    assert_eq!(echoed["body_len"], json!(20 * 1024 * 1024));
+    assert_eq!(echoed["body_sha256"], json!(expected));
+}
+
+#[tokio::test]
+async fn proxy_mode_failures_are_ours() {
+    let dev = issuer().await;
+    // Upstream down: 502, not 401.
+    let down = common::closed_port_url("").await;
+    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{down}\"")));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let r = raw_get(gw.addr, "/items/1", Some(&token(&dev, "items:read")), &[]).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.all("www-authenticate").is_empty());
+    assert_eq!(raw_get(gw.addr, "/public/x", None, &[]).await.status, 502);
+
+    // Keys cannot be had: 503 without a challenge, and not ready.
+    let upstream = Upstream::start().await;
+    let no_keys = common::closed_port_url("/jwks.json").await;
+    let text = config(dev.issuer(), &no_keys, &format!("[upstream]\nurl = \"{}\"", upstream.url()));
+    let gw = Gateway::start("proxy", &text);
+    raw_get(gw.addr, "/items/1", Some(&token(&dev, "items:read")), &[]).await.assert_unavailable();
+    assert_eq!(raw_get(gw.addr, "/readyz", None, &[]).await.status, 503);
+    assert_eq!(raw_get(gw.addr, "/healthz", None, &[]).await.status, 200);
+    assert_eq!(upstream.count(), 0);
+
+    // An upstream that does not answer in time: 504.
+    let slow = Upstream::start().await;
+    let text = dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\ntimeout_secs = 1", slow.url()));
+    let gw = Gateway::start("proxy", &text);
+    let r = raw_get(gw.addr, "/slow", None, &[]).await;
+    assert_eq!(r.status, 504, "{r:?}");
+    slow.slow_release.notify_one();
+}
+
+/// Reads from `stream` into `got` until it holds `needle`.
+async fn read_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    common::guarded(async {
+        while !String::from_utf8_lossy(got).contains(needle) {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed before {needle:?}: {}", String::from_utf8_lossy(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn proxy_mode_streams_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let head = "POST /public/stream HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(format!("{head}3\r\nabc\r\n").as_bytes()).await.expect("write");
+    // The upstream has the first chunk while the client has not finished its body...
+    common::guarded(upstream.slow_entered.notified()).await;
+    // ...and the client has the first chunk of the answer while the upstream holds the rest.
+    let mut got = Vec::new();
+    read_until(&mut stream, &mut got, "hello ").await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    assert!(!String::from_utf8_lossy(&got).contains("world"));
+    upstream.slow_release.notify_one();
+    stream.write_all(b"0\r\n\r\n").await.expect("write");
+    read_until(&mut stream, &mut got, "world").await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let mut gw =
+        Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { raw_get(addr, "/slow", None, &[]).await });
+    common::guarded(upstream.slow_entered.notified()).await;
+    gw.process.terminate();
+    // New connections are refused once the listener is closed...
+    common::wait_until_refused(addr).await;
+    // ...while the request in flight is still answered.
+    upstream.slow_release.notify_one();
+    let res = common::guarded(in_flight).await.expect("request task");
+    assert_eq!(res.status, 200, "{res:?}");
+    let status = tokio::task::spawn_blocking(move || gw.process.wait()).await.expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}
