@@ -4,7 +4,7 @@
 //! reads it back so that the client can decide what to do next: refresh the access token
 //! ([`BearerError::InvalidToken`]), ask the user for more scope
 //! ([`BearerError::InsufficientScope`]), fix the request ([`BearerError::InvalidRequest`]) or
-//! authenticate in the first place ([`BearerError::None`]).
+//! authenticate in the first place ([`BearerError::NoError`]).
 //!
 //! ```
 //! use tower_bearer::challenge::{BearerError, Challenge};
@@ -25,7 +25,16 @@ use std::fmt;
 use http::HeaderMap;
 
 /// One challenge of a `WWW-Authenticate` (or `Proxy-Authenticate`) header value.
+///
+/// Produced by the parser only: the fields are public to read, and `#[non_exhaustive]` so that
+/// more (say, the raw text) can be added without breaking code that reads them.
+///
+/// ```compile_fail
+/// // Not constructible outside this crate: use `Challenge::parse`.
+/// let c = tower_bearer::challenge::Challenge { scheme: "Bearer".into(), token68: None, params: vec![] };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Challenge {
     /// The auth-scheme as sent (compare with [`Challenge::is_scheme`], which ignores case).
     pub scheme: String,
@@ -37,7 +46,10 @@ pub struct Challenge {
 }
 
 /// Why a header value is not a valid list of challenges.
+///
+/// `#[non_exhaustive]`: more detail may be added later.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseError {
     /// Byte offset where parsing stopped.
     pub position: usize,
@@ -55,10 +67,28 @@ impl std::error::Error for ParseError {}
 
 /// What a Bearer challenge's `error` auth-param says (RFC 6750 §3.1), and so what a client
 /// should do next.
+///
+/// `#[non_exhaustive]`: error codes registered later (RFC 9470's `insufficient_user_authentication`,
+/// say) may get variants of their own, so a `match` needs a `_` arm:
+///
+/// ```compile_fail
+/// use tower_bearer::challenge::BearerError;
+/// fn next_step(e: BearerError) -> &'static str {
+///     match e {
+///         BearerError::NoError => "authenticate",
+///         BearerError::InvalidRequest => "fix the request",
+///         BearerError::InvalidToken => "refresh",
+///         BearerError::InsufficientScope { .. } => "ask for scope",
+///         BearerError::Other(_) => "give up",
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BearerError {
     /// No `error`: the request carried no (usable) credentials; authenticate and send a token.
-    None,
+    /// (Not `None`, which would read like `Option::None`.)
+    NoError,
     /// `invalid_request`: the request is malformed; retrying it as is will not help.
     InvalidRequest,
     /// `invalid_token`: expired, revoked or otherwise bad; refresh the token (or re-authenticate).
@@ -142,7 +172,7 @@ impl Challenge {
     /// Classifies the RFC 6750 `error` auth-param (meaningful for a `Bearer` challenge).
     pub fn bearer_error(&self) -> BearerError {
         match self.param("error") {
-            None => BearerError::None,
+            None => BearerError::NoError,
             Some("invalid_request") => BearerError::InvalidRequest,
             Some("invalid_token") => BearerError::InvalidToken,
             Some("insufficient_scope") => {
@@ -364,7 +394,7 @@ mod tests {
         let c = Challenge::parse("bEARER").unwrap();
         assert!(c.is_scheme("Bearer"));
         assert!(c.params.is_empty() && c.token68.is_none());
-        assert_eq!(c.bearer_error(), BearerError::None);
+        assert_eq!(c.bearer_error(), BearerError::NoError);
         let c = Challenge::parse(r#"BEARER REALM="a", Error=invalid_request"#).unwrap();
         assert_eq!(c.param("realm"), Some("a"));
         assert_eq!(c.bearer_error(), BearerError::InvalidRequest);
@@ -522,7 +552,7 @@ mod tests {
                 assert_eq!(c.param("resource_metadata"), params.resource_metadata.as_deref(), "{text}");
                 assert_eq!(c.param("error"), err.error_code(), "{text}");
                 let expected = match &err {
-                    AuthError::MissingToken => BearerError::None,
+                    AuthError::MissingToken => BearerError::NoError,
                     AuthError::InvalidRequest(_) => BearerError::InvalidRequest,
                     AuthError::InvalidToken(_) => BearerError::InvalidToken,
                     AuthError::InsufficientScope { required } => {

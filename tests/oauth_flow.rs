@@ -599,3 +599,122 @@ async fn codes_are_bound_to_their_client() {
     // A made-up code.
     s.exchange("not-a-code", &pkce).await.error(StatusCode::BAD_REQUEST, "invalid_grant");
 }
+
+/// Review fix: the store was never purged, so unauthenticated `GET /authorize` grew it without
+/// bound. Now expired codes and tokens are forgotten, and at capacity requests are refused.
+#[tokio::test]
+async fn the_store_stays_bounded_and_forgets_what_expired() {
+    let s = Setup::with(|b| b.store_capacity(3)).await;
+    let pkce = Pkce::new();
+    // Round after round of unauthenticated requests, time passing: never more than 3 codes.
+    let mut last = String::new();
+    for _ in 0..20 {
+        for _ in 0..3 {
+            last = s.code(&pkce, "items:read").await;
+        }
+        let refused = s.authorize(DEV_PUBLIC_CLIENT_ID, &pkce, &[]).await;
+        assert_eq!(refused.get("error").map(String::as_str), Some("temporarily_unavailable"), "{refused:?}");
+        assert_eq!(refused.get("state").map(String::as_str), Some("xyz-state"));
+        assert!(!refused.contains_key("code"));
+        s.clock.advance(61);
+    }
+    // A full code map does not stop a live code from being exchanged.
+    for _ in 0..3 {
+        last = s.code(&pkce, "items:read").await;
+    }
+    let grant = s.exchange(&last, &pkce).await.ok();
+    assert!(s.active(grant.access()).await);
+
+    // Tokens too: three live access tokens fill the store; the token endpoint then answers
+    // 503 without consuming anything, until they expire.
+    let cc = [("grant_type", "client_credentials"), ("scope", "items:read")];
+    let basic = Auth::Basic(DEV_CLIENT_ID, DEV_CLIENT_SECRET);
+    s.token(basic, &cc).await.ok();
+    s.token(basic, &cc).await.ok();
+    s.token(basic, &cc).await.error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+    s.clock.advance(ACCESS_TTL as i64);
+    // The refresh token of `grant` is still live (a day): the access tokens alone expired.
+    for _ in 0..2 {
+        s.token(basic, &cc).await.ok();
+    }
+    s.refresh(grant.refresh(), None).await.ok();
+}
+
+/// Review fix: `algorithms([])` used to start, then panic in `sign()` (poisoning the store lock
+/// when it happened at the token endpoint). It is now refused up front.
+#[tokio::test]
+async fn no_algorithm_is_refused_at_start() {
+    let err = DevIssuer::builder().algorithms([]).start().await.expect_err("no key to sign with");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// Review fix: Basic credentials were decoded as a form, which stops at `&`: the secret with
+/// `&junk` appended authenticated. Now the whole value is decoded (RFC 6749 §2.3.1).
+#[tokio::test]
+async fn basic_credentials_are_decoded_whole() {
+    let s = Setup::with(|b| b.client(DevClient::confidential("amp", "s&cret x"))).await;
+    let cc = [("grant_type", "client_credentials"), ("scope", "items:read")];
+    let junk = format!("{DEV_CLIENT_SECRET}&junk");
+    s.token(Auth::Basic(DEV_CLIENT_ID, &junk), &cc).await.error(StatusCode::UNAUTHORIZED, "invalid_client");
+    s.token(Auth::Basic(DEV_CLIENT_ID, DEV_CLIENT_SECRET), &cc).await.ok();
+    // A secret with `&` and a space, form-urlencoded as §2.3.1 says: works.
+    s.token(Auth::Basic("amp", "s%26cret+x"), &cc).await.ok();
+    s.token(Auth::Basic("amp", "s%26cret%20x"), &cc).await.ok();
+    s.token(Auth::Basic("amp", "s%26cret"), &cc).await.error(StatusCode::UNAUTHORIZED, "invalid_client");
+    // The introspection endpoint's resource-server credentials likewise.
+    let introspect = |secret: String| {
+        s.http
+            .post(s.dev.introspection_url())
+            .basic_auth(RESOURCE_CLIENT_ID, Some(secret))
+            .form(&[("token", "x")])
+            .send()
+    };
+    let junk = introspect(format!("{RESOURCE_CLIENT_SECRET}&junk")).await.expect("introspection");
+    assert_eq!(junk.status(), StatusCode::UNAUTHORIZED);
+    let good = introspect(RESOURCE_CLIENT_SECRET.to_owned()).await.expect("introspection");
+    assert_eq!(good.status(), StatusCode::OK);
+}
+
+/// The claims of a JWT, unverified.
+fn claims_of(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Review fix: `token()`, `expires_in`, `expired` and opaque-token introspection used the system
+/// clock, not the configured one.
+#[tokio::test]
+async fn minted_tokens_and_introspection_follow_the_clock() {
+    const THEN: u64 = 1_000_000_000; // 2001
+    let dev = DevIssuer::builder()
+        .algorithms([Algorithm::ES256])
+        .clock(Clock::from_fn(|| UNIX_EPOCH + Duration::from_secs(THEN)))
+        .start()
+        .await
+        .expect("start");
+    let then = THEN as i64;
+    let claims = claims_of(&dev.token().sign());
+    assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(then), Some(then + 300)));
+    let claims = claims_of(&dev.token().expires_in(Duration::from_secs(60)).sign());
+    assert_eq!(claims["exp"].as_i64(), Some(then + 60));
+    let claims = claims_of(&dev.token().expired(Duration::from_secs(60)).sign());
+    assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(then - 360), Some(then - 60)));
+    // An opaque token valid until 2001 + 60 s is active by the frozen clock (by the system clock
+    // it expired long ago); one expired by the frozen clock is not.
+    let live = dev.opaque_token().expires_in(Duration::from_secs(60)).issue();
+    let dead = dev.opaque_token().claim("exp", then - 1).issue();
+    let http = reqwest::Client::builder().no_proxy().timeout(common::HANG_GUARD).build().expect("client");
+    for (token, active) in [(live, true), (dead, false)] {
+        let response = http
+            .post(dev.introspection_url())
+            .basic_auth(RESOURCE_CLIENT_ID, Some(RESOURCE_CLIENT_SECRET))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .expect("introspection");
+        let body: Value = serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+        assert_eq!(body["active"], active, "{body}");
+    }
+}

@@ -15,10 +15,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::Shared;
 use super::pkce;
 use super::store::{Code, hash, secret_value};
 use super::token::{params, parse_scope, valid_resource};
+use super::{Shared, lock};
 
 /// A `400` page for errors that must not be redirected.
 fn error_page(description: &str) -> Response {
@@ -111,6 +111,13 @@ pub(crate) async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query)
         return fail("access_denied", "the resource owner denied the request");
     }
 
+    let now = config.clock.unix_now();
+    let mut store = lock(&config.store);
+    // Unauthenticated requests must not grow the store without bound: at capacity (with
+    // nothing expired to forget), refuse as RFC 6749 §4.1.2.1 provides for.
+    if !store.room_for_code(now) {
+        return fail("temporarily_unavailable", "too many outstanding authorization codes; retry later");
+    }
     let code = secret_value();
     let grant = Code {
         client_id: client.id.clone(),
@@ -119,14 +126,12 @@ pub(crate) async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query)
         scope,
         resource: resource.map(str::to_owned),
         subject: config.user.clone(),
-        expires: config
-            .clock
-            .unix_now()
-            .saturating_add(i64::try_from(config.code_ttl.as_secs()).unwrap_or(i64::MAX)),
+        expires: now.saturating_add(i64::try_from(config.code_ttl.as_secs()).unwrap_or(i64::MAX)),
         consumed: false,
         family: None,
     };
-    config.store.lock().expect("lock").codes.insert(hash(&code), grant);
+    store.codes.insert(hash(&code), grant);
+    drop(store);
     let mut pairs = vec![("code", code.as_str())];
     pairs.extend(state.map(|s| ("state", s)));
     pairs.push(("iss", shared.issuer.as_str()));

@@ -133,9 +133,33 @@ pub(crate) enum AuthMethod {
     None,
 }
 
-/// Decodes one half of an RFC 6749 §2.3.1 Basic credential (form-urlencoded).
-fn form_decode(s: &str) -> Option<String> {
-    form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned())
+/// Decodes one half of an RFC 6749 §2.3.1 Basic credential (application/x-www-form-urlencoded:
+/// `+` is a space, `%XX` a byte). The whole string is decoded: parsing it as a form (as this
+/// once did) stops at a literal `&`, so `secret&anything` authenticated as `secret`. A `%` not
+/// followed by two hex digits stays as is (as in the WHATWG form decoder); bytes that are not
+/// UTF-8 are refused.
+pub(crate) fn form_decode(s: &str) -> Option<String> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[hi, lo]) if bytes[i] == b'%' => hex(hi).zip(hex(lo)),
+            _ => None,
+        };
+        match (bytes[i], escaped) {
+            (_, Some((hi, lo))) => {
+                // Two hex digits: at most 0xff.
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Authenticates the client of a token request; returns it and how it authenticated.
@@ -178,5 +202,23 @@ pub(crate) fn authenticate<'c>(
         // A confidential client must authenticate.
         None if client.is_public() => Ok((client, AuthMethod::None)),
         None => Err(TokenError::invalid_client(false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn basic_credentials_decode_whole() {
+        // A literal `&` or `=` is data, not a separator: nothing is cut off.
+        assert_eq!(form_decode("secret&junk").as_deref(), Some("secret&junk"));
+        assert_eq!(form_decode("a=b").as_deref(), Some("a=b"));
+        assert_eq!(form_decode("s%26cret+x%2By").as_deref(), Some("s&cret x+y"));
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
+        // Malformed escapes stay as they are; non-UTF-8 is refused.
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(form_decode("%ff"), None);
     }
 }

@@ -42,8 +42,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 mod authorize;
 mod clients;
@@ -54,8 +54,7 @@ mod token;
 pub use clients::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevClient};
 pub use pkce::{Pkce, s256};
 
-use std::sync::Mutex;
-
+use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
@@ -222,14 +221,15 @@ struct AuthServer {
 impl Shared {
     /// A token builder with the default claims (see [`DevIssuer::token`]).
     fn token(&self) -> TokenBuilder<'_> {
-        let now = unix_now();
+        // The configured clock, like everything else the server dates (`DevIssuerBuilder::clock`).
+        let now = self.auth.clock.unix_now();
         let mut claims = Map::new();
         claims.insert("iss".into(), self.issuer.clone().into());
         claims.insert("sub".into(), "alice".into());
         claims.insert("aud".into(), DEFAULT_AUDIENCE.into());
         claims.insert("client_id".into(), "dev-client".into());
         claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + 300).into());
+        claims.insert("exp".into(), now.saturating_add(300).into());
         claims.insert("jti".into(), random_id().into());
         let mut header = Map::new();
         header.insert("typ".into(), "at+jwt".into());
@@ -237,7 +237,7 @@ impl Shared {
     }
 
     fn find_key(&self, pred: impl Fn(&DevKey) -> bool) -> Option<Arc<DevKey>> {
-        self.keys.read().expect("lock").iter().rev().find(|k| pred(k)).cloned()
+        read(&self.keys).iter().rev().find(|k| pred(k)).cloned()
     }
 }
 
@@ -261,6 +261,7 @@ pub struct DevIssuerBuilder {
     code_ttl: Duration,
     opaque_access_tokens: bool,
     clock: crate::Clock,
+    store_capacity: usize,
 }
 
 impl Default for DevIssuerBuilder {
@@ -278,12 +279,14 @@ impl Default for DevIssuerBuilder {
             code_ttl: Duration::from_secs(60),
             opaque_access_tokens: false,
             clock: crate::Clock::system(),
+            store_capacity: store::DEFAULT_CAPACITY,
         }
     }
 }
 
 impl DevIssuerBuilder {
-    /// One key is generated per algorithm (default RS256, PS256, ES256, EdDSA).
+    /// One key is generated per algorithm (default RS256, PS256, ES256, EdDSA). At least one:
+    /// [`start`](Self::start) refuses an empty list.
     pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
         self.algorithms = algorithms.into_iter().collect();
         self
@@ -351,8 +354,28 @@ impl DevIssuerBuilder {
         self
     }
 
+    /// How many authorization codes, refresh tokens and access tokens (of each) the server
+    /// remembers at once (default 100 000). Expired ones are forgotten as room is needed; when
+    /// all are live, `GET /authorize` answers `error=temporarily_unavailable` and `POST /token`
+    /// `503` until some expire.
+    pub fn store_capacity(mut self, capacity: usize) -> Self {
+        self.store_capacity = capacity;
+        self
+    }
+
     /// Generates the keys and starts serving.
+    ///
+    /// An empty [`algorithms`](Self::algorithms) list is an
+    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error.
     pub async fn start(self) -> std::io::Result<DevIssuer> {
+        // Refused here rather than left to `TokenBuilder::sign` to panic on, later and with the
+        // store lock held (issue() signs under it).
+        if self.algorithms.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the dev issuer needs at least one algorithm",
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
@@ -385,7 +408,7 @@ impl DevIssuerBuilder {
                 opaque_access_tokens: self.opaque_access_tokens,
                 clock: self.clock,
                 consent_denied: AtomicBool::new(false),
-                store: Mutex::new(store::Store::default()),
+                store: Mutex::new(store::Store::new(self.store_capacity)),
             },
         });
         let app = Router::new()
@@ -414,15 +437,9 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     if shared.jwks_failing.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "jwks unavailable").into_response();
     }
-    let retired = shared.retired.read().expect("lock").clone();
-    let keys: Vec<Value> = shared
-        .keys
-        .read()
-        .expect("lock")
-        .iter()
-        .filter(|k| !retired.contains(&k.kid))
-        .map(|k| k.jwk.clone())
-        .collect();
+    let retired = read(&shared.retired).clone();
+    let keys: Vec<Value> =
+        read(&shared.keys).iter().filter(|k| !retired.contains(&k.kid)).map(|k| k.jwk.clone()).collect();
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
@@ -464,17 +481,24 @@ fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<&'
         let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (id, secret) = decoded.split_once(':')?;
-        let decode =
-            |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        return (decode(id)? == RESOURCE_CLIENT_ID && decode(secret)? == RESOURCE_CLIENT_SECRET)
+        // The same decoding as the token endpoint's (no truncation at `&`), and both halves
+        // compared in constant time: `&` (not `&&`) so a wrong id does not skip the secret.
+        let (id, secret) = (clients::form_decode(id)?, clients::form_decode(secret)?);
+        return (same(&id, RESOURCE_CLIENT_ID) & same(&secret, RESOURCE_CLIENT_SECRET))
             .then_some("client_secret_basic");
     }
-    if authorization.and_then(|v| v.strip_prefix("Bearer ")) == Some(RESOURCE_BEARER) {
+    if authorization.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|token| same(token, RESOURCE_BEARER))
+    {
         return Some("bearer");
     }
-    (form.get("client_id").map(String::as_str) == Some(RESOURCE_CLIENT_ID)
-        && form.get("client_secret").map(String::as_str) == Some(RESOURCE_CLIENT_SECRET))
-    .then_some("client_secret_post")
+    let post = |name: &str, expected: &str| form.get(name).is_some_and(|v| same(v, expected));
+    (post("client_id", RESOURCE_CLIENT_ID) & post("client_secret", RESOURCE_CLIENT_SECRET))
+        .then_some("client_secret_post")
+}
+
+/// Credentials compared in constant time (no early exit at the first differing byte).
+fn same(presented: &str, expected: &str) -> bool {
+    verify_slices_are_equal(presented.as_bytes(), expected.as_bytes()).is_ok()
 }
 
 fn invalid_client() -> Response {
@@ -498,13 +522,14 @@ async fn introspect(
     let Some(method) = client_auth(&headers, &form) else {
         return invalid_client();
     };
-    *shared.last_introspection_auth.write().expect("lock") = Some(method);
+    *write(&shared.last_introspection_auth) = Some(method);
     let token = form.get("token").map(String::as_str).unwrap_or_default();
-    let opaque = shared.opaque.read().expect("lock");
+    let opaque = read(&shared.opaque);
+    let now = shared.auth.clock.unix_now();
     let body = match opaque.get(token) {
         Some(grant)
             if !grant.revoked
-                && grant.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > unix_now()) =>
+                && grant.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > now) =>
         {
             let mut claims = grant.claims.clone();
             claims.insert("active".into(), true.into());
@@ -512,17 +537,15 @@ async fn introspect(
             Value::Object(claims)
         }
         Some(_) => json!({"active": false}),
-        None => {
-            match shared.auth.store.lock().expect("lock").active_access(token, shared.auth.clock.unix_now()) {
-                Some(claims) => {
-                    let mut claims = claims.clone();
-                    claims.insert("active".into(), true.into());
-                    claims.insert("token_type".into(), "Bearer".into());
-                    Value::Object(claims)
-                }
-                None => json!({"active": false}),
+        None => match lock(&shared.auth.store).active_access(token, now) {
+            Some(claims) => {
+                let mut claims = claims.clone();
+                claims.insert("active".into(), true.into());
+                claims.insert("token_type".into(), "Bearer".into());
+                Value::Object(claims)
             }
-        }
+            None => json!({"active": false}),
+        },
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
@@ -543,10 +566,10 @@ async fn revoke(
         }
     };
     if let Some(token) = form.get("token") {
-        let revoked = shared.auth.store.lock().expect("lock").revoke(token, client_id.as_deref());
+        let revoked = lock(&shared.auth.store).revoke(token, client_id.as_deref());
         if !revoked
             && client_id.is_none()
-            && let Some(grant) = shared.opaque.write().expect("lock").get_mut(token)
+            && let Some(grant) = write(&shared.opaque).get_mut(token)
         {
             grant.revoked = true;
         }
@@ -637,7 +660,7 @@ impl DevIssuer {
     /// How the last introspection call authenticated: `client_secret_basic`,
     /// `client_secret_post` or `bearer`.
     pub fn last_introspection_auth(&self) -> Option<&'static str> {
-        *self.shared.last_introspection_auth.read().expect("lock")
+        *read(&self.shared.last_introspection_auth)
     }
 
     /// Makes the introspection endpoint answer `500` (true) or work again (false).
@@ -676,10 +699,10 @@ impl DevIssuer {
     /// [`Self::opaque_token`], an access token from the token endpoint, or a refresh token (and
     /// with it its whole family).
     pub fn revoke(&self, token: &str) {
-        if self.shared.auth.store.lock().expect("lock").revoke(token, None) {
+        if lock(&self.shared.auth.store).revoke(token, None) {
             return;
         }
-        if let Some(grant) = self.shared.opaque.write().expect("lock").get_mut(token) {
+        if let Some(grant) = write(&self.shared.opaque).get_mut(token) {
             grant.revoked = true;
         }
     }
@@ -687,7 +710,7 @@ impl DevIssuer {
     /// Adds a new key for `alg`, published at once; new tokens for `alg` are signed with it.
     /// Returns its `kid`.
     pub fn rotate(&self, alg: Algorithm) -> String {
-        let mut keys = self.shared.keys.write().expect("lock");
+        let mut keys = write(&self.shared.keys);
         let n = keys.iter().filter(|k| k.alg == alg).count() + 1;
         let kid = format!("{}-{n}", alg_name(alg).to_lowercase());
         keys.push(Arc::new(DevKey::generate(alg, kid.clone(), self.shared.pin_alg)));
@@ -697,17 +720,18 @@ impl DevIssuer {
     /// Withdraws a key from the JWKS. It can still sign, so tests can present tokens of a key
     /// the resource server should stop trusting.
     pub fn retire(&self, kid: &str) {
-        self.shared.retired.write().expect("lock").push(kid.to_owned());
+        write(&self.shared.retired).push(kid.to_owned());
     }
 
     /// The JWK Set as currently published.
     pub fn jwks_json(&self) -> String {
-        let keys: Vec<Value> = self.shared.keys.read().expect("lock").iter().map(|k| k.jwk.clone()).collect();
+        let keys: Vec<Value> = read(&self.shared.keys).iter().map(|k| k.jwk.clone()).collect();
         json!({ "keys": keys }).to_string()
     }
 
     /// Starts a token with default claims: `iss` this issuer, `sub` "alice", `aud`
-    /// [`DEFAULT_AUDIENCE`], `client_id` "dev-client", `iat` now, `exp` in 5 minutes, `typ`
+    /// [`DEFAULT_AUDIENCE`], `client_id` "dev-client", `iat` now (by the
+    /// [`clock`](DevIssuerBuilder::clock)), `exp` in 5 minutes, `typ`
     /// `at+jwt`, signed RS256 with the newest RS256 key (or the first key).
     pub fn token(&self) -> TokenBuilder<'_> {
         self.shared.token()
@@ -742,7 +766,7 @@ impl OpaqueTokenBuilder<'_> {
     pub fn scope(self, scope: &str) -> Self {
         OpaqueTokenBuilder { jwt: self.jwt.scope(scope) }
     }
-    /// Sets `exp` to now + `ttl`.
+    /// Sets `exp` to now + `ttl` (now by the issuer's [`clock`](DevIssuerBuilder::clock)).
     pub fn expires_in(self, ttl: Duration) -> Self {
         OpaqueTokenBuilder { jwt: self.jwt.expires_in(ttl) }
     }
@@ -754,7 +778,7 @@ impl OpaqueTokenBuilder<'_> {
     pub fn issue(self) -> String {
         let token = format!("{}{}", random_id(), random_id());
         let grant = OpaqueGrant { claims: self.jwt.claims, revoked: false };
-        self.jwt.issuer.opaque.write().expect("lock").insert(token.clone(), grant);
+        write(&self.jwt.issuer.opaque).insert(token.clone(), grant);
         token
     }
 }
@@ -793,14 +817,16 @@ impl TokenBuilder<'_> {
     pub fn scope(self, scope: &str) -> Self {
         self.claim("scope", scope)
     }
-    /// Sets `exp` to now + `ttl`.
+    /// Sets `exp` to now + `ttl` (now by the issuer's [`clock`](DevIssuerBuilder::clock)).
     pub fn expires_in(self, ttl: Duration) -> Self {
-        self.claim("exp", unix_now() + ttl.as_secs() as i64)
+        let now = self.issuer.auth.clock.unix_now();
+        self.claim("exp", now.saturating_add(token::secs(ttl)))
     }
-    /// Sets `exp` to `ago` in the past (and `iat` before it).
+    /// Sets `exp` to `ago` in the past (and `iat` before it), by the issuer's
+    /// [`clock`](DevIssuerBuilder::clock).
     pub fn expired(self, ago: Duration) -> Self {
-        let exp = unix_now() - ago.as_secs() as i64;
-        self.claim("exp", exp).claim("iat", exp - 300)
+        let exp = self.issuer.auth.clock.unix_now().saturating_sub(token::secs(ago));
+        self.claim("exp", exp).claim("iat", exp.saturating_sub(300))
     }
     /// Sets any claim; `Value::Null` removes it.
     pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
@@ -847,7 +873,7 @@ impl TokenBuilder<'_> {
                 Some(alg) => self.issuer.find_key(|k| k.alg == alg),
                 None => self.issuer.find_key(|k| k.alg == Algorithm::RS256),
             })
-            .or_else(|| self.issuer.keys.read().expect("lock").first().cloned())
+            .or_else(|| read(&self.issuer.keys).first().cloned())
             .expect("the dev issuer has no key");
         let alg = self.alg.unwrap_or(key.alg);
         let mut header = Map::new();
@@ -868,8 +894,19 @@ impl TokenBuilder<'_> {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+// A panic while a lock is held (a bug, or a `sign()` that found no key) must not turn every
+// later request into a panic too: the guarded data stays usable (at worst one grant is half
+// recorded, which a development server can live with), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn random_id() -> String {
@@ -877,4 +914,44 @@ fn random_id() -> String {
     let mut bytes = [0u8; 16];
     SystemRandom::new().fill(&mut bytes).expect("random bytes");
     b64(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review fix: a panic while a lock was held poisoned it, and every later `.expect("lock")`
+    /// panicked too. Locks now ignore poisoning.
+    #[tokio::test]
+    async fn a_panic_under_a_lock_does_not_break_the_server() {
+        let dev = DevIssuer::builder().algorithms([Algorithm::ES256]).start().await.expect("start");
+        let shared = &dev.shared;
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let _store = shared.auth.store.lock();
+                    let _keys = shared.keys.write();
+                    let _opaque = shared.opaque.write();
+                    panic!("with the locks held");
+                })
+                .join();
+        });
+        assert!(shared.auth.store.is_poisoned() && shared.keys.is_poisoned() && shared.opaque.is_poisoned());
+        // Direct calls and the HTTP endpoints all still work.
+        assert_eq!(dev.token().sign().split('.').count(), 3);
+        dev.rotate(Algorithm::ES256);
+        let opaque = dev.opaque_token().issue();
+        dev.revoke(&opaque);
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let response = http
+            .post(format!("{}/token", dev.issuer()))
+            .basic_auth(DEV_CLIENT_ID, Some(DEV_CLIENT_SECRET))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let jwks = http.get(dev.jwks_url()).send().await.expect("jwks");
+        assert_eq!(jwks.status(), StatusCode::OK);
+    }
 }

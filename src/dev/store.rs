@@ -1,6 +1,8 @@
 //! What the development authorization server remembers: authorization codes, refresh tokens,
 //! the token families they belong to, and the access tokens it issued (for introspection and
-//! revocation). In memory only, never purged: a development server lives for one test or demo.
+//! revocation). In memory only, and bounded: anyone who can reach the server can make it issue
+//! codes (an unauthenticated `GET /authorize` is enough), so expired entries are forgotten as the
+//! maps grow, and each map holds at most `Store::capacity` entries.
 //!
 //! Codes and refresh tokens are stored by their SHA-256 only, so the map lookup never compares
 //! secret values byte by byte, and a dump of the store holds no usable credential.
@@ -8,7 +10,7 @@
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::b64;
 
@@ -68,17 +70,80 @@ pub(crate) struct Access {
     pub revoked: bool,
 }
 
+/// The default `Store::capacity`.
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
+/// Below this many entries, expired ones are not looked for (they cost little memory).
+const PRUNE_FROM: usize = 1024;
+
 /// The grants store.
-#[derive(Default)]
 pub(crate) struct Store {
     pub codes: HashMap<Hash, Code>,
     pub refresh: HashMap<Hash, Refresh>,
     pub families: HashMap<u64, Family>,
     pub access: HashMap<Hash, Access>,
     next_family: u64,
+    /// Most entries of each of `codes`, `refresh` and `access`. (`families` needs no bound of
+    /// its own: a family is dropped once no code or token refers to it.)
+    capacity: usize,
+    /// The size of the largest map at which expired entries are next looked for: doubling, so
+    /// the scans cost O(1) per insert amortized.
+    prune_at: usize,
 }
 
 impl Store {
+    pub fn new(capacity: usize) -> Self {
+        Store {
+            codes: HashMap::new(),
+            refresh: HashMap::new(),
+            families: HashMap::new(),
+            access: HashMap::new(),
+            next_family: 0,
+            capacity,
+            prune_at: PRUNE_FROM.min(capacity),
+        }
+    }
+
+    /// Whether one more authorization code fits (call before inserting one). At capacity the
+    /// caller refuses the request rather than grow without bound.
+    pub fn room_for_code(&mut self, now: i64) -> bool {
+        self.prune_if_grown(now);
+        self.codes.len() < self.capacity
+    }
+
+    /// Whether one more access token and one more refresh token fit (call before a grant: each
+    /// inserts at most one of each).
+    pub fn room_for_tokens(&mut self, now: i64) -> bool {
+        self.prune_if_grown(now);
+        self.access.len().max(self.refresh.len()) < self.capacity
+    }
+
+    /// Forgets expired entries once the maps have grown past `prune_at`.
+    fn prune_if_grown(&mut self, now: i64) {
+        if self.largest() >= self.prune_at {
+            self.prune(now);
+            self.prune_at = (2 * self.largest()).clamp(PRUNE_FROM.min(self.capacity), self.capacity);
+        }
+    }
+
+    fn largest(&self) -> usize {
+        self.codes.len().max(self.refresh.len()).max(self.access.len())
+    }
+
+    /// Drops expired codes and tokens (they would be refused anyway), then the families no
+    /// remaining code or token refers to. A family still referred to is kept: a missing family
+    /// reads as revoked (see `Store::family_revoked`).
+    fn prune(&mut self, now: i64) {
+        self.codes.retain(|_, c| now < c.expires);
+        // Rotated refresh tokens stay until they expire: their reuse still revokes the family.
+        self.refresh.retain(|_, r| now < r.expires);
+        self.access.retain(|_, a| a.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| now < exp));
+        let live: HashSet<u64> = (self.codes.values().filter_map(|c| c.family))
+            .chain(self.refresh.values().map(|r| r.family))
+            .chain(self.access.values().filter_map(|a| a.family))
+            .collect();
+        self.families.retain(|id, _| live.contains(id));
+    }
+
     pub fn new_family(&mut self, family: Family) -> u64 {
         self.next_family += 1;
         self.families.insert(self.next_family, family);
@@ -125,5 +190,71 @@ impl Store {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(expires: i64, family: Option<u64>) -> Code {
+        Code {
+            client_id: "c".into(),
+            redirect_uri: "r".into(),
+            challenge: "x".into(),
+            scope: Vec::new(),
+            resource: None,
+            subject: "s".into(),
+            expires,
+            consumed: false,
+            family,
+        }
+    }
+
+    fn family() -> Family {
+        Family {
+            client_id: "c".into(),
+            subject: "s".into(),
+            scope: Vec::new(),
+            resource: None,
+            revoked: false,
+        }
+    }
+
+    /// Codes keep coming as time passes: the store never holds more than its capacity, and
+    /// expired codes make room for new ones.
+    #[test]
+    fn stays_bounded_and_forgets_expired_entries() {
+        let mut store = Store::new(10);
+        for i in 0..1000 {
+            let now = i * 100;
+            assert!(store.room_for_code(now), "expired codes make room ({i})");
+            store.codes.insert(hash(&secret_value()), code(now + 60, None));
+            assert!(store.codes.len() <= 10);
+        }
+        // Ten live codes: full until they expire.
+        let mut store = Store::new(10);
+        for _ in 0..10 {
+            assert!(store.room_for_code(0));
+            store.codes.insert(hash(&secret_value()), code(60, None));
+        }
+        assert!(!store.room_for_code(59), "at capacity with nothing expired");
+        assert!(store.room_for_code(60));
+        assert!(store.codes.is_empty());
+    }
+
+    /// A family is forgotten only once nothing refers to it: a missing family reads as revoked.
+    #[test]
+    fn families_in_use_are_kept() {
+        let mut store = Store::new(2);
+        let kept = store.new_family(family());
+        let dropped = store.new_family(family());
+        store.refresh.insert(hash("live"), Refresh { family: kept, rotated: true, expires: 100 });
+        store.codes.insert(hash("old"), code(10, Some(dropped)));
+        store.codes.insert(hash("old2"), code(10, None));
+        assert!(store.room_for_code(50));
+        assert!(!store.family_revoked(kept));
+        assert!(!store.families.contains_key(&dropped));
+        assert!(store.refresh.contains_key(&hash("live")), "rotated but unexpired: kept for reuse detection");
     }
 }

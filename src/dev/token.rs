@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::clients::{self, DevClient};
 use super::store::{Access, Code, Family, Refresh, Store, hash, secret_value};
-use super::{DEFAULT_AUDIENCE, Shared, pkce, random_id};
+use super::{DEFAULT_AUDIENCE, Shared, lock, pkce, random_id};
 
 /// An RFC 6749 §5.2 error response.
 #[derive(Debug)]
@@ -136,7 +136,17 @@ fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, To
     if resource.is_some_and(|r| !valid_resource(r)) {
         return Err(TokenError::new("invalid_target", "resource must be an absolute URI without a fragment"));
     }
-    let mut store = config.store.lock().expect("lock");
+    let mut store = lock(&config.store);
+    // Every grant below inserts at most one access token and one refresh token: refuse before
+    // anything is consumed when the store is full (see `Store::room_for_tokens`).
+    if !store.room_for_tokens(config.clock.unix_now()) {
+        return Err(TokenError {
+            error: "temporarily_unavailable",
+            description: "too many outstanding tokens; retry later",
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            basic_challenge: false,
+        });
+    }
     match grant {
         "authorization_code" => authorization_code(shared, &mut store, client, &get),
         "refresh_token" => refresh_token(shared, &mut store, client, &get),
@@ -328,6 +338,6 @@ fn issue(
     answer
 }
 
-fn secs(d: std::time::Duration) -> i64 {
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
