@@ -2,8 +2,11 @@
 //! request with the same token costs a hash and a lookup instead of a signature check.
 //!
 //! Safety rules, in the order they are checked on a hit:
-//! - exact match: the key is the SHA-256 of the whole token (never the token itself, which is a
-//!   secret, and never a short hash that could collide);
+//! - exact match: the key is the whole token, compared byte for byte; the hash only picks the
+//!   bucket. (A SHA-256 of the token as the key would keep the token itself out of memory, but
+//!   costs as much as everything else on a hit together: measured 0.58 µs of 0.9 µs for an
+//!   RS256 token. The token sits in the same process's request buffers anyway; the introspection
+//!   cache, whose entries outlive requests by design, does key by SHA-256.)
 //! - the entry dies with its key: the fingerprint of the key that verified the token must still
 //!   be in the current key set, so a key removed by rotation stops vouching at once;
 //! - the entry is younger than the configured maximum TTL;
@@ -15,7 +18,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 
 use crate::error::InvalidToken;
 use crate::observe;
@@ -33,6 +37,34 @@ pub(crate) mod defaults {
 }
 
 pub(crate) type Digest32 = [u8; 32];
+
+/// Hashes a token by its length and its last 32 bytes only, with a per-process random key.
+///
+/// Those bytes are the tail of the signature, pseudorandom for every algorithm we accept, so
+/// they spread honest tokens as well as hashing the whole token would, at a fraction of the
+/// cost. Crafted tokens sharing a tail only share a bucket: equality is still checked on the
+/// whole token, and only tokens that passed full validation are ever inserted.
+#[derive(Clone, Default)]
+pub(crate) struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+pub(crate) struct TailHasher(DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        self.0.write(&bytes[bytes.len().saturating_sub(32)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
 
 /// Which key verified a token: what key selection must still find, on every hit, for the entry
 /// to count.
@@ -64,7 +96,7 @@ pub(crate) enum Hit {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Digest32, Entry>,
+    entries: moka::sync::Cache<Box<str>, Entry, TailHash>,
     max_ttl: i64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -87,15 +119,14 @@ impl TokenCache {
         TokenCache {
             // moka's own TTL only reclaims memory; acceptance is decided by `cached_at` against
             // the validator's clock below, so a test clock governs it too.
-            entries: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(max_ttl).build(),
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(max_ttl)
+                .build_with_hasher(TailHash::default()),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
-    }
-
-    pub(crate) fn digest(token: &str) -> Digest32 {
-        Sha256::digest(token.as_bytes()).into()
     }
 
     /// Looks a token up. `key_alive` says whether key selection, run now for the token's `kid` and
@@ -103,19 +134,19 @@ impl TokenCache {
     /// `kid`, or made ambiguous by a new one ends the entry).
     pub(crate) fn get(
         &self,
-        digest: &Digest32,
+        token: &str,
         now: i64,
         window: &TimeWindow,
         key_alive: impl FnOnce(&KeyRef) -> bool,
     ) -> Hit {
-        let Some(entry) = self.entries.get(digest) else {
+        let Some(entry) = self.entries.get(token) else {
             observe::token_cache(false);
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
         };
         let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
         if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
-            self.entries.invalidate(digest);
+            self.entries.invalidate(token);
             observe::token_cache(false);
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Hit::Miss;
@@ -126,7 +157,7 @@ impl TokenCache {
         match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
             Ok(()) => Hit::Valid(entry.principal),
             Err(why) => {
-                self.entries.invalidate(digest);
+                self.entries.invalidate(token);
                 Hit::Invalid(why)
             }
         }
@@ -134,13 +165,13 @@ impl TokenCache {
 
     pub(crate) fn insert(
         &self,
-        digest: Digest32,
+        token: &str,
         principal: Principal,
         key: Option<KeyRef>,
         nbf: Option<i64>,
         now: i64,
     ) {
-        self.entries.insert(digest, Entry { principal, key, nbf, cached_at: now });
+        self.entries.insert(token.into(), Entry { principal, key, nbf, cached_at: now });
     }
 
     pub(crate) fn stats(&self) -> TokenCacheStats {

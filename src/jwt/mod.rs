@@ -546,9 +546,9 @@ struct Verified {
 
 impl Inner {
     /// Remembers a verified token; hands its principal on.
-    fn remember(&self, digest: Option<cache::Digest32>, verified: Verified, now: i64) -> Principal {
-        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-            cache.insert(digest, verified.principal.clone(), verified.key, verified.nbf, now);
+    fn remember(&self, token: &str, verified: Verified, now: i64) -> Principal {
+        if let Some(cache) = &self.cache {
+            cache.insert(token, verified.principal.clone(), verified.key, verified.nbf, now);
         }
         verified.principal
     }
@@ -557,7 +557,7 @@ impl Inner {
 impl Validator for JwtValidator {
     fn validate(&self, token: &str) -> Verdict {
         let inner = &self.inner;
-        // Before hashing anything: the size bound is what keeps every later step cheap.
+        // Before anything else: the size bound is what keeps every later step cheap.
         if token.len() > inner.max_token_bytes {
             return Verdict::Ready(Err(reject(InvalidToken::TooLarge)));
         }
@@ -566,32 +566,30 @@ impl Validator for JwtValidator {
             KeySource::KeySet(set) => Some(set.snapshot()),
             KeySource::Secret(_) => None,
         };
-        let digest = match &inner.cache {
-            Some(cache) => {
-                let digest = TokenCache::digest(token);
+        if let Some(cache) = &inner.cache {
+            {
                 let alive = |key: &KeyRef| {
                     keys.as_ref().is_some_and(|keys| {
                         matches!(keys.select(key.kid.as_deref(), key.alg),
                             Selection::Found(found) if found.fingerprint == key.fingerprint)
                     })
                 };
-                match cache.get(&digest, now, &inner.policy.window, alive) {
+                match cache.get(token, now, &inner.policy.window, alive) {
                     Hit::Valid(principal) => return Verdict::Ready(Ok(principal)),
                     Hit::Invalid(why) => return Verdict::Ready(Err(reject(why))),
-                    Hit::Miss => Some(digest),
+                    Hit::Miss => {}
                 }
             }
-            None => None,
-        };
+        }
         let (set, keys) = match &inner.keys {
             KeySource::KeySet(set) => (set, keys.unwrap_or_else(|| set.snapshot())),
             KeySource::Secret(secret) => {
                 let result = inner.parse(token).and_then(|c| inner.verify(&c, secret, now));
-                return Verdict::Ready(result.map(|v| inner.remember(digest, v, now)).map_err(reject));
+                return Verdict::Ready(result.map(|v| inner.remember(token, v, now)).map_err(reject));
             }
         };
         match inner.validate_with(token, &keys, now) {
-            Ok(verified) => Verdict::Ready(Ok(inner.remember(digest, verified, now))),
+            Ok(verified) => Verdict::Ready(Ok(inner.remember(token, verified, now))),
             Err(Halt::Rejected(why)) => Verdict::Ready(Err(reject(why))),
             Err(Halt::NeedKeys) => {
                 let seen = keys.generation;
@@ -604,7 +602,7 @@ impl Validator for JwtValidator {
                     let keys = set.refresh_for_missing_key(seen, has_key).await;
                     let now = this.clock.unix_now();
                     match this.validate_with(&token, &keys, now) {
-                        Ok(verified) => Ok(this.remember(digest, verified, now)),
+                        Ok(verified) => Ok(this.remember(&token, verified, now)),
                         Err(Halt::Rejected(why)) => Err(reject(why)),
                         // Nothing to verify with, and we could not fetch: our problem, not the
                         // client's. A set that is loaded and reachable but lacks the `kid` means
