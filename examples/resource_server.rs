@@ -17,6 +17,15 @@
 //! With the introspection flags, opaque tokens are checked at that RFC 7662 endpoint while JWTs
 //! are still verified locally. (`--client-secret` may also come from `CLIENT_SECRET`.)
 //!
+//! Given only `--issuer URL --audience AUD`, the keys (and, with `--client-id`/`--client-secret`,
+//! the introspection endpoint) are found through the issuer's metadata (OpenID Connect discovery
+//! or RFC 8414). Several issuers at once: `--trust ISSUER=AUDIENCE`, repeated; each token is
+//! verified with its own issuer's keys only.
+//!
+//! Every mode serves its RFC 9728 protected-resource metadata at
+//! `/.well-known/oauth-protected-resource`, and names it in every challenge; `--resource URL`
+//! sets the public URL of this API (default: the listening address).
+//!
 //! For load tests (`benches/load.sh`):
 //!
 //! * `--token-cache on|off` (default on) and `--token-cache-entries N`: the verified-token cache;
@@ -35,15 +44,19 @@ use axum::{Json, Router};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 use tower_bearer::{
-    Algorithm, BearerLayer, Introspector, JwtOrOpaque, JwtValidator, JwtValidatorBuilder, Principal,
-    RequireScope, Validator, jwt_defaults,
+    Algorithm, BearerLayer, Discovery, Introspector, JwtOrOpaque, JwtValidator, JwtValidatorBuilder,
+    MultiIssuer, Principal, ProtectedResource, RequireScope, Validator, jwt_defaults,
 };
 
-const USAGE: &str = "usage: resource_server [--listen ADDR] [--issuer URL --audience AUD --jwks-url URL] \
+const USAGE: &str = "usage: resource_server [--listen ADDR] [--resource URL] \
+[--issuer URL --audience AUD [--jwks-url URL] [--introspection-url URL] [--client-id ID --client-secret S]] \
+[--trust ISSUER=AUDIENCE ...] \
 [--token-cache on|off] [--token-cache-entries N] [--dev-port PORT] [--write-tokens PATH [--tokens N]] [--quiet]";
 
 struct Args {
     listen: String,
+    resource: Option<String>,
+    trust: Vec<(String, String)>,
     issuer: Option<String>,
     audience: Option<String>,
     jwks_url: Option<String>,
@@ -61,6 +74,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: "127.0.0.1:3000".into(),
+        resource: None,
+        trust: Vec::new(),
         issuer: None,
         audience: None,
         jwks_url: None,
@@ -79,6 +94,14 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--listen" => args.listen = value()?,
+            "--resource" => args.resource = Some(value()?),
+            "--trust" => {
+                let pair = value()?;
+                let (issuer, audience) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--trust ISSUER=AUDIENCE, not {pair}\n{USAGE}"))?;
+                args.trust.push((issuer.to_owned(), audience.to_owned()));
+            }
             "--issuer" => args.issuer = Some(value()?),
             "--audience" => args.audience = Some(value()?),
             "--jwks-url" => args.jwks_url = Some(value()?),
@@ -123,8 +146,9 @@ fn with_token_cache(builder: JwtValidatorBuilder, args: &Args) -> JwtValidatorBu
     }
 }
 
-/// The API: one public route, one for any valid token, two that need scopes.
-fn app(validator: impl Validator + Clone) -> Router {
+/// The API: one public route, one for any valid token, two that need scopes; and the RFC 9728
+/// metadata document, public, named in every challenge.
+fn app(validator: impl Validator + Clone, metadata: &ProtectedResource) -> Router {
     let items_read = Router::new()
         .route("/items", get(|| async { Json(["apple", "pear"]) }))
         .route_layer(RequireScope::all(["items:read"]));
@@ -140,7 +164,9 @@ fn app(validator: impl Validator + Clone) -> Router {
         .route("/me", get(|p: Principal| async move { Json(p) }))
         .merge(items_read)
         .merge(items_write)
-        .layer(BearerLayer::new(validator.clone()).realm("resource_server example"));
+        .layer(
+            BearerLayer::new(validator.clone()).realm("resource_server example").protected_resource(metadata),
+        );
     // Anyone may call /hello; a valid token gets a personal greeting, a bad one still a 401.
     let greeting = Router::new()
         .route(
@@ -153,7 +179,21 @@ fn app(validator: impl Validator + Clone) -> Router {
             }),
         )
         .layer(BearerLayer::new(validator).optional());
-    Router::new().route("/health", get(|| async { "ok\n" })).merge(greeting).merge(protected)
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route_service(metadata.well_known_path(), metadata.service())
+        .merge(greeting)
+        .merge(protected)
+}
+
+/// The RFC 9728 document of this API: its public URL, who issues its tokens, its scopes.
+fn metadata(resource: &str, issuers: &[&str]) -> Result<ProtectedResource, tower_bearer::ConfigError> {
+    issuers
+        .iter()
+        .fold(ProtectedResource::builder(resource), |b, issuer| b.authorization_server(*issuer))
+        .scopes_supported(["items:read", "items:write"])
+        .resource_name("tower-bearer resource_server example")
+        .build()
 }
 
 #[tokio::main]
@@ -176,63 +216,83 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
 
+    let resource = args.resource.clone().unwrap_or_else(|| base.clone());
+    let dev_only = args.dev_port.is_some() || args.write_tokens.is_some();
     // Kept alive for as long as the server runs: dropping it stops the JWKS endpoint.
     let mut dev_issuer = None;
-    let external = (args.issuer.clone(), args.audience.clone(), args.jwks_url.clone());
-    let (validator, introspection) = match external {
-        (Some(issuer), Some(audience), Some(jwks_url)) => {
-            if args.dev_port.is_some() || args.write_tokens.is_some() {
-                eprintln!("--dev-port and --write-tokens need the development issuer\n{USAGE}");
-                std::process::exit(2);
-            }
-            let builder = JwtValidator::builder().issuer(&issuer).audience(&audience).jwks_url(jwks_url);
-            let validator = with_token_cache(builder, &args).build()?;
-            println!("protecting {base} with tokens of {issuer}");
-            let introspection = match (args.introspection_url, args.client_id, args.client_secret) {
-                (Some(url), Some(id), Some(secret)) => {
-                    Some(Introspector::builder(url).client_secret_basic(id, secret).build()?)
-                }
-                (None, _, _) => None,
-                _ => {
-                    eprintln!("--introspection-url needs --client-id and --client-secret\n{USAGE}");
-                    std::process::exit(2);
-                }
-            };
-            (validator, introspection)
+    let app = if !args.trust.is_empty() {
+        // Several issuers: each token is routed by its `iss` to that issuer's own validator.
+        if args.issuer.is_some() || args.jwks_url.is_some() || dev_only {
+            return usage("--trust goes without --issuer, --jwks-url and the development issuer flags");
         }
-        (None, None, None) => {
-            let dev = DevIssuer::builder().port(args.dev_port.unwrap_or(0)).start().await?;
-            let builder = JwtValidator::builder()
-                .issuer(dev.issuer())
-                .audience(DEFAULT_AUDIENCE)
-                .jwks_url(dev.jwks_url());
-            let validator = with_token_cache(builder, &args).build()?;
-            let introspection = Introspector::builder(dev.introspection_url())
-                .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
-                .build()?;
-            if let Some(path) = &args.write_tokens {
-                let count = args.tokens.unwrap_or(10_000);
-                write_tokens(&dev, path, count)?;
-                eprintln!("wrote {count} tokens to {path}");
-            }
-            if args.quiet {
-                println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
-            } else {
-                print_walkthrough(&dev, &base);
-            }
-            dev_issuer = Some(dev);
-            (validator, Some(introspection))
+        let mut validators = Vec::new();
+        for (issuer, audience) in &args.trust {
+            let builder = JwtValidator::from_issuer(issuer)?.audience(audience);
+            validators.push(with_token_cache(builder, &args).build()?);
         }
-        _ => {
-            eprintln!("--issuer, --audience and --jwks-url go together\n{USAGE}");
-            std::process::exit(2);
+        let issuers: Vec<&str> = args.trust.iter().map(|(i, _)| i.as_str()).collect();
+        println!("protecting {base} with tokens of {}", issuers.join(", "));
+        app(MultiIssuer::new(validators)?, &metadata(&resource, &issuers)?)
+    } else if let (Some(issuer), Some(audience)) = (args.issuer.clone(), args.audience.clone()) {
+        if dev_only {
+            return usage("--dev-port and --write-tokens need the development issuer");
         }
+        let discovery = Discovery::builder(&issuer).build()?;
+        let builder = match &args.jwks_url {
+            Some(jwks_url) => JwtValidator::builder().issuer(&issuer).jwks_url(jwks_url),
+            // No JWKS URL: found through the issuer's metadata.
+            None => JwtValidator::builder().discovery(discovery.clone()),
+        };
+        let validator = with_token_cache(builder.audience(&audience), &args).build()?;
+        println!("protecting {base} with tokens of {issuer}");
+        let introspection = match (
+            args.introspection_url.clone(),
+            args.client_id.clone(),
+            args.client_secret.clone(),
+        ) {
+            (Some(url), Some(id), Some(secret)) => {
+                Some(Introspector::builder(url).client_secret_basic(id, secret))
+            }
+            (None, Some(id), Some(secret)) if args.jwks_url.is_none() => {
+                Some(Introspector::discover(discovery).client_secret_basic(id, secret))
+            }
+            (None, None, _) => None,
+            _ => {
+                return usage(
+                    "introspection needs --client-id and --client-secret (and --introspection-url with --jwks-url)",
+                );
+            }
+        };
+        let metadata = metadata(&resource, &[&issuer])?;
+        match introspection {
+            Some(opaque) => app(JwtOrOpaque::new(validator, opaque.build()?), &metadata),
+            None => app(validator, &metadata),
+        }
+    } else if args.issuer.is_none() && args.audience.is_none() && args.jwks_url.is_none() {
+        let dev = DevIssuer::builder().port(args.dev_port.unwrap_or(0)).start().await?;
+        let builder =
+            JwtValidator::builder().issuer(dev.issuer()).audience(DEFAULT_AUDIENCE).jwks_url(dev.jwks_url());
+        let validator = with_token_cache(builder, &args).build()?;
+        let introspection = Introspector::builder(dev.introspection_url())
+            .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+            .build()?;
+        if let Some(path) = &args.write_tokens {
+            let count = args.tokens.unwrap_or(10_000);
+            write_tokens(&dev, path, count)?;
+            eprintln!("wrote {count} tokens to {path}");
+        }
+        if args.quiet {
+            println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
+        } else {
+            print_walkthrough(&dev, &base);
+        }
+        let metadata = metadata(&resource, &[dev.issuer()])?;
+        dev_issuer = Some(dev);
+        app(JwtOrOpaque::new(validator, introspection), &metadata)
+    } else {
+        return usage("--issuer and --audience go together (--jwks-url is optional)");
     };
     let _keep = dev_issuer;
-    let app = match introspection {
-        Some(opaque) => app(JwtOrOpaque::new(validator, opaque)),
-        None => app(validator),
-    };
     if args.quiet {
         println!("listening on {base}");
     }
@@ -277,6 +337,9 @@ fn print_walkthrough(dev: &DevIssuer, base: &str) {
     println!("development issuer: {} (JWKS {})", dev.issuer(), dev.jwks_url());
     println!("resource server:    {base}\n");
     println!("# 200, public:\ncurl -i {base}/health\n");
+    println!(
+        "# 200, RFC 9728 protected-resource metadata:\ncurl -i {base}/.well-known/oauth-protected-resource\n"
+    );
     println!("# 200, optional authentication (try it with and without a token):\ncurl -i {base}/hello\n");
     println!(
         "# 200, the verified principal as JSON:\ncurl -i -H 'Authorization: Bearer {valid}' {base}/me\n"
@@ -296,6 +359,11 @@ fn print_walkthrough(dev: &DevIssuer, base: &str) {
     println!(
         "# 400 invalid_request (malformed credentials):\ncurl -i -H 'Authorization: Bearer a b' {base}/me\n"
     );
+}
+
+fn usage(problem: &str) -> Result<(), Box<dyn std::error::Error>> {
+    eprintln!("{problem}\n{USAGE}");
+    std::process::exit(2);
 }
 
 async fn shutdown() {
