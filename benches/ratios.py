@@ -9,7 +9,7 @@ root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file
 
 
 def mean_ns(group, bench):
-    path = os.path.join(root, group, bench, "new", "estimates.json")
+    path = os.path.join(root, group, bench, "new", "estimates.json") if bench else os.path.join(root, group, "new", "estimates.json")
     try:
         with open(path) as f:
             return json.load(f)["mean"]["point_estimate"]
@@ -28,5 +28,8 @@ for alg in ["RS256", "PS256", "ES256", "EdDSA"]:
     svc_cold, svc_cached = (mean_ns(alg, b) for b in ["service_cold", "service_cached"])
     ratio = f"{cold / raw:.2f}×" if raw and cold else "-"
     print(f"| {alg} | {fmt(raw)} | {fmt(cold)} | {ratio} | {fmt(cached)} | {fmt(svc_cold)} | {fmt(svc_cached)} |")
-opaque = mean_ns("introspection", "cached")
+opaque = mean_ns("introspection_cached", "")
 print(f"| opaque (introspection cached) | | | | {fmt(opaque)} | | |")
+print()
+print(f"baseline: the same in-memory request without any layer: {fmt(mean_ns('baseline_no_layer', ''))}; "
+      f"SHA-256 of an RS256 token: {fmt(mean_ns('baseline_sha256_of_rs256_token', ''))}")
