@@ -2,7 +2,9 @@
 # Load benchmark of tower-bearer (issue 5, parts 4-6): wrk against the release build of
 # examples/resource_server.rs and, side by side, the same routes behind jwt-authorizer and
 # tower-oauth2-resource-server (benches/peers), then resident memory under floods of distinct
-# valid and garbage tokens. Prints markdown tables on stdout; progress goes to stderr.
+# valid and garbage tokens; and (issue 9) one route through gateways: an upstream alone, nginx in
+# front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
+# markdown tables on stdout; progress goes to stderr.
 #
 #   benches/load.sh                    # DURATION=10s: 3 to 4 minutes once built
 #   DURATION=5s PEERS=0 benches/load.sh
@@ -15,12 +17,15 @@
 #   PEERS=1          0 skips the peers (and their build)
 #   MEMORY=1         0 skips the memory floods
 #   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
+#   GATEWAY=1        0 skips the gateways (and the build of the tower-bearer binary)
+#   GATEWAY_LOG=warn TOWER_BEARER_LOG of the auth service and the proxy (`info` logs one line a
+#                    request, as by default; nginx runs its shipped config: access_log off)
 #   DEV_PORT=        port of the development issuer (default: a free one)
 #
 # Every server listens on 127.0.0.1 and wrk only ever targets 127.0.0.1. Every run has a fixed
 # duration (the memory floods stop after MEMORY_TOKENS responses, or after 120 s at most).
 # Everything this script starts is killed when it exits (trap EXIT). Needs cargo, curl, python3
-# and wrk (installed with apt-get when missing).
+# and wrk, and nginx for the gateways (both installed with apt-get when missing).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,10 +38,13 @@ USERS="${USERS:-10000}"
 PEERS="${PEERS:-1}"
 MEMORY="${MEMORY:-1}"
 MEMORY_TOKENS="${MEMORY_TOKENS:-100000}"
+GATEWAY="${GATEWAY:-1}"
+GATEWAY_LOG="${GATEWAY_LOG:-warn}"
 AUDIENCE="tower-bearer-dev" # tower_bearer::dev::DEFAULT_AUDIENCE
 WRK=(wrk -t1 -c"$CONNECTIONS" --latency)
 EXAMPLE="$root/target/release/examples/resource_server"
 PEER="$root/benches/peers/target/release/peers"
+GW_BIN="$root/target/release/tower-bearer"
 
 log() { echo "load.sh: $*" >&2; }
 die() {
@@ -67,12 +75,26 @@ fi
 for tool in curl python3 cargo; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
+find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+if [ "$GATEWAY" != 0 ]; then
+    NGINX="$(find_nginx)"
+    if [ -z "$NGINX" ]; then
+        log "installing nginx"
+        apt-get install -y nginx >&2 || { apt-get update >&2 && apt-get install -y nginx >&2; }
+        NGINX="$(find_nginx)"
+        [ -n "$NGINX" ] || die "nginx is needed (GATEWAY=0 skips the gateways)"
+    fi
+fi
 
 log "cargo build --release --example resource_server --features axum,dev"
 cargo build --release --example resource_server --features axum,dev >&2
 if [ "$PEERS" != 0 ]; then
     log "cargo build --release --manifest-path benches/peers/Cargo.toml"
     cargo build --release --manifest-path benches/peers/Cargo.toml >&2
+fi
+if [ "$GATEWAY" != 0 ]; then
+    log "cargo build --release --features gateway --bin tower-bearer"
+    cargo build --release --features gateway --bin tower-bearer >&2
 fi
 
 # --- the wrk script: round-robin over a token file, results as one parseable line -------------
@@ -294,6 +316,200 @@ if [ "$PEERS" != 0 ]; then
     done
 fi
 
+# --- gateways (issue 9) ------------------------------------------------------------------------
+# One route, `GET /items/1` with the one token (the same requests and wrk settings as above):
+#   upstream alone               nginx `return 200` in its own nginx (one worker): costs almost nothing
+#   nginx                        nginx -> upstream (a server block proxying to the template's `app`)
+#   nginx + auth_request static  the shipped nginx.conf, its auth service replaced by the static
+#                                upstream: the price of the auth_request hop itself
+#   nginx + tower-bearer auth    the shipped nginx.conf -> `tower-bearer auth`, token cache warm
+#   tower-bearer proxy           `tower-bearer proxy` -> upstream
+# The nginx configuration is examples/gateways/nginx.conf with its ports substituted, as
+# tests/gateways_real.rs does, plus the server block without auth. That template opens a new
+# loopback connection per request to the app and another to the auth service (no `keepalive` in
+# its upstreams); the "keepalive" rows add `keepalive 32` to both upstreams and HTTP/1.1 to both
+# proxy_pass (what a tuned deployment does; the proxy mode's client always pools connections).
+: >"$work/gateway.tsv"
+if [ "$GATEWAY" != 0 ]; then
+    free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    # spawn NAME CMD...: CMD in the background, output in $work/NAME.{out,err}; sets $pid.
+    spawn() {
+        local name="$1"
+        shift
+        "$@" >"$work/$name.out" 2>"$work/$name.err" &
+        pid=$!
+        pids+=("$pid")
+    }
+    # ready PID WANT URL [TOKEN]: waits (30 s at most) until URL answers WANT.
+    ready() {
+        local i
+        for ((i = 0; i < 300; i++)); do
+            [ "$(status_of "$3" "${4:-}" || true)" = "$2" ] && return 0
+            kill -0 "$1" 2>/dev/null || die "process $1 exited: $(cat "$work"/*.err | tail -n 20)"
+            sleep 0.1
+        done
+        die "$3 did not answer $2"
+    }
+    # nginx_run NAME CONF_FILE: nginx in the foreground with its own prefix $work/NAME.
+    nginx_run() {
+        mkdir -p "$work/$1"
+        spawn "$1" "$NGINX" -p "$work/$1" -c "$2" -g 'daemon off;'
+    }
+    # tower_bearer NAME MODE: `tower-bearer MODE` on a free port, keys loaded; sets $pid, $gw_addr.
+    tower_bearer() {
+        local i
+        gw_addr=
+        spawn "$1" env -u RUST_LOG TOWER_BEARER_LOG="$GATEWAY_LOG" "$GW_BIN" "$2" \
+            --config "$work/tower-bearer.toml" --listen 127.0.0.1:0
+        for ((i = 0; i < 300; i++)); do
+            gw_addr="$(sed -n 's|^listening on \(127\.0\.0\.1:[0-9]*\)$|\1|p' "$work/$1.out")"
+            [ -z "$gw_addr" ] || break
+            kill -0 "$pid" 2>/dev/null || die "$1 exited: $(cat "$work/$1.err")"
+            sleep 0.1
+        done
+        [ -n "$gw_addr" ] || die "$1 did not start"
+        ready "$pid" 200 "http://$gw_addr/readyz"
+    }
+    gmeasure() { # ID URL
+        local line
+        warm "$2" "$work/one.txt"
+        log "measuring gateway $1 ($DURATION)"
+        line="$(run_wrk "$DURATION" "$2" "$work/one.txt")"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(field rps <<<"$line")" "$(field p50_us <<<"$line")" \
+            "$(field p99_us <<<"$line")" "$(field requests <<<"$line")" "$(field non2xx <<<"$line")" \
+            "$(field sockerr <<<"$line")" >>"$work/gateway.tsv"
+    }
+    route=/items/1
+
+    # The upstream: a second nginx, `return 200`, nothing else.
+    up_port="$(free_port)"
+    cat >"$work/nginx-upstream.conf" <<NGINX
+worker_processes 1;
+pid nginx.pid;
+error_log stderr warn;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+    server {
+        listen 127.0.0.1:$up_port;
+        # The stand-in auth service: 200, empty body, as tower-bearer answers.
+        location = /auth {
+            return 200;
+        }
+        location / {
+            default_type text/plain;
+            return 200 "ok\n";
+        }
+    }
+}
+NGINX
+    nginx_run nginx-upstream "$work/nginx-upstream.conf"
+    upstream_pid=$pid
+    ready "$upstream_pid" 200 "http://127.0.0.1:$up_port$route"
+
+    # tower-bearer.toml: the development issuer, one rule for the measured route, the upstream.
+    cat >"$work/tower-bearer.toml" <<TOML
+listen = "127.0.0.1:0"
+realm = "api"
+
+[[issuers]]
+issuer = "$issuer"
+audience = "$AUDIENCE"
+jwks_url = "$issuer/jwks.json"
+algorithms = ["RS256"]
+
+[[routes]]
+method = "GET"
+path = "/items/**"
+access = { all = ["items:read"] }
+
+[upstream]
+url = "http://127.0.0.1:$up_port"
+TOML
+
+    # front NAME AUTH_ADDR KEEPALIVE: nginx from the template (auth_request -> AUTH_ADDR, app ->
+    # the upstream) plus a server block without auth; sets $pid, $front_url, $plain_url.
+    front() {
+        local front_port plain_port
+        front_port="$(free_port)"
+        plain_port="$(free_port)"
+        python3 - "$root/examples/gateways/nginx.conf" "$work/$1.conf" "$front_port" "$plain_port" \
+            "$2" "127.0.0.1:$up_port" "$3" <<'PY'
+import sys
+template, out, front, plain, auth, app, keepalive = sys.argv[1:]
+text = open(template).read()
+def sub(old, new):
+    global text
+    assert old in text, f"examples/gateways/nginx.conf no longer contains {old!r}"
+    text = text.replace(old, new)
+http11 = ""
+if keepalive == "1":
+    sub("server 127.0.0.1:9090;", "server 127.0.0.1:9090;\n        keepalive 32;")
+    sub("server 127.0.0.1:3000;", "server 127.0.0.1:3000;\n        keepalive 32;")
+    http11 = 'proxy_http_version 1.1;\n            proxy_set_header Connection "";\n            '
+    sub("proxy_pass http://app;", http11 + "proxy_pass http://app;")
+    sub("proxy_pass http://tower_bearer/auth;", http11 + "proxy_pass http://tower_bearer/auth;")
+sub("127.0.0.1:8080", f"127.0.0.1:{front}")
+sub("127.0.0.1:9090", auth)
+sub("127.0.0.1:3000", app)
+plain_server = f"""
+    # load.sh: the same upstream, no auth_request.
+    server {{
+        listen 127.0.0.1:{plain};
+
+        location / {{
+            proxy_set_header Host $host;
+            {http11}proxy_pass http://app;
+        }}
+    }}
+"""
+end = text.rstrip().rfind("}")
+text = text[:end] + plain_server + text[end:]
+open(out, "w").write(text)
+PY
+        nginx_run "$1" "$work/$1.conf"
+        front_url="http://127.0.0.1:$front_port" plain_url="http://127.0.0.1:$plain_port"
+        ready "$pid" 200 "$plain_url$route"
+    }
+
+    tower_bearer gw-auth auth
+    auth_pid=$pid auth_addr=$gw_addr
+    gmeasure upstream "http://127.0.0.1:$up_port$route"
+    for keepalive in 0 1; do
+        suffix=""
+        [ "$keepalive" = 0 ] || suffix="-keepalive"
+        front "nginx-static$suffix" "127.0.0.1:$up_port" "$keepalive"
+        expect_status 200 "$front_url$route"
+        gmeasure "nginx-static$suffix" "$front_url$route"
+        stop "$pid"
+        front "nginx-auth$suffix" "$auth_addr" "$keepalive"
+        nginx_pid=$pid
+        expect_status 401 "$front_url$route"
+        expect_status 401 "$front_url$route" "$token.x"
+        expect_status 200 "$front_url$route" "$token"
+        gmeasure "nginx$suffix" "$plain_url$route"
+        gmeasure "nginx-auth$suffix" "$front_url$route"
+        stop "$nginx_pid"
+    done
+    stop "$auth_pid"
+
+    tower_bearer gw-proxy proxy
+    proxy_pid=$pid
+    expect_status 401 "http://$gw_addr$route"
+    expect_status 200 "http://$gw_addr$route" "$token"
+    gmeasure proxy "http://$gw_addr$route"
+    stop "$proxy_pid"
+    stop "$upstream_pid"
+    "$NGINX" -v 2>"$work/nginx-version.txt" || true
+fi
+
 # --- memory ------------------------------------------------------------------------------------
 : >"$work/memory.tsv"
 if [ "$MEMORY" != 0 ]; then
@@ -374,4 +590,46 @@ if mem:
         what = "distinct valid tokens (cached)" if kind == "valid" else "distinct garbage tokens (rejected)"
         print(f"| {what} | {int(seen):,} | {int(bad)} (expected {expect}) | {before / 1024:.1f} MiB | "
               f"{after / 1024:.1f} MiB | {(after - before) / 1024:+.1f} MiB | {float(r_s):,.0f} |")
+PY
+
+[ -s "$work/gateway.tsv" ] || exit 0
+python3 - "$work/gateway.tsv" "$DURATION" "$CONNECTIONS" "$(cat "$work/nginx-version.txt" 2>/dev/null)" "$GATEWAY_LOG" <<'PY'
+import sys
+path, duration, connections, nginx_version, log = sys.argv[1:6]
+rows = {}
+for line in open(path):
+    if line.strip():
+        ident, r_s, p50, p99, requests, non2xx, sockerr = line.rstrip("\n").split("\t")
+        rows[ident] = dict(rps=float(r_s), p50=int(p50), p99=int(p99), errors=int(non2xx) + int(sockerr))
+version = nginx_version.split("/")[-1].strip() or "?"
+print(f"\n### Gateways: `GET /items/1`, one valid token (wrk -t1 -c{connections} -d{duration} --latency, "
+      f"loopback, 2 cores shared; nginx {version}, TOWER_BEARER_LOG={log})\n")
+print("| path | upstream connections | requests/s | p50 | p99 | ÷ nginx without auth | errors |")
+print("|---|---|---:|---:|---:|---:|---:|")
+labels = [
+    ("upstream", "upstream alone (nginx `return 200`)", "", "nginx"),
+    ("nginx", "nginx → upstream", "new per request (shipped config)", "nginx"),
+    ("nginx-static", "nginx + auth_request → static 200 (the hop alone)", "new per request (shipped config)", "nginx"),
+    ("nginx-auth", "nginx + auth_request → `tower-bearer auth` → upstream", "new per request (shipped config)", "nginx"),
+    ("nginx-keepalive", "nginx → upstream", "keepalive", "nginx-keepalive"),
+    ("nginx-static-keepalive", "nginx + auth_request → static 200 (the hop alone)", "keepalive", "nginx-keepalive"),
+    ("nginx-auth-keepalive", "nginx + auth_request → `tower-bearer auth` → upstream", "keepalive", "nginx-keepalive"),
+    ("proxy", "`tower-bearer proxy` → upstream", "pooled", "nginx"),
+]
+def ratio(a, b):
+    return f"{rows[a]['rps'] / rows[b]['rps']:.2f}×" if a in rows and b in rows else "n/a"
+for ident, label, conns, base in labels:
+    if ident not in rows:
+        continue
+    r = rows[ident]
+    print(f"| {label} | {conns} | {r['rps']:,.0f} | {r['p50'] / 1000:.2f} ms | {r['p99'] / 1000:.2f} ms | "
+          f"{ratio(ident, base)} | {r['errors']} |")
+print("\n| ratio (requests/s) | shipped nginx.conf | with keepalive |")
+print("|---|---:|---:|")
+print(f"| nginx + tower-bearer auth ÷ nginx | {ratio('nginx-auth', 'nginx')} | {ratio('nginx-auth-keepalive', 'nginx-keepalive')} |")
+print(f"| nginx + static auth ÷ nginx (the extra round trip alone) | {ratio('nginx-static', 'nginx')} | {ratio('nginx-static-keepalive', 'nginx-keepalive')} |")
+print(f"| nginx + tower-bearer auth ÷ nginx + static auth (our service beyond the round trip) | {ratio('nginx-auth', 'nginx-static')} | {ratio('nginx-auth-keepalive', 'nginx-static-keepalive')} |")
+print(f"| tower-bearer proxy ÷ upstream alone | {ratio('proxy', 'upstream')} | |")
+print(f"| tower-bearer proxy ÷ nginx (no auth) | {ratio('proxy', 'nginx')} | {ratio('proxy', 'nginx-keepalive')} |")
+print(f"| tower-bearer proxy ÷ nginx + tower-bearer auth | {ratio('proxy', 'nginx-auth')} | {ratio('proxy', 'nginx-auth-keepalive')} |")
 PY
