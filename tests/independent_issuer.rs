@@ -59,6 +59,10 @@ fn prerequisites() -> Option<PathBuf> {
         .filter(|out| out.status.success())
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
     let modules = oidc_dir().join("node_modules/oidc-provider/package.json");
+    // The tests of this file run in parallel: one `npm ci` at a time (two at once trip over
+    // each other's node_modules).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if node_version.is_some() && !modules.is_file() {
         // First use on this machine: install the pinned package (npm registry), as the README says.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-oidc.sh");
