@@ -117,41 +117,10 @@ fn alg_none(c: &Ctx, alg: &str, signature: &[u8]) -> Vec<Vec<u8>> {
 
 // ---- HMAC with the RSA public key as the secret ------------------------------------------------
 
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-fn der_uint(bytes: &[u8]) -> Vec<u8> {
-    let mut content = bytes.to_vec();
-    if content.first().is_some_and(|b| b & 0x80 != 0) {
-        content.insert(0, 0);
-    }
-    der(0x02, &content)
-}
-
 /// The SPKI DER and PEM of our RS256 public key.
 fn rsa_spki(c: &Ctx) -> (Vec<u8>, String) {
-    let jwk = jwk_by_kid(&c.dev.jwks_json(), "rs256-1");
-    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
-    let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
-    let pkcs1 = der(0x30, &[der_uint(&n), der_uint(&e)].concat());
-    let oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]);
-    let algorithm = der(0x30, &[oid, vec![0x05, 0x00]].concat());
-    let spki = der(0x30, &[algorithm, der(0x03, &[&[0u8][..], &pkcs1].concat())].concat());
-    let b64 = STANDARD.encode(&spki);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"));
-    (spki, pem)
+    let keys = common::rsa_public_encodings(&jwk_by_kid(&c.dev.jwks_json(), "rs256-1"));
+    (keys.spki, keys.pem)
 }
 
 fn hs256_with(c: &Ctx, secret: &[u8]) -> Vec<Vec<u8>> {

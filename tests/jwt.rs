@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{
     TestApp, b64url, dev_issuer, jwk_by_kid, segment_json, split_token, unix_now, validator,
     validator_builder,
@@ -243,50 +243,17 @@ async fn alg_none_is_rejected() {
     }
 }
 
-/// DER encoding, just enough for RSA public keys.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-fn der_uint(bytes: &[u8]) -> Vec<u8> {
-    let mut content = bytes.to_vec();
-    if content.first().is_some_and(|b| b & 0x80 != 0) {
-        content.insert(0, 0);
-    }
-    der(0x02, &content)
-}
-
 /// Every common serialization of the RSA public key that an attacker might try as the HMAC
 /// secret: raw modulus, PKCS#1 DER, SPKI DER, SPKI PEM (with and without the final newline) and
 /// the JWK JSON itself.
 fn rsa_public_key_encodings(jwk: &Value) -> Vec<Vec<u8>> {
-    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
-    let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
-    let pkcs1 = der(0x30, &[der_uint(&n), der_uint(&e)].concat());
-    let algorithm = der(
-        0x30,
-        &[der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]), vec![0x05, 0x00]].concat(),
-    );
-    let spki = der(0x30, &[algorithm, der(0x03, &[&[0u8][..], &pkcs1].concat())].concat());
-    let b64 = STANDARD.encode(&spki);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"));
+    let keys = common::rsa_public_encodings(jwk);
     vec![
-        n,
-        pkcs1,
-        spki,
-        pem.clone().into_bytes(),
-        pem.trim_end().as_bytes().to_vec(),
+        keys.modulus,
+        keys.pkcs1,
+        keys.spki,
+        keys.pem.clone().into_bytes(),
+        keys.pem.trim_end().as_bytes().to_vec(),
         jwk.to_string().into_bytes(),
     ]
 }

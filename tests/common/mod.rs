@@ -599,3 +599,51 @@ pub async fn wait_until_refused(addr: std::net::SocketAddr) {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// The RSA public key of a JWK (`n`, `e`) as an attacker would feed it to HMAC: PKCS#1 DER,
+/// SPKI DER and SPKI PEM.
+pub struct RsaPublicEncodings {
+    pub modulus: Vec<u8>,
+    pub pkcs1: Vec<u8>,
+    pub spki: Vec<u8>,
+    pub pem: String,
+}
+
+pub fn rsa_public_encodings(jwk: &Value) -> RsaPublicEncodings {
+    use base64::engine::general_purpose::STANDARD;
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+    let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
+    let pkcs1 = der(0x30, &[der_uint(&n), der_uint(&e)].concat());
+    let oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]);
+    let algorithm = der(0x30, &[oid, vec![0x05, 0x00]].concat());
+    let spki = der(0x30, &[algorithm, der(0x03, &[&[0u8][..], &pkcs1].concat())].concat());
+    let b64 = STANDARD.encode(&spki);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"));
+    RsaPublicEncodings { modulus: n, pkcs1, spki, pem }
+}
+
+/// DER encoding, just enough for RSA public keys.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn der_uint(bytes: &[u8]) -> Vec<u8> {
+    let mut content = bytes.to_vec();
+    if content.first().is_some_and(|b| b & 0x80 != 0) {
+        content.insert(0, 0);
+    }
+    der(0x02, &content)
+}
