@@ -8,11 +8,12 @@
 //! slow fault endpoint. `HANG_GUARD` bounds waits for events so that a broken test fails instead
 //! of hanging; no assertion depends on how long anything took.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -247,39 +248,6 @@ impl ManualClock {
 
     fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_secs(), Ordering::SeqCst);
-    }
-}
-
-/// A tower layer counting the requests that entered it (outermost: counts arrivals at the app).
-#[derive(Clone)]
-struct ArrivalCounter(Arc<watch::Sender<usize>>);
-
-impl<S> tower::Layer<S> for ArrivalCounter {
-    type Service = ArrivalService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ArrivalService { inner, arrived: self.0.clone() }
-    }
-}
-
-#[derive(Clone)]
-struct ArrivalService<S> {
-    inner: S,
-    arrived: Arc<watch::Sender<usize>>,
-}
-
-impl<S: tower::Service<R>, R> tower::Service<R> for ArrivalService<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: R) -> Self::Future {
-        let future = self.inner.call(req);
-        self.arrived.send_modify(|n| *n += 1);
-        future
     }
 }
 
@@ -672,10 +640,8 @@ async fn single_flight_while_the_call_is_in_progress() {
     let server = FaultServer::start(Fault::Healthy).await;
     server.close_gate();
     let introspector = server.introspector().build().expect("build");
-    let arrived = Arc::new(watch::channel(0).0);
-    let router = routes()
-        .layer(BearerLayer::new(introspector.clone()).realm(REALM))
-        .layer(ArrivalCounter(arrived.clone()));
+    let arrived = common::EnteredCounter::default();
+    let router = routes().layer(BearerLayer::new(introspector.clone()).realm(REALM)).layer(arrived.clone());
     let app = Arc::new(App::start_router(router).await);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -683,7 +649,7 @@ async fn single_flight_while_the_call_is_in_progress() {
         let app = app.clone();
         tasks.spawn(async move { app.get("/me", "shared-token").await });
     }
-    wait_until(&arrived, 20, "requests entering the app").await;
+    arrived.wait_for(20).await;
     wait_until(&server.state.calls, 1, "introspection calls").await;
     assert_eq!(server.calls(), 1, "the others wait for the call in flight");
     server.open_gate();
@@ -1095,10 +1061,8 @@ async fn a_cancelled_leader_does_not_fail_the_followers() {
     let server = FaultServer::start(Fault::Healthy).await;
     server.close_gate();
     let introspector = server.introspector().build().expect("build");
-    let arrived = Arc::new(watch::channel(0).0);
-    let router = routes()
-        .layer(BearerLayer::new(introspector.clone()).realm(REALM))
-        .layer(ArrivalCounter(arrived.clone()));
+    let arrived = common::EnteredCounter::default();
+    let router = routes().layer(BearerLayer::new(introspector.clone()).realm(REALM)).layer(arrived.clone());
     let app = Arc::new(App::start_router(router).await);
 
     // The leader's call is held at the endpoint; a follower joins it.
@@ -1111,7 +1075,7 @@ async fn a_cancelled_leader_does_not_fail_the_followers() {
         let app = app.clone();
         tokio::spawn(async move { app.get("/me", "shared-token").await })
     };
-    wait_until(&arrived, 2, "the follower entering the app").await;
+    arrived.wait_for(2).await;
     assert_eq!(server.calls(), 1, "the follower waits for the leader's call");
 
     // The leader's client goes away: its connection closes and the server drops its request,
