@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, http_url};
 use crate::jwt::jwks::{FetchError, get_bounded, http_client};
 
 /// Defaults of [`DiscoveryBuilder`].
@@ -207,10 +207,7 @@ impl DiscoveryBuilder {
 /// The OpenID Connect and RFC 8414 metadata URLs of `issuer`.
 fn metadata_locations(issuer: &str) -> Result<[reqwest::Url; 2], ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidUrl { what: "issuer", reason: reason.into() };
-    let url = reqwest::Url::parse(issuer).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(invalid("scheme must be https or http"));
-    }
+    let url = http_url("issuer", issuer)?;
     // RFC 8414 §2: an issuer has no query or fragment.
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("an issuer has no query or fragment"));

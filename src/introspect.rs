@@ -12,7 +12,7 @@ use moka::future::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, http_url};
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::{FetchError, http_client, read_bounded};
@@ -249,9 +249,7 @@ impl IntrospectorBuilder {
     /// Builds the introspector.
     pub fn build(self) -> Result<Introspector, ConfigError> {
         let endpoint = match self.endpoint {
-            EndpointSource::Url(url) => Endpoint::Fixed(reqwest::Url::parse(&url).map_err(|e| {
-                ConfigError::InvalidUrl { what: "introspection_endpoint", reason: e.to_string() }
-            })?),
+            EndpointSource::Url(url) => Endpoint::Fixed(http_url("introspection_endpoint", &url)?),
             EndpointSource::Discovery(discovery) => Endpoint::Discovered(discovery),
         };
         let auth = self.auth.ok_or(ConfigError::Missing("introspection client authentication"))?;

@@ -15,7 +15,7 @@ use http_body_util::Full;
 use serde::Serialize;
 use tower_service::Service;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, http_url};
 use crate::extract::TokenSources;
 
 /// The well-known path segment of RFC 9728 §3.
@@ -142,10 +142,7 @@ impl ProtectedResourceBuilder {
     /// Checks the URLs and renders the document once.
     pub fn build(self) -> Result<ProtectedResource, ConfigError> {
         let invalid = |what, reason: &str| ConfigError::InvalidUrl { what, reason: reason.into() };
-        let url = reqwest::Url::parse(&self.resource).map_err(|e| invalid("resource", &e.to_string()))?;
-        if !matches!(url.scheme(), "https" | "http") {
-            return Err(invalid("resource", "scheme must be https or http"));
-        }
+        let url = http_url("resource", &self.resource)?;
         // RFC 9728 §1.2: the resource identifier has no fragment (and we refuse a query, which
         // would make the well-known path ambiguous).
         if url.fragment().is_some() || url.query().is_some() {
@@ -157,11 +154,11 @@ impl ProtectedResourceBuilder {
             ("resource_tos_uri", &self.tos_uri),
         ] {
             if let Some(value) = value {
-                reqwest::Url::parse(value).map_err(|e| invalid(what, &e.to_string()))?;
+                http_url(what, value)?;
             }
         }
         for server in &self.authorization_servers {
-            reqwest::Url::parse(server).map_err(|e| invalid("authorization_servers", &e.to_string()))?;
+            http_url("authorization_servers", server)?;
         }
         let mut methods = vec!["header"];
         if self.form {

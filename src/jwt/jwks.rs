@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, http_url};
 use crate::discovery::{Discovery, DiscoveryError};
 
 /// Defaults of [`KeySetBuilder`].
@@ -331,17 +331,7 @@ impl KeySetBuilder {
     /// Builds the key set. Nothing is fetched yet (unless [`Self::background_refresh`] is on).
     pub fn build(self) -> Result<KeySet, ConfigError> {
         let url = match self.url {
-            Source::Url(url) => {
-                let url = reqwest::Url::parse(&url)
-                    .map_err(|e| ConfigError::InvalidUrl { what: "jwks_uri", reason: e.to_string() })?;
-                if !matches!(url.scheme(), "https" | "http") {
-                    return Err(ConfigError::InvalidUrl {
-                        what: "jwks_uri",
-                        reason: "scheme must be https or http".into(),
-                    });
-                }
-                Location::Fixed(url)
-            }
+            Source::Url(url) => Location::Fixed(http_url("jwks_uri", &url)?),
             Source::Discovery(discovery) => Location::Discovered(discovery),
         };
         if self.config.min_ttl > self.config.max_ttl {
