@@ -545,6 +545,22 @@ struct Verified {
 }
 
 impl Inner {
+    /// The verified-token cache's answer, if it has one. An entry counts only while key
+    /// selection in `keys` still picks the very key that verified the token.
+    fn cached(&self, token: &str, now: i64, keys: Option<&Keys>) -> Option<Result<Principal, AuthError>> {
+        let alive = |key: &KeyRef| {
+            keys.is_some_and(|keys| {
+                matches!(keys.select(key.kid.as_deref(), key.alg),
+                    Selection::Found(found) if found.fingerprint == key.fingerprint)
+            })
+        };
+        match self.cache.as_ref()?.get(token, now, &self.policy.window, alive) {
+            Hit::Valid(principal) => Some(Ok(principal)),
+            Hit::Invalid(why) => Some(Err(reject(why))),
+            Hit::Miss => None,
+        }
+    }
+
     /// Remembers a verified token; hands its principal on.
     fn remember(&self, token: &str, verified: Verified, now: i64) -> Principal {
         if let Some(cache) = &self.cache {
@@ -562,32 +578,19 @@ impl Validator for JwtValidator {
             return Verdict::Ready(Err(reject(InvalidToken::TooLarge)));
         }
         let now = inner.clock.unix_now();
-        let keys = match &inner.keys {
-            KeySource::KeySet(set) => Some(set.snapshot()),
-            KeySource::Secret(_) => None,
-        };
-        if let Some(cache) = &inner.cache {
-            {
-                let alive = |key: &KeyRef| {
-                    keys.as_ref().is_some_and(|keys| {
-                        matches!(keys.select(key.kid.as_deref(), key.alg),
-                            Selection::Found(found) if found.fingerprint == key.fingerprint)
-                    })
-                };
-                match cache.get(token, now, &inner.policy.window, alive) {
-                    Hit::Valid(principal) => return Verdict::Ready(Ok(principal)),
-                    Hit::Invalid(why) => return Verdict::Ready(Err(reject(why))),
-                    Hit::Miss => {}
-                }
-            }
-        }
         let (set, keys) = match &inner.keys {
-            KeySource::KeySet(set) => (set, keys.unwrap_or_else(|| set.snapshot())),
+            KeySource::KeySet(set) => (set, set.snapshot()),
             KeySource::Secret(secret) => {
+                if let Some(hit) = inner.cached(token, now, None) {
+                    return Verdict::Ready(hit);
+                }
                 let result = inner.parse(token).and_then(|c| inner.verify(&c, secret, now));
                 return Verdict::Ready(result.map(|v| inner.remember(token, v, now)).map_err(reject));
             }
         };
+        if let Some(hit) = inner.cached(token, now, Some(&keys)) {
+            return Verdict::Ready(hit);
+        }
         match inner.validate_with(token, &keys, now) {
             Ok(verified) => Verdict::Ready(Ok(inner.remember(token, verified, now))),
             Err(Halt::Rejected(why)) => Verdict::Ready(Err(reject(why))),
