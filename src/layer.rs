@@ -219,7 +219,9 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         let (verdict, private) = match find_token(&req, &shared.sources, shared.max_header_bytes) {
-            Ok((token, source)) => (shared.validator.validate(&token), source == TokenSource::Query),
+            // RFC 9111 keeps shared caches off responses to `Authorization` requests only: a token
+            // from anywhere else makes the response just as personal, so it is marked `private`.
+            Ok((token, source)) => (shared.validator.validate(&token), source != TokenSource::Header),
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
                 req.extensions_mut().insert(shared.rejections.clone());
@@ -274,7 +276,8 @@ pin_project! {
     pub struct ResponseFuture<F, S, ReqB, ResB> {
         #[pin]
         state: State<F, S, ReqB, ResB>,
-        // The token came in the URI: RFC 6750 §2.3 wants `Cache-Control: private`.
+        // The token came from the URI (RFC 6750 §2.3), a cookie or a form field: the response
+        // gets `Cache-Control: private`.
         private: bool,
     }
 }

@@ -161,6 +161,46 @@ async fn without_cooldown_every_unknown_kid_refetches() {
     assert_eq!(dev.jwks_fetches(), 6);
 }
 
+/// A request whose unknown `kid` started a refetch is dropped before the (slow) JWKS answers:
+/// the client went away, or an outer timeout fired first. The fetch must land all the same;
+/// otherwise the cooldown it started stands with nothing fetched, and for 30 s every token of
+/// the freshly rotated key is refused as `unknown_kid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_does_not_take_the_key_refresh_with_it() {
+    use tower::ServiceExt;
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let server = FaultServer::start(Fault::Jwks(dev.jwks_json())).await;
+    // Default cooldown (30 s): far longer than this test.
+    let app = common::app(validator_with_keys(&dev, key_set(server.url(), |b| b)));
+    let get_me = |token: String| {
+        axum::http::Request::get("/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let old = dev.token().alg(Algorithm::ES256).sign();
+    assert_eq!(app.clone().oneshot(get_me(old)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(server.hits(), 1);
+
+    dev.rotate(Algorithm::ES256);
+    server.set(Fault::Jwks(dev.jwks_json()));
+    server.close_gate();
+    let rotated = dev.token().alg(Algorithm::ES256).sign();
+    // The first request with the new `kid` starts the refetch, which the JWKS holds back...
+    let first = tokio::spawn(app.clone().oneshot(get_me(rotated.clone())));
+    server.wait_for_hits(2).await;
+    // ...and is dropped while waiting for it.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    server.open_gate();
+
+    // The next request with that key passes: the fetch landed (or it joins the fetch still
+    // under way), instead of meeting a cooldown with nothing fetched.
+    let second = guarded(app.oneshot(get_me(rotated))).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK, "{:?}", second.headers());
+    assert_eq!(server.hits(), 2, "one fetch for the rotation, no more");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Single flight on a cold cache
 // ---------------------------------------------------------------------------------------------

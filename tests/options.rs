@@ -218,3 +218,34 @@ async fn error_bodies() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.text().await.unwrap(), r#"{"code":"key_set_unavailable"}"#);
 }
+
+/// RFC 9111 keeps shared caches away from responses to requests with `Authorization`, not from
+/// those authenticated by a cookie or a form field: those responses are just as personal, so the
+/// layer marks them `private` like the query-string ones (RFC 6750 §2.3). A header token needs no
+/// mark, and a response that already forbids sharing keeps its own directive.
+#[tokio::test]
+async fn cookie_and_form_tokens_make_responses_private() {
+    let dev = issuer().await;
+    let layer = BearerLayer::new(validator(&dev)).token_sources(TokenSources::header_only().cookie("at"));
+    let base = serve(routes().layer(layer).layer(FormTokenLayer::new())).await;
+    let http = reqwest::Client::new();
+    let token = dev.token().subject("eve").sign();
+
+    let res = http.get(format!("{base}/hello")).header("cookie", format!("at={token}")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("private"), "cookie");
+
+    let res = http
+        .post(format!("{base}/echo"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("private"), "form");
+
+    let res = http.get(format!("{base}/hello")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("cache-control"), None, "the Authorization header needs no mark");
+}

@@ -4,8 +4,12 @@
 //! * Reads are lock-free: the current keys live behind an [`ArcSwap`].
 //! * Freshness follows `Cache-Control: max-age`, clamped to `[min_ttl, max_ttl]`. An expired set
 //!   keeps serving while one background task refreshes it.
-//! * An unknown `kid` triggers a refetch, at most once per cooldown, and concurrent misses share
-//!   one fetch (a `tokio::sync::Mutex` that is only ever taken by refreshes, never by reads).
+//! * One fetch at a time (single flight): whoever starts it holds a [`Flight`], everyone else waits
+//!   for it to land. Whether a fetch may start is decided under a std mutex held for a few
+//!   instructions, never across an await; reads never touch it.
+//! * An unknown `kid` triggers a refetch, at most once per cooldown. That fetch runs in a task of
+//!   its own, so a request dropped mid-fetch (client gone, an outer timeout) cannot take it along
+//!   and leave the cooldown standing with nothing fetched.
 //! * A failed fetch keeps the last good keys (stale-if-error).
 
 use std::fmt;
@@ -20,6 +24,7 @@ use http::header::{ACCEPT, CACHE_CONTROL};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, http_url};
@@ -195,8 +200,8 @@ pub struct KeySet {
 struct Inner {
     remote: Option<Remote>,
     current: ArcSwap<Keys>,
-    /// Single flight: held by the one task that fetches. Reads never touch it.
-    refresh: tokio::sync::Mutex<RefreshState>,
+    /// Fetch bookkeeping for the single flight. Reads never touch it.
+    refresh: std::sync::Mutex<RefreshState>,
     /// Whether a background refresh is already spawned.
     background: AtomicBool,
     /// Whether the last fetch attempt succeeded.
@@ -257,6 +262,45 @@ struct RefreshState {
     last_attempt: Option<Instant>,
     /// The last fetch caused by an unknown `kid` (what the cooldown limits).
     last_miss_fetch: Option<Instant>,
+    /// The fetch under way, if any: its channel closes when the fetch lands.
+    in_flight: Option<watch::Receiver<()>>,
+}
+
+/// The one fetch in flight. Dropping it (the fetch landed, or whoever ran it is gone) frees the
+/// slot and wakes everyone waiting for it.
+struct Flight {
+    set: KeySet,
+    _landed: watch::Sender<()>,
+}
+
+impl Flight {
+    async fn fetch(&self) -> Result<usize, FetchError> {
+        match &self.set.inner.remote {
+            Some(remote) => self.set.fetch_and_store(remote).await,
+            None => Err(FetchError::Static),
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.set.state().in_flight = None;
+    }
+}
+
+/// What [`KeySet::start_fetch`] found.
+enum Start {
+    /// No fetch was under way and one may start: run it.
+    Lead(Flight, watch::Receiver<()>),
+    /// A fetch is under way: wait for it.
+    Join(watch::Receiver<()>),
+    /// Nothing under way, and none may start now.
+    Refused,
+}
+
+/// Waits until the fetch behind `rx` has landed (its sender is dropped).
+async fn landed(mut rx: watch::Receiver<()>) {
+    while rx.changed().await.is_ok() {}
 }
 
 /// Builder for a remote [`KeySet`]. Every setting has a safe default ([`defaults`]).
@@ -408,15 +452,16 @@ async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot:
         }
         let Some(inner) = set.upgrade() else { return };
         let keys = KeySet { inner };
-        let result = match &keys.inner.remote {
-            Some(remote) => {
-                let mut state = keys.inner.refresh.lock().await;
-                state.last_attempt = Some(Instant::now());
-                keys.fetch_and_store(remote).await
+        let ok = match keys.start_fetch(|_, _| true) {
+            Start::Lead(flight, _) => flight.fetch().await.is_ok(),
+            // Someone else's fetch is as good as ours: take its outcome.
+            Start::Join(rx) => {
+                landed(rx).await;
+                keys.last_fetch_ok()
             }
-            None => return,
+            Start::Refused => true,
         };
-        failures = if result.is_ok() { 0 } else { failures.saturating_add(1) };
+        failures = if ok { 0 } else { failures.saturating_add(1) };
     }
 }
 
@@ -498,7 +543,7 @@ impl KeySet {
             inner: Arc::new(Inner {
                 remote,
                 current: ArcSwap::new(keys),
-                refresh: tokio::sync::Mutex::new(RefreshState::default()),
+                refresh: std::sync::Mutex::new(RefreshState::default()),
                 background: AtomicBool::new(false),
                 last_fetch_ok: AtomicBool::new(true),
                 _stop_background: stop_background,
@@ -512,10 +557,40 @@ impl KeySet {
     /// Fetches the set now (waiting for a fetch already under way instead of starting another),
     /// and returns how many usable keys it holds. On failure the previous keys stay in use.
     pub async fn refresh(&self) -> Result<usize, FetchError> {
-        let remote = self.inner.remote.as_ref().ok_or(FetchError::Static)?;
-        let mut state = self.inner.refresh.lock().await;
-        state.last_attempt = Some(Instant::now());
-        self.fetch_and_store(remote).await
+        if self.inner.remote.is_none() {
+            return Err(FetchError::Static);
+        }
+        loop {
+            match self.start_fetch(|_, _| true) {
+                Start::Lead(flight, _) => return flight.fetch().await,
+                // The caller asked for a fetch that starts now, not one that may predate a change.
+                Start::Join(rx) => landed(rx).await,
+                Start::Refused => return Err(FetchError::Static),
+            }
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
+        // Nothing panics while holding it; if something did, the bookkeeping is still sound.
+        self.inner.refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Joins the fetch under way, or starts one if `may_start` agrees (it may record why it
+    /// started). Decided at once, under a lock held for a few instructions.
+    fn start_fetch(&self, may_start: impl FnOnce(&mut RefreshState, Instant) -> bool) -> Start {
+        let mut state = self.state();
+        if let Some(rx) = &state.in_flight {
+            return Start::Join(rx.clone());
+        }
+        let now = Instant::now();
+        if !may_start(&mut state, now) {
+            return Start::Refused;
+        }
+        state.last_attempt = Some(now);
+        let (tx, rx) = watch::channel(());
+        state.in_flight = Some(rx.clone());
+        drop(state);
+        Start::Lead(Flight { set: self.clone(), _landed: tx }, rx)
     }
 
     /// How many usable keys the current snapshot holds.
@@ -563,29 +638,47 @@ impl KeySet {
         let Some(remote) = &self.inner.remote else {
             return self.inner.current.load_full();
         };
-        let mut state = self.inner.refresh.lock().await;
-        let current = self.inner.current.load_full();
-        // Someone else refreshed while we waited for the lock. Their answer settles it only if
-        // it has the key: a routine (expiry) refresh may have started before the issuer
-        // published the key, and taking its answer refused tokens of a published key. Misses
-        // still share one fetch: the cooldown below stops the fetch that follows a miss fetch.
-        if current.generation != seen && has_key(&current) {
-            return current;
+        // A fetch we join may be a routine one that started before the issuer published the key;
+        // then one miss fetch of our own may follow, if the cooldown allows. Two rounds at most.
+        for _ in 0..2 {
+            let current = self.inner.current.load_full();
+            if current.generation != seen && has_key(&current) {
+                return current;
+            }
+            // The cooldown counts only fetches caused by unknown kids: a routine refresh or the
+            // first load must not make a freshly rotated key wait for it.
+            let start = self.start_fetch(|state, now| {
+                let (last, interval) = if current.is_loaded() {
+                    (&mut state.last_miss_fetch, remote.config.cooldown)
+                } else {
+                    (&mut state.last_attempt, remote.config.retry_unavailable)
+                };
+                if last.is_some_and(|at| now.saturating_duration_since(at) < interval) {
+                    return false;
+                }
+                *last = Some(now);
+                true
+            });
+            match start {
+                Start::Refused => break,
+                Start::Join(rx) => landed(rx).await,
+                Start::Lead(flight, rx) => {
+                    // In a task of its own: if this request is dropped, the fetch still lands.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => {
+                            runtime.spawn(async move {
+                                let _ = flight.fetch().await;
+                            });
+                            landed(rx).await;
+                        }
+                        Err(_) => {
+                            let _ = flight.fetch().await;
+                        }
+                    }
+                    break;
+                }
+            }
         }
-        // The cooldown counts only fetches caused by unknown kids: a routine refresh or the first
-        // load must not make a freshly rotated key wait for it.
-        let (last, interval) = if current.is_loaded() {
-            (&mut state.last_miss_fetch, remote.config.cooldown)
-        } else {
-            (&mut state.last_attempt, remote.config.retry_unavailable)
-        };
-        if last.is_some_and(|at| at.elapsed() < interval) {
-            return current;
-        }
-        *last = Some(Instant::now());
-        state.last_attempt = Some(Instant::now());
-        let _ = self.fetch_and_store(remote).await;
-        drop(state);
         self.inner.current.load_full()
     }
 
@@ -602,19 +695,24 @@ impl KeySet {
             if let Some(remote) = &this.inner.remote {
                 // Wait for a fetch already under way rather than give up: giving up would let
                 // every request on the expired set spawn another task meanwhile.
-                let mut state = this.inner.refresh.lock().await;
-                let still_expired =
-                    this.inner.current.load().expires_at.is_some_and(|at| Instant::now() >= at);
-                if !still_expired {
-                    drop(state);
-                    this.inner.background.store(false, Ordering::Release);
-                    return;
-                }
-                state.last_attempt = Some(Instant::now());
-                if this.fetch_and_store(remote).await.is_err() {
-                    // Stale-if-error: keep serving the old set, try again after the cooldown
-                    // rather than on the very next request.
-                    this.extend_expiry(remote.config.cooldown);
+                loop {
+                    let still_expired =
+                        this.inner.current.load().expires_at.is_some_and(|at| Instant::now() >= at);
+                    if !still_expired {
+                        break;
+                    }
+                    match this.start_fetch(|_, _| true) {
+                        Start::Join(rx) => landed(rx).await,
+                        Start::Lead(flight, _) => {
+                            if flight.fetch().await.is_err() {
+                                // Stale-if-error: keep serving the old set, try again after the
+                                // cooldown rather than on the very next request.
+                                this.extend_expiry(remote.config.cooldown);
+                            }
+                            break;
+                        }
+                        Start::Refused => break,
+                    }
                 }
             }
             this.inner.background.store(false, Ordering::Release);
