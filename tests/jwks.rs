@@ -510,6 +510,36 @@ async fn encryption_keys_are_ignored() {
     }
 }
 
+/// Some issuers publish two keys under one `kid` during a rotation. Each key that fits the
+/// token's algorithm is tried, not only the first; the verified-token cache then recognises the
+/// very key that verified the token among them.
+#[tokio::test]
+async fn two_keys_under_one_kid_are_both_tried() {
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let new_kid = dev.rotate(Algorithm::ES256);
+    let jwks = dev.jwks_json();
+    let mut old = jwk_by_kid(&jwks, "es256-1");
+    let new = jwk_by_kid(&jwks, &new_kid);
+    // The old key under the new key's `kid`, listed first.
+    old["kid"] = serde_json::json!(new_kid);
+    let token = dev.token().alg(Algorithm::ES256).kid(&new_kid).sign();
+
+    let server = FaultServer::start(Fault::Jwks(jwks_of([old.clone(), new.clone()]))).await;
+    let app = TestApp::start(validator_with_keys(&dev, key_set(server.url(), |b| b))).await;
+    app.get("/me", &token).await.assert_ok_json();
+    app.get("/me", &token).await.assert_ok_json(); // a cache hit: the key is still found
+    // Neither key verifies a token signed by a key outside the set.
+    let stranger = dev_issuer([Algorithm::ES256]).await;
+    let forged = stranger.token().alg(Algorithm::ES256).kid(&new_kid).sign();
+    app.get("/me", &forged).await.assert_invalid_token();
+
+    // Control: with the new key alone under that kid, the token passes too; with the old key
+    // alone, it does not (so the pass above needed the second candidate).
+    let only_old = FaultServer::start(Fault::Jwks(jwks_of([old]))).await;
+    let app = TestApp::start(validator_with_keys(&dev, key_set(only_old.url(), |b| b))).await;
+    app.get("/me", &token).await.assert_invalid_token();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cache-Control: max-age
 // ---------------------------------------------------------------------------------------------

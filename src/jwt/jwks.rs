@@ -104,7 +104,10 @@ pub(crate) struct Keys {
 
 /// What key selection found.
 pub(crate) enum Selection<'a> {
-    Found(&'a VerifyingKey),
+    /// The keys to try, in set order: one, unless the issuer publishes several keys under one
+    /// `kid` (some do during a rotation, with another `kty` or `alg`); then each one that fits
+    /// the algorithm is tried, as jose does.
+    Found(Candidates<'a>),
     /// No key with this `kid` (or, without `kid`, none fitting the algorithm): worth a refetch.
     Unknown,
     /// No `kid` and several keys fit.
@@ -118,24 +121,52 @@ impl Keys {
         self.generation > 0
     }
 
-    pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
+    pub(crate) fn select<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> Selection<'a> {
         match kid {
             Some(kid) => {
-                let mut named = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).peekable();
-                if named.peek().is_none() {
+                let Some(first) = self.keys.iter().position(|k| k.kid.as_deref() == Some(kid)) else {
                     return Selection::Unknown;
+                };
+                let candidates = Candidates { keys: &self.keys[first..], kid: Some(kid), alg };
+                if candidates.clone().next().is_none() {
+                    return Selection::Mismatch;
                 }
-                named.find(|k| k.fits(alg)).map_or(Selection::Mismatch, Selection::Found)
+                Selection::Found(candidates)
             }
             None => {
-                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+                let mut fitting = self.keys.iter().enumerate().filter(|(_, k)| k.fits(alg));
                 match (fitting.next(), fitting.next()) {
-                    (Some(key), None) => Selection::Found(key),
+                    (Some((i, _)), None) => {
+                        Selection::Found(Candidates { keys: &self.keys[i..=i], kid: None, alg })
+                    }
                     (Some(_), Some(_)) => Selection::Ambiguous,
                     (None, _) => Selection::Unknown,
                 }
             }
         }
+    }
+}
+
+/// The keys of a [`Selection::Found`]: those of `keys` named `kid` (any, without one) that fit
+/// `alg`. Never empty; no allocation.
+#[derive(Clone)]
+pub(crate) struct Candidates<'a> {
+    keys: &'a [VerifyingKey],
+    kid: Option<&'a str>,
+    alg: Algorithm,
+}
+
+impl<'a> Iterator for Candidates<'a> {
+    type Item = &'a VerifyingKey;
+
+    fn next(&mut self) -> Option<&'a VerifyingKey> {
+        while let Some((key, rest)) = self.keys.split_first() {
+            self.keys = rest;
+            if (self.kid.is_none() || key.kid.as_deref() == self.kid) && key.fits(self.alg) {
+                return Some(key);
+            }
+        }
+        None
     }
 }
 

@@ -520,14 +520,24 @@ impl Inner {
     fn validate_with(&self, token: &str, keys: &Keys, now: i64) -> Result<Verified, Halt> {
         let compact = self.parse(token)?;
         match keys.select(compact.kid.as_deref(), compact.alg) {
-            Selection::Found(key) => {
-                let verified = self.verify(&compact, &key.decoding, now)?;
-                let key = KeyRef {
-                    fingerprint: key.fingerprint,
-                    kid: compact.kid.map(String::into_boxed_str),
-                    alg: compact.alg,
-                };
-                Ok(Verified { key: Some(key), ..verified })
+            Selection::Found(candidates) => {
+                for key in candidates {
+                    match self.verify(&compact, &key.decoding, now) {
+                        Ok(verified) => {
+                            let key = KeyRef {
+                                fingerprint: key.fingerprint,
+                                kid: compact.kid.map(String::into_boxed_str),
+                                alg: compact.alg,
+                            };
+                            return Ok(Verified { key: Some(key), ..verified });
+                        }
+                        // Another key under the same `kid` may be the one.
+                        Err(InvalidToken::BadSignature) => {}
+                        // The signature held: what failed is the token itself.
+                        Err(why) => return Err(why.into()),
+                    }
+                }
+                Err(InvalidToken::BadSignature.into())
             }
             Selection::Unknown => Err(Halt::NeedKeys),
             Selection::Ambiguous => Err(InvalidToken::AmbiguousKey.into()),
@@ -551,7 +561,7 @@ impl Inner {
         let alive = |key: &KeyRef| {
             keys.is_some_and(|keys| {
                 matches!(keys.select(key.kid.as_deref(), key.alg),
-                    Selection::Found(found) if found.fingerprint == key.fingerprint)
+                    Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.fingerprint))
             })
         };
         match self.cache.as_ref()?.get(token, now, &self.policy.window, alive) {
