@@ -17,7 +17,9 @@ use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::{FetchError, http_client, read_bounded};
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
-use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
+use crate::validate::{
+    Clock, LONGEST_LIFETIME, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict, later,
+};
 
 /// Defaults of [`IntrospectorBuilder`].
 pub mod defaults {
@@ -137,7 +139,7 @@ struct EntryExpiry;
 
 impl Expiry<[u8; 32], Entry> for EntryExpiry {
     fn expire_after_create(&self, _: &[u8; 32], entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.ttl.min(LONGEST_LIFETIME))
     }
 }
 
@@ -440,7 +442,7 @@ impl Inner {
             tracing::debug!(reason = ?why, "introspected token fails the claim policy");
             return Ok(Entry {
                 principal: Err(why),
-                stale_at: now + self.inactive_ttl,
+                stale_at: later(now, self.inactive_ttl),
                 ttl: self.inactive_ttl,
             });
         }
@@ -461,13 +463,17 @@ impl Inner {
             issued_at: claims.iat,
             claims: String::from_utf8(body).unwrap_or_default().into_boxed_str(),
         });
-        Ok(Entry { principal: Ok(principal), stale_at: now + ttl, ttl: ttl.max(Duration::from_millis(1)) })
+        Ok(Entry {
+            principal: Ok(principal),
+            stale_at: later(now, ttl),
+            ttl: ttl.max(Duration::from_millis(1)),
+        })
     }
 
     fn inactive(&self, now: SystemTime) -> Entry {
         Entry {
             principal: Err(InvalidToken::Inactive),
-            stale_at: now + self.inactive_ttl,
+            stale_at: later(now, self.inactive_ttl),
             ttl: self.inactive_ttl,
         }
     }
@@ -488,5 +494,48 @@ impl fmt::Debug for Introspector {
             .field("auth", &self.inner.auth)
             .field("max_ttl", &self.inner.max_ttl)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
+
+    proptest! {
+        // Each case builds an HTTP client (loading the TLS roots): a few dozen cases suffice.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Lifetimes come from the endpoint (`exp`, `iat`, `nbf`) and from configuration; the
+        /// clock may be anywhere. No combination may panic: every sum saturates.
+        #[test]
+        fn no_lifetime_overflows(
+            exp in any::<i64>(),
+            iat in any::<i64>(),
+            nbf in any::<i64>(),
+            max_ttl in any::<u64>(),
+            inactive_ttl in any::<u64>(),
+            clock_secs in 0..i64::MAX as u64,
+            active in any::<bool>(),
+        ) {
+            let now = UNIX_EPOCH.checked_add(Duration::from_secs(clock_secs)).unwrap_or(UNIX_EPOCH);
+            let introspector = Introspector::builder("http://127.0.0.1:9/introspect")
+                .client_secret_basic("rs", "secret")
+                .max_ttl(Duration::from_secs(max_ttl))
+                .inactive_ttl(Duration::from_secs(inactive_ttl))
+                .leeway(Duration::from_secs(max_ttl))
+                .clock(Clock::from_fn(move || now))
+                .build()
+                .unwrap();
+            let body = format!(r#"{{"active":{active},"exp":{exp},"iat":{iat},"nbf":{nbf},"sub":"s"}}"#);
+            let inner = &introspector.inner;
+            let entry = inner.entry_from(body.into_bytes()).unwrap();
+            let _ = inner.finish(entry.principal.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                inner.cache.insert([0; 32], entry).await;
+                inner.cache.run_pending_tasks().await;
+            });
+        }
     }
 }

@@ -245,6 +245,17 @@ impl fmt::Debug for Clock {
     }
 }
 
+/// The longest any cache here keeps anything: lifetimes from input (`exp`, `max-age`) or from
+/// configuration are clamped to it, so that no time arithmetic can overflow (and moka, which
+/// refuses lifetimes over 1 000 years, is never handed one).
+pub(crate) const LONGEST_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + after`, with `after` clamped to [`LONGEST_LIFETIME`]; `now` itself when even that
+/// does not fit (a clock at the end of time: nothing is then kept).
+pub(crate) fn later(now: SystemTime, after: Duration) -> SystemTime {
+    now.checked_add(after.min(LONGEST_LIFETIME)).unwrap_or(now)
+}
+
 /// Time-based claim checks shared by every token kind.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeWindow {

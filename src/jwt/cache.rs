@@ -121,7 +121,7 @@ impl TokenCache {
             // the validator's clock below, so a test clock governs it too.
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(max_ttl)
+                .time_to_live(max_ttl.min(crate::validate::LONGEST_LIFETIME))
                 .build_with_hasher(TailHash::default()),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
             hits: AtomicU64::new(0),
@@ -181,5 +181,19 @@ impl TokenCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An absurd configured lifetime is clamped, not handed to moka (which panics beyond
+    /// 1 000 years).
+    #[test]
+    fn a_huge_max_ttl_is_clamped() {
+        let cache = TokenCache::new(10, Duration::MAX);
+        assert_eq!(cache.max_ttl, i64::MAX);
+        cache.entries.run_pending_tasks();
     }
 }
