@@ -104,6 +104,9 @@ pub enum Unavailable {
     Introspection,
     /// Issuer metadata has not been discovered yet.
     Discovery,
+    /// Too many introspection calls are under way or queued: the request was refused at once
+    /// rather than queued without bound.
+    IntrospectionBusy,
 }
 
 impl AuthError {
@@ -164,6 +167,7 @@ impl AuthError {
                 Unavailable::KeySet => "key_set_unavailable",
                 Unavailable::Introspection => "introspection_unavailable",
                 Unavailable::Discovery => "discovery_unavailable",
+                Unavailable::IntrospectionBusy => "introspection_busy",
             },
         }
     }

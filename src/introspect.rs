@@ -11,6 +11,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, http_url};
 use crate::discovery::Discovery;
@@ -34,6 +35,10 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(5);
     /// Largest response body accepted.
     pub const MAX_BODY_BYTES: usize = 64 * 1024;
+    /// Introspection calls under way at once, at most.
+    pub const MAX_IN_FLIGHT: usize = 32;
+    /// Requests waiting for a call slot, at most; beyond them, `503` at once.
+    pub const MAX_QUEUED: usize = 256;
 }
 
 /// How the resource server authenticates to the introspection endpoint (RFC 7662 §2.1).
@@ -77,6 +82,9 @@ pub enum IntrospectionError {
     Fetch(FetchError),
     /// The body is not an RFC 7662 response (e.g. `active` missing).
     Invalid(serde_json::Error),
+    /// [`max_in_flight`](IntrospectorBuilder::max_in_flight) calls are under way and
+    /// [`max_queued`](IntrospectorBuilder::max_queued) requests wait already: no call was made.
+    Busy,
 }
 
 impl fmt::Display for IntrospectionError {
@@ -84,6 +92,7 @@ impl fmt::Display for IntrospectionError {
         match self {
             IntrospectionError::Fetch(e) => write!(f, "introspection call failed: {e}"),
             IntrospectionError::Invalid(e) => write!(f, "not an introspection response: {e}"),
+            IntrospectionError::Busy => f.write_str("too many introspection calls under way"),
         }
     }
 }
@@ -123,7 +132,24 @@ struct Inner {
     max_ttl: Duration,
     inactive_ttl: Duration,
     max_body_bytes: usize,
+    /// Set on every call, so that a caller's own client cannot make a call unbounded.
+    timeout: Duration,
+    /// Slots for calls under way.
+    in_flight: Semaphore,
+    /// Slots for calls under way or waiting for one: what is refused beyond it is never queued.
+    admission: Semaphore,
+    precheck: Option<Precheck>,
     calls: AtomicU64,
+}
+
+/// A cheap test of whether a string can be one of the issuer's tokens at all.
+#[derive(Clone)]
+struct Precheck(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl fmt::Debug for Precheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Precheck(..)")
+    }
 }
 
 /// A cached answer, with the time (of our clock) after which it must not be used.
@@ -172,6 +198,9 @@ pub struct IntrospectorBuilder {
     leeway: Duration,
     clock: Clock,
     client: Option<reqwest::Client>,
+    max_in_flight: usize,
+    max_queued: usize,
+    precheck: Option<Precheck>,
 }
 
 impl IntrospectorBuilder {
@@ -242,9 +271,42 @@ impl IntrospectorBuilder {
         self.clock = clock;
         self
     }
-    /// Uses your own HTTP client.
+    /// Uses your own HTTP client. The per-call [`timeout`](Self::timeout) is still set on every
+    /// call.
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+    /// Most introspection calls under way at once (default 32). Every token the cache does not
+    /// know costs a call to the authorization server, so this is what keeps a flood of made-up
+    /// tokens from becoming a flood of calls.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls;
+        self
+    }
+    /// Most requests waiting for a call slot (default 256). Beyond them a request is answered
+    /// `503` with `Retry-After` at once, never queued without bound. Cached answers never wait.
+    pub fn max_queued(mut self, requests: usize) -> Self {
+        self.max_queued = requests;
+        self
+    }
+    /// A cheap test of whether a string can be one of the issuer's tokens at all (its length,
+    /// alphabet or prefix); a token that fails it is refused (`401 invalid_token`, reason
+    /// `malformed`) without a call. Where the issuer's format allows one, this is the first
+    /// defence against a flood of made-up tokens.
+    ///
+    /// ```
+    /// use tower_bearer::Introspector;
+    ///
+    /// // oidc-provider's opaque access tokens: 43 base64url characters.
+    /// let introspector = Introspector::builder("https://as.example/token/introspection")
+    ///     .client_secret_basic("my-api", "s3cret")
+    ///     .precheck(|token| token.len() == 43)
+    ///     .build()?;
+    /// # Ok::<(), tower_bearer::ConfigError>(())
+    /// ```
+    pub fn precheck(mut self, can_be_a_token: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.precheck = Some(Precheck(Arc::new(can_be_a_token)));
         self
     }
 
@@ -255,6 +317,9 @@ impl IntrospectorBuilder {
             EndpointSource::Discovery(discovery) => Endpoint::Discovered(discovery),
         };
         let auth = self.auth.ok_or(ConfigError::Missing("introspection client authentication"))?;
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Invalid("introspection max_in_flight must be at least 1"));
+        }
         let client = match self.client {
             Some(c) => c,
             // Never follow redirects: the form carries the token (and maybe our secret), and an
@@ -290,6 +355,12 @@ impl IntrospectorBuilder {
                 max_ttl: self.max_ttl,
                 inactive_ttl: self.inactive_ttl,
                 max_body_bytes: self.max_body_bytes,
+                timeout: self.timeout,
+                in_flight: Semaphore::new(self.max_in_flight.min(Semaphore::MAX_PERMITS)),
+                admission: Semaphore::new(
+                    self.max_in_flight.saturating_add(self.max_queued).min(Semaphore::MAX_PERMITS),
+                ),
+                precheck: self.precheck,
                 calls: AtomicU64::new(0),
             }),
         })
@@ -320,6 +391,9 @@ impl Introspector {
             leeway: crate::jwt::defaults::LEEWAY,
             clock: Clock::system(),
             client: None,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
+            max_queued: defaults::MAX_QUEUED,
+            precheck: None,
         }
     }
 
@@ -336,6 +410,9 @@ impl Introspector {
     /// Validates a token, waiting for the endpoint if the answer is not cached.
     pub async fn introspect(&self, token: &str) -> Result<Principal, AuthError> {
         let inner = &self.inner;
+        if inner.precheck.as_ref().is_some_and(|Precheck(can_be_a_token)| !can_be_a_token(token)) {
+            return Err(AuthError::InvalidToken(InvalidToken::Malformed));
+        }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(entry) = inner.cache.get(&key).await {
             if inner.clock.now() < entry.stale_at {
@@ -346,6 +423,10 @@ impl Introspector {
         let token = token.to_owned();
         match inner.cache.try_get_with(key, inner.call(token)).await {
             Ok(entry) => inner.finish(entry.principal),
+            Err(err) if matches!(*err, IntrospectionError::Busy) => {
+                tracing::warn!(reason = "introspection_busy", "too many introspection calls under way");
+                Err(AuthError::Unavailable(Unavailable::IntrospectionBusy))
+            }
             Err(err) => {
                 tracing::warn!(reason = "introspection_unavailable", error = %err, "cannot validate opaque token");
                 Err(AuthError::Unavailable(Unavailable::Introspection))
@@ -367,6 +448,14 @@ impl Inner {
     }
 
     async fn call(&self, token: String) -> Result<Entry, IntrospectionError> {
+        // Refused at once when the calls under way and the queue are full; otherwise wait for a
+        // call slot. Both are held until the call ends (or this request is dropped).
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            return Err(IntrospectionError::Busy);
+        };
+        let Ok(_slot) = self.in_flight.acquire().await else {
+            return Err(IntrospectionError::Busy); // never closed
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let result = self.exchange(token).await;
@@ -391,7 +480,7 @@ impl Inner {
                 .await
                 .map_err(|e| IntrospectionError::Fetch(FetchError::Discovery(Box::new(e))))?,
         };
-        let mut request = self.client.post(endpoint).header(ACCEPT, "application/json");
+        let mut request = self.client.post(endpoint).header(ACCEPT, "application/json").timeout(self.timeout);
         request = match &self.auth {
             ClientAuth::Basic { client_id, client_secret } => {
                 // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.

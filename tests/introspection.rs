@@ -1086,3 +1086,105 @@ async fn a_cancelled_leader_does_not_fail_the_followers() {
     let reply = follower.await.expect("follower task");
     assert_eq!(reply.ok_json()["subject"], "carol");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Introspection is no amplifier
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /me` with `token`, in process (20 000 of them at once would need as many sockets).
+async fn me_in_process(router: Router, token: String) -> (StatusCode, HeaderMap) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get("/me")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    (response.status(), response.headers().clone())
+}
+
+/// A flood of distinct made-up tokens: calls under way never exceed `max_in_flight` (8), at most
+/// `max_queued` (16) more requests wait, and every other one is answered `503` + `Retry-After`
+/// at once, without a call and without being remembered. A token cached before the flood keeps
+/// working through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_tokens_makes_a_bounded_number_of_calls() {
+    const FLOOD: usize = 20_000;
+    let server = FaultServer::start(Fault::Healthy).await;
+    // Held calls must not time out while the flood is answered (a loaded machine is slow).
+    let introspector =
+        server.introspector().max_in_flight(8).max_queued(16).timeout(HANG_GUARD).build().expect("build");
+    let router = routes().layer(BearerLayer::new(introspector.clone()).realm(REALM));
+    assert_eq!(me_in_process(router.clone(), "known-token".into()).await.0, StatusCode::OK);
+    assert_eq!(server.calls(), 1);
+
+    // Every made-up token is inactive, and the endpoint holds its answers back.
+    server.set(Fault::Json(json!({ "active": false })));
+    server.close_gate();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..FLOOD {
+        flood.spawn(me_in_process(router.clone(), format!("made-up-{i}")));
+    }
+    let mut refused = 0;
+    while refused < FLOOD - 24 {
+        let (status, headers) = tokio::time::timeout(HANG_GUARD, flood.join_next())
+            .await
+            .expect("the flood was answered")
+            .expect("a request")
+            .expect("request task");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "only 24 requests may wait");
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        assert!(!headers.contains_key(header::WWW_AUTHENTICATE), "our problem, not the token's");
+        refused += 1;
+    }
+    wait_until(&server.state.calls, 1 + 8, "calls up to the in-flight bound").await;
+    assert_eq!(server.calls(), 1 + 8, "calls under way beyond max_in_flight");
+    // The token cached before the flood needs no slot.
+    assert_eq!(me_in_process(router.clone(), "known-token".into()).await.0, StatusCode::OK);
+
+    server.open_gate();
+    let rest: Vec<_> = tokio::time::timeout(HANG_GUARD, flood.join_all()).await.expect("the rest");
+    assert_eq!(rest.len(), 24);
+    assert!(rest.iter().all(|(status, _)| *status == StatusCode::UNAUTHORIZED), "{rest:?}");
+    assert_eq!(server.calls(), 1 + 24, "one call for each admitted token, none for the refused");
+    assert_eq!(introspector.calls(), 1 + 24);
+    // Refusals are not remembered: memory stays where the admitted answers put it.
+    assert!(introspector.cached_entries() <= 1 + 24, "{}", introspector.cached_entries());
+}
+
+/// Where the issuer's format is known, made-up tokens never reach it at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precheck_keeps_made_up_tokens_from_the_endpoint() {
+    let server = FaultServer::start(Fault::Healthy).await;
+    let introspector = server
+        .introspector()
+        .precheck(|token| token.len() == 24 && token.starts_with("at_"))
+        .build()
+        .expect("build");
+    let router = routes().layer(BearerLayer::new(introspector.clone()).realm(REALM));
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..20_000 {
+        flood.spawn(me_in_process(router.clone(), format!("made-up-{i}")));
+    }
+    for (status, headers) in tokio::time::timeout(HANG_GUARD, flood.join_all()).await.expect("answers") {
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let challenge = parse_challenge(headers[header::WWW_AUTHENTICATE].to_str().unwrap());
+        assert_eq!(challenge["error"], "invalid_token");
+    }
+    assert_eq!(server.calls(), 0);
+    // A token of the issuer's shape is introspected as usual.
+    let (status, _) = me_in_process(router, "at_0123456789abcdefghijk".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.calls(), 1);
+}
+
+/// A client of the application's own (here without any timeout) still gets the introspector's
+/// per-call timeout: a slow endpoint is a `503`, not a hang.
+#[tokio::test]
+async fn a_caller_supplied_client_still_gets_the_call_timeout() {
+    assert_fault_is_unavailable(Fault::Slow, |s| {
+        s.introspector()
+            .client(reqwest::Client::builder().no_proxy().build().unwrap())
+            .timeout(Duration::from_millis(300))
+    })
+    .await;
+}
