@@ -18,6 +18,7 @@ use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::{FetchError, http_client, read_bounded};
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
+use crate::throttle::Throttle;
 use crate::validate::{
     Clock, LONGEST_LIFETIME, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict, later,
 };
@@ -424,11 +425,21 @@ impl Introspector {
         match inner.cache.try_get_with(key, inner.call(token)).await {
             Ok(entry) => inner.finish(entry.principal),
             Err(err) if matches!(*err, IntrospectionError::Busy) => {
-                tracing::warn!(reason = "introspection_busy", "too many introspection calls under way");
+                static BUSY: Throttle = Throttle::new();
+                if let Some(repeated) = BUSY.admit() {
+                    tracing::warn!(
+                        reason = "introspection_busy",
+                        repeated,
+                        "too many introspection calls under way"
+                    );
+                }
                 Err(AuthError::Unavailable(Unavailable::IntrospectionBusy))
             }
             Err(err) => {
-                tracing::warn!(reason = "introspection_unavailable", error = %err, "cannot validate opaque token");
+                static FAILED: Throttle = Throttle::new();
+                if let Some(repeated) = FAILED.admit() {
+                    tracing::warn!(reason = "introspection_unavailable", error = %err, repeated, "cannot validate opaque token");
+                }
                 Err(AuthError::Unavailable(Unavailable::Introspection))
             }
         }

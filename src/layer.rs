@@ -19,6 +19,7 @@ use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
 use crate::observe;
 use crate::resource_metadata::ProtectedResource;
+use crate::throttle::Throttle;
 use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
 
 /// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
@@ -197,7 +198,16 @@ impl<S, V> BearerService<S, V> {
 fn log_rejection(err: &AuthError) {
     observe::rejected(err);
     if err.is_server_error() {
-        tracing::warn!(reason = err.reason(), status = err.status().as_u16(), "request not authorized");
+        // Every request of an outage lands here: a line now and then, the metric for each.
+        static OUTAGE: Throttle = Throttle::new();
+        if let Some(repeated) = OUTAGE.admit() {
+            tracing::warn!(
+                reason = err.reason(),
+                status = err.status().as_u16(),
+                repeated,
+                "request not authorized"
+            );
+        }
     } else {
         tracing::debug!(reason = err.reason(), status = err.status().as_u16(), "request not authorized");
     }

@@ -71,6 +71,7 @@ mod layer;
 mod observe;
 pub mod resource_metadata;
 pub mod scope;
+mod throttle;
 mod validate;
 
 #[cfg(feature = "axum")]

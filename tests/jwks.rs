@@ -240,6 +240,58 @@ async fn concurrent_first_requests_share_one_fetch() {
 // Outages
 // ---------------------------------------------------------------------------------------------
 
+/// Lines written at `WARN` and above, through a subscriber of this thread only.
+#[derive(Clone, Default)]
+struct WarnLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for WarnLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WarnLines {
+    fn count(&self) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).lines().count()
+    }
+}
+
+/// An outage must not become a log flood: 1 000 requests while no key set can be fetched are
+/// each answered `503` (and counted by the metrics), but write a handful of warning lines (the
+/// first of each kind, then a summary every few seconds), not one or two per request.
+#[tokio::test]
+async fn an_outage_writes_a_few_warnings_not_one_per_request() {
+    use tower::ServiceExt;
+    let lines = WarnLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let unreachable = closed_port_url("/jwks.json").await;
+    let app = common::app(validator_with_keys(&dev, key_set(&unreachable, |b| b)));
+    let token = dev.token().alg(Algorithm::ES256).sign();
+    for _ in 0..1000 {
+        let request = axum::http::Request::get("/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // Each throttled site writes its first line (unless a test running beside this one in the
+    // process already did), then one every 5 s; fetch failures at most one per second.
+    let written = lines.count();
+    assert!((1..20).contains(&written), "{written} warning lines for 1 000 requests");
+}
+
 #[tokio::test]
 async fn known_keys_survive_a_failing_jwks_endpoint() {
     // max-age 0 with no lower clamp: the set is stale at once, so every request also tries a

@@ -64,6 +64,18 @@ fn decisions_cache_fetches_and_introspection_are_counted() {
         let opaque = dev.opaque_token().issue();
         app.get("/me", &opaque).await.assert_ok_json();
         app.get("/me", &opaque).await.assert_ok_json(); // cached: one call
+
+        // An outage: every request is counted, though only a few lines are logged.
+        let unreachable = JwtValidator::builder()
+            .issuer(dev.issuer())
+            .audience(DEFAULT_AUDIENCE)
+            .jwks_url(common::closed_port_url("/jwks.json").await)
+            .build()
+            .unwrap();
+        let down = common::TestApp::start(unreachable).await;
+        for _ in 0..5 {
+            down.get("/me", &valid).await.assert_unavailable();
+        }
     });
 
     let metrics = snapshot(&snapshotter);
@@ -78,10 +90,35 @@ fn decisions_cache_fetches_and_introspection_are_counted() {
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=missing_token}"), 1);
     // Three requests with `valid`: one full validation, two cache hits; `expired` was a miss.
     assert_eq!(get("tower_bearer_token_cache_total{result=hit}"), 2);
-    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 2);
+    // ...and the five outage requests each looked their token up first.
+    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 2 + 5);
     assert_eq!(get("tower_bearer_key_set_fetches_total{result=ok}"), 1);
     assert_eq!(get("tower_bearer_introspection_calls_total{result=active}"), 1);
     assert_eq!(get("tower_bearer_introspection_duration_seconds{}"), 1);
-    // Nothing from a token ever becomes a label.
-    assert!(metrics.keys().all(|k| !k.contains("eyJ")), "{metrics:?}");
+    assert_eq!(get("tower_bearer_decisions_total{outcome=unavailable,reason=key_set_unavailable}"), 5);
+    // Labels come from a closed vocabulary: nothing from a request (a token, a kid, a URL) ever
+    // becomes one. Every label seen must be one of these.
+    let vocabulary = [
+        "outcome=authenticated",
+        "outcome=rejected",
+        "outcome=unavailable",
+        "outcome=anonymous",
+        "reason=valid",
+        "reason=expired",
+        "reason=missing_token",
+        "reason=insufficient_scope",
+        "reason=key_set_unavailable",
+        "result=hit",
+        "result=miss",
+        "result=ok",
+        "result=error",
+        "result=active",
+        "result=inactive",
+    ];
+    for key in metrics.keys() {
+        let labels = key.split_once('{').map_or("", |(_, l)| l.trim_end_matches('}'));
+        for label in labels.split(',').filter(|l| !l.is_empty()) {
+            assert!(vocabulary.contains(&label), "label {label} of {key} is outside the vocabulary");
+        }
+    }
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
+use crate::throttle::Throttle;
 use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
 pub use cache::TokenCacheStats;
 use cache::{Hit, KeyRef, TokenCache};
@@ -621,7 +622,14 @@ impl Validator for JwtValidator {
                         // client's. A set that is loaded and reachable but lacks the `kid` means
                         // the token is not from this issuer's current keys.
                         Err(Halt::NeedKeys) if !keys.is_loaded() || !set.last_fetch_ok() => {
-                            tracing::warn!(reason = "key_set_unavailable", "cannot validate: no key set");
+                            static NO_KEYS: Throttle = Throttle::new();
+                            if let Some(repeated) = NO_KEYS.admit() {
+                                tracing::warn!(
+                                    reason = "key_set_unavailable",
+                                    repeated,
+                                    "cannot validate: no key set"
+                                );
+                            }
                             Err(AuthError::Unavailable(Unavailable::KeySet))
                         }
                         Err(Halt::NeedKeys) => Err(reject(InvalidToken::UnknownKey)),
