@@ -196,12 +196,31 @@ async fn the_background_refresh_task_refreshes_ahead_and_stops_when_the_key_set_
     }
     assert!(fetched >= 3, "background refreshes: {fetched}");
     assert!(keys.is_loaded());
+
+    // A control key set with the same period, on an issuer of its own, keeps running: its
+    // fetches measure the time that passes (no sleeping, no clock reading).
+    let control_issuer = DevIssuer::builder().algorithms([Algorithm::ES256]).start().await.unwrap();
+    let control = KeySet::builder(control_issuer.jwks_url())
+        .ttl_bounds(Duration::from_millis(200), Duration::from_millis(200))
+        .background_refresh(true)
+        .build()
+        .unwrap();
     drop(keys);
-    // Let a refresh that was under way finish, then the count must stay still.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after_drop = dev.jwks_fetches();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(dev.jwks_fetches(), after_drop, "the task kept fetching after the key set was dropped");
+    let at_drop = dev.jwks_fetches();
+    let control_ran = async {
+        while control_issuer.jwks_fetches() < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), control_ran).await.expect("the control refreshes");
+    // Four refresh periods passed for the control; the dropped set's task may only have finished
+    // the one fetch it had under way when it was dropped.
+    assert!(
+        dev.jwks_fetches() <= at_drop + 1,
+        "the task kept fetching after the key set was dropped: {} fetches after the drop",
+        dev.jwks_fetches() - at_drop
+    );
+    drop(control);
 }
 
 #[tokio::test]

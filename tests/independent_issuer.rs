@@ -541,12 +541,23 @@ async fn authorization_code_flow_with_oidc_provider() {
     let jwks_uri = discovery["jwks_uri"].as_str().expect("jwks_uri");
 
     let audience = resource("short");
+    // The resource server's clock: the system's, unless a test step pins it (seconds since the
+    // epoch; 0 = not pinned). Expiry is reached by moving this clock, not by sleeping.
+    let pinned = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let pinned = pinned.clone();
+        Clock::from_fn(move || match pinned.load(Ordering::SeqCst) {
+            0 => std::time::SystemTime::now(),
+            secs => UNIX_EPOCH + Duration::from_secs(secs),
+        })
+    };
     let validator = JwtValidator::builder()
         .issuer(issuer.as_str())
         .audience(audience.as_str())
         .jwks_url(jwks_uri)
         .typ(TypPolicy::Strict)
         .leeway(Duration::ZERO)
+        .clock(clock)
         .build()
         .expect("validator");
     let items = format!("{}/items", serve(validator).await);
@@ -589,17 +600,18 @@ async fn authorization_code_flow_with_oidc_provider() {
     let answer = call(&http, &items, Some(access)).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?} {}", answer.challenge, answer.body);
 
-    // (E, F) once expired (no leeway): 401 invalid_token. Wait exactly until `exp`.
+    // (E, F) at `exp` (no leeway): 401 invalid_token. One second earlier it still passes.
     let exp = decode_segment(segments(access)[1])["exp"].as_u64().expect("exp");
-    let until = UNIX_EPOCH + Duration::from_secs(exp);
-    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
-        tokio::time::sleep(left + Duration::from_millis(50)).await;
-    }
+    pinned.store(exp - 1, Ordering::SeqCst);
+    let answer = call(&http, &items, Some(access)).await;
+    assert_eq!(answer.status, StatusCode::OK, "a second before exp: {:?}", answer.challenge);
+    pinned.store(exp, Ordering::SeqCst);
     let answer = call(&http, &items, Some(access)).await;
     assert_invalid_token(&answer, "expired access token");
     let challenge = Challenge::find_bearer(&answer.challenge).expect("parses").expect("Bearer");
     assert_eq!(challenge.bearer_error(), BearerError::InvalidToken);
     assert!(challenge.error_description().is_some_and(|d| d.contains("expired")), "{challenge:?}");
+    pinned.store(0, Ordering::SeqCst);
 
     // (G, H) refresh → a new access token (and, for a public client, a rotated refresh token).
     let refreshed = flow_token(
