@@ -23,7 +23,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tower::{Layer, Service, service_fn};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET, alg_name};
-use tower_bearer::{BearerLayer, Introspector, JwtValidator, KeySet, Validator, Verdict};
+use tower_bearer::{BearerLayer, Introspector, JwtValidator, KeySet, RequestView, Validator, Verdict};
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -48,8 +48,8 @@ fn benches(c: &mut Criterion) {
         let kid = format!("{}-1", name.to_lowercase());
         let key = DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
         assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap());
-        assert!(matches!(cold.validate(&token), Verdict::Ready(Ok(_))));
-        assert!(matches!(cached.validate(&token), Verdict::Ready(Ok(_))));
+        assert!(matches!(cold.validate(&token, &RequestView::detached()), Verdict::Ready(Ok(_))));
+        assert!(matches!(cached.validate(&token, &RequestView::detached()), Verdict::Ready(Ok(_))));
 
         let mut group = c.benchmark_group(name);
         group.bench_function("raw_verify", |b| {
@@ -57,7 +57,7 @@ fn benches(c: &mut Criterion) {
         });
         for (label, validator) in [("validate_cold", &cold), ("validate_cached", &cached)] {
             group.bench_function(label, |b| {
-                b.iter(|| match validator.validate(&token) {
+                b.iter(|| match validator.validate(&token, &RequestView::detached()) {
                     Verdict::Ready(r) => r.unwrap(),
                     Verdict::Pending(_) => unreachable!("keys are static"),
                 })
@@ -91,7 +91,7 @@ fn benches(c: &mut Criterion) {
             raw_time += start.elapsed();
             let start = Instant::now();
             for _ in 0..10 {
-                std::hint::black_box(cold.validate(&token));
+                std::hint::black_box(cold.validate(&token, &RequestView::detached()));
             }
             cold_time += start.elapsed();
         }

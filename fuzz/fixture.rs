@@ -15,7 +15,7 @@ pub const AUDIENCE: &str = "https://api.example";
 
 use std::sync::OnceLock;
 
-use tower_bearer::{AuthError, JwtValidator, KeySet, Principal, Validator};
+use tower_bearer::{AuthError, JwtValidator, KeySet, Principal, RequestView, Validator};
 
 /// A validator over the fixed key set (static: validation never fetches).
 pub fn validator() -> &'static JwtValidator {
@@ -31,7 +31,7 @@ pub fn validate(token: &str) -> Result<Principal, AuthError> {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let runtime =
         RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("runtime"));
-    runtime.block_on(validator().validate(token).resolve())
+    runtime.block_on(validator().validate(token, &RequestView::detached()).resolve())
 }
 
 /// The one property of every validation target: only the fixture's own tokens pass, and every

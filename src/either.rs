@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::introspect::Introspector;
 use crate::jwt::JwtValidator;
-use crate::validate::{Validator, Verdict};
+use crate::validate::{RequestView, Validator, Verdict};
 
 /// Which tokens [`JwtOrOpaque`] sends to introspection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,10 +71,10 @@ pub(crate) fn is_jwt_shaped(token: &str) -> bool {
 }
 
 impl Validator for JwtOrOpaque {
-    fn validate(&self, token: &str) -> Verdict {
+    fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict {
         match self.routing {
-            TokenRouting::ByShape if is_jwt_shaped(token) => self.jwt.validate(token),
-            _ => self.opaque.validate(token),
+            TokenRouting::ByShape if is_jwt_shaped(token) => self.jwt.validate(token, request),
+            _ => self.opaque.validate(token, request),
         }
     }
 }

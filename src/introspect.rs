@@ -20,7 +20,8 @@ use crate::jwt::jwks::{FetchError, http_client, read_bounded};
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
 use crate::throttle::Throttle;
 use crate::validate::{
-    Clock, LONGEST_LIFETIME, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict, later,
+    Clock, LONGEST_LIFETIME, Principal, PrincipalData, RequestView, TimeWindow, TokenKind, Validator,
+    Verdict, later,
 };
 
 /// Defaults of [`IntrospectorBuilder`].
@@ -580,7 +581,7 @@ impl Inner {
 }
 
 impl Validator for Introspector {
-    fn validate(&self, token: &str) -> Verdict {
+    fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
         let this = self.clone();
         let token = token.to_owned();
         Verdict::Pending(Box::pin(async move { this.introspect(&token).await }))

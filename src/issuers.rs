@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::error::{AuthError, InvalidToken};
 use crate::jwt::JwtValidator;
-use crate::validate::{Validator, Verdict};
+use crate::validate::{RequestView, Validator, Verdict};
 
 /// A [`Validator`] that trusts several issuers, each through its own [`JwtValidator`].
 ///
@@ -110,13 +110,13 @@ fn unverified_issuer(token: &str, max_bytes: usize) -> Result<String, InvalidTok
 }
 
 impl Validator for MultiIssuer {
-    fn validate(&self, token: &str) -> Verdict {
+    fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict {
         let issuer = match unverified_issuer(token, self.inner.max_token_bytes) {
             Ok(issuer) => issuer,
             Err(why) => return Verdict::Ready(Err(AuthError::InvalidToken(why))),
         };
         match self.inner.by_issuer.get(issuer.as_str()) {
-            Some(validator) => validator.validate(token),
+            Some(validator) => validator.validate(token, request),
             None => {
                 tracing::debug!(reason = "unknown_issuer", "token names an issuer that is not trusted");
                 Verdict::Ready(Err(AuthError::InvalidToken(InvalidToken::WrongIssuer)))

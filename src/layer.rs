@@ -20,7 +20,7 @@ use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_t
 use crate::observe;
 use crate::resource_metadata::ProtectedResource;
 use crate::throttle::Throttle;
-use crate::validate::{Principal, ValidationFuture, Validator, Verdict};
+use crate::validate::{Principal, RequestView, ValidationFuture, Validator, Verdict};
 
 /// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
 /// verified [`Principal`] in its extensions.
@@ -186,6 +186,26 @@ impl<S: fmt::Debug, V> fmt::Debug for BearerService<S, V> {
 }
 
 impl<S, V> BearerService<S, V> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The validator.
+    pub fn validator(&self) -> &V {
+        &self.shared.validator
+    }
+
     fn reject<B, ReqB>(&self, err: &AuthError) -> ResponseFuture<S::Future, S, ReqB, B>
     where
         S: Service<Request<ReqB>>,
@@ -231,7 +251,9 @@ where
         let (verdict, private) = match find_token(&req, &shared.sources, shared.max_header_bytes) {
             // RFC 9111 keeps shared caches off responses to `Authorization` requests only: a token
             // from anywhere else makes the response just as personal, so it is marked `private`.
-            Ok((token, source)) => (shared.validator.validate(&token), source != TokenSource::Header),
+            Ok((token, source)) => {
+                (shared.validator.validate(&token, &RequestView::of(&req)), source != TokenSource::Header)
+            }
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
                 req.extensions_mut().insert(shared.rejections.clone());
@@ -374,7 +396,10 @@ fn rerender<B>(original: Response<B>, err: &AuthError, rejections: &Rejections) 
         parts.headers.remove(name);
     }
     let (our_parts, body) = ours.into_parts();
-    parts.status = our_parts.status;
+    // A handler that answered `(StatusCode::NOT_FOUND, err)` chose its status: keep it.
+    if parts.status == err.status() {
+        parts.status = our_parts.status;
+    }
     parts.headers.extend(our_parts.headers);
     Response::from_parts(parts, body)
 }

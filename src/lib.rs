@@ -93,7 +93,9 @@ pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jw
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
 pub use scope::{RequireScope, Scopes};
-pub use validate::{Clock, Principal, TokenKind, ValidationFuture, Validator, Verdict};
+pub use validate::{
+    Clock, Principal, PrincipalBuilder, RequestView, TokenKind, ValidationFuture, Validator, Verdict,
+};
 
 #[cfg(feature = "axum")]
 pub use crate::axum::Claims;

@@ -4,9 +4,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::{Extensions, HeaderMap, Method, Request, Uri};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -50,16 +51,99 @@ impl Verdict {
 
 /// Checks a bearer token and says who it belongs to.
 ///
-/// Implemented by [`JwtValidator`](crate::JwtValidator); implement it yourself to plug another
-/// kind of token into [`BearerLayer`](crate::BearerLayer).
+/// Implemented by [`JwtValidator`](crate::JwtValidator), [`Introspector`](crate::Introspector)
+/// and their compositions; implement it yourself to plug another kind of credential into
+/// [`BearerLayer`](crate::BearerLayer), and build the [`Principal`] with [`Principal::builder`].
+/// The validator sees the request the token came with (method, URI, headers, extensions), so it
+/// can check what binds a token to its sender (a DPoP proof, a client certificate) or the host.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use tower_bearer::{AuthError, InvalidToken, Principal, RequestView, TokenKind, Validator, Verdict};
+///
+/// /// API keys, each with its owner and scopes.
+/// struct ApiKeys(HashMap<String, (String, Vec<String>)>);
+///
+/// impl Validator for ApiKeys {
+///     fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
+///         Verdict::Ready(match self.0.get(token) {
+///             Some((owner, scopes)) => Ok(Principal::builder(TokenKind::Opaque)
+///                 .subject(owner.as_str())
+///                 .scopes(scopes.iter().map(String::as_str))
+///                 .build()),
+///             None => Err(AuthError::InvalidToken(InvalidToken::Inactive)),
+///         })
+///     }
+/// }
+/// ```
 pub trait Validator: Send + Sync + 'static {
-    /// Validates `token` (already syntax-checked as an RFC 6750 `b64token`).
-    fn validate(&self, token: &str) -> Verdict;
+    /// Validates `token` (already syntax-checked as an RFC 6750 `b64token`), sent with `request`.
+    fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict;
 }
 
 impl<V: Validator + ?Sized> Validator for Arc<V> {
-    fn validate(&self, token: &str) -> Verdict {
-        (**self).validate(token)
+    fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict {
+        (**self).validate(token, request)
+    }
+}
+
+/// What a [`Validator`] sees of the request besides the token: its method, URI, headers and
+/// extensions, borrowed (nothing is cloned on the hot path). A validator that must wait
+/// ([`Verdict::Pending`]) copies what it needs before it returns.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> RequestView<'a> {
+    /// The view of `request`.
+    pub fn of<B>(request: &'a Request<B>) -> Self {
+        RequestView {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+    /// The view of a request's `parts`.
+    pub fn of_parts(parts: &'a http::request::Parts) -> Self {
+        RequestView {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+    /// The request URI (as received: usually a path and query, absolute behind some proxies).
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+    /// The request extensions (for example a client certificate put there by the server).
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+}
+
+impl RequestView<'static> {
+    /// No request: `GET /` without headers or extensions. For validating a token that did not
+    /// come with an HTTP request (a test, a message queue); anything bound to a request (a DPoP
+    /// proof, a client certificate) then fails.
+    pub fn detached() -> Self {
+        static URI: LazyLock<Uri> = LazyLock::new(|| Uri::from_static("/"));
+        static HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
+        static EXTENSIONS: LazyLock<Extensions> = LazyLock::new(Extensions::new);
+        RequestView { method: &Method::GET, uri: &URI, headers: &HEADERS, extensions: &EXTENSIONS }
     }
 }
 
@@ -102,9 +186,109 @@ fn raw_json<S: serde::Serializer>(claims: &str, s: S) -> Result<S::Ok, S::Error>
     raw.serialize(s)
 }
 
+/// Builds a [`Principal`] for a [`Validator`] of your own. Every field but the kind is optional.
+///
+/// ```
+/// use tower_bearer::{Principal, TokenKind};
+///
+/// let principal = Principal::builder(TokenKind::Opaque)
+///     .subject("service-a")
+///     .client_id("billing")
+///     .scopes(["items:read", "items:write"])
+///     .expires_at_unix(4_102_444_800)
+///     .claims(serde_json::json!({ "tenant": "acme" }))
+///     .build();
+/// assert!(principal.scopes().contains("items:write"));
+/// assert_eq!(principal.claim("tenant"), Some(serde_json::json!("acme")));
+/// ```
+pub struct PrincipalBuilder {
+    data: PrincipalData,
+}
+
+impl fmt::Debug for PrincipalBuilder {
+    // Like `Principal`'s: the claims stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalBuilder")
+            .field("kind", &self.data.kind)
+            .field("subject", &self.data.subject)
+            .field("client_id", &self.data.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrincipalBuilder {
+    /// Who the token stands for (`sub`).
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.data.subject = Some(subject.into());
+        self
+    }
+    /// The client the token was issued to (`client_id`).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.data.client_id = Some(client_id.into());
+        self
+    }
+    /// Who issued the token (`iss`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.data.issuer = Some(issuer.into());
+        self
+    }
+    /// The audiences the token is meant for (`aud`).
+    pub fn audience<S: Into<String>>(mut self, audience: impl IntoIterator<Item = S>) -> Self {
+        self.data.audience = audience.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The granted scopes (duplicates are dropped); [`RequireScope`](crate::RequireScope) checks
+    /// them.
+    pub fn scopes<'a>(mut self, scopes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.data.scopes = Scopes::default();
+        self.data.scopes.extend(scopes);
+        self
+    }
+    /// When the token expires, in seconds since the Unix epoch (`exp`).
+    pub fn expires_at_unix(mut self, exp: i64) -> Self {
+        self.data.expires_at = Some(exp);
+        self
+    }
+    /// When the token was issued, in seconds since the Unix epoch (`iat`).
+    pub fn issued_at_unix(mut self, iat: i64) -> Self {
+        self.data.issued_at = Some(iat);
+        self
+    }
+    /// The claims handlers read with [`Principal::claims`] and [`Principal::claim`]; anything
+    /// but a JSON object counts as no claims (`{}`).
+    pub fn claims(mut self, claims: serde_json::Value) -> Self {
+        self.data.claims = match claims {
+            serde_json::Value::Object(_) => claims.to_string().into_boxed_str(),
+            _ => "{}".into(),
+        };
+        self
+    }
+    /// The principal.
+    pub fn build(self) -> Principal {
+        Principal::new(self.data)
+    }
+}
+
 impl Principal {
     pub(crate) fn new(data: PrincipalData) -> Self {
         Principal(Arc::new(data))
+    }
+
+    /// Starts a principal of `kind`, for a [`Validator`] of your own.
+    pub fn builder(kind: TokenKind) -> PrincipalBuilder {
+        PrincipalBuilder {
+            data: PrincipalData {
+                kind,
+                subject: None,
+                client_id: None,
+                issuer: None,
+                audience: Vec::new(),
+                scopes: Scopes::default(),
+                expires_at: None,
+                issued_at: None,
+                claims: "{}".into(),
+            },
+        }
     }
 
     /// The kind of token.

@@ -274,7 +274,10 @@ async fn two_issuers_never_accept_each_others_tokens() {
     let forged = b.token().alg(Algorithm::ES256).claim("iss", a.issuer()).sign();
     get(forged.clone()).await.assert_invalid_token();
     let reason = tenants.validator(a.issuer()).unwrap().clone();
-    let err = tower_bearer::Validator::validate(&reason, &forged).resolve().await.unwrap_err();
+    let err = tower_bearer::Validator::validate(&reason, &forged, &tower_bearer::RequestView::detached())
+        .resolve()
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

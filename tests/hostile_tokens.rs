@@ -20,7 +20,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{REALM, TestApp, b64url, jwk_by_kid, send, split_token, unix_now, validator_builder};
 use serde_json::{Value, json};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, TokenBuilder};
-use tower_bearer::{Algorithm, TypPolicy, Validator};
+use tower_bearer::{Algorithm, RequestView, TypPolicy, Validator};
 
 use Algorithm::{ES256, ES384, EdDSA, PS256, RS256};
 
@@ -1176,7 +1176,7 @@ async fn run(app: &TestApp, auth: &[Vec<u8>]) -> Outcome {
     // leading/trailing whitespace of header values; do the same.
     let reason = match tower_bearer::extract::bearer_token(&headers, 8 * 1024) {
         Err(e) => e.reason().to_owned(),
-        Ok(token) => match app.validator.validate(token.trim()).resolve().await {
+        Ok(token) => match app.validator.validate(token.trim(), &RequestView::detached()).resolve().await {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.reason().to_owned(),
         },

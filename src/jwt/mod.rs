@@ -18,7 +18,9 @@ use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::throttle::Throttle;
-use crate::validate::{Clock, Principal, PrincipalData, TimeWindow, TokenKind, Validator, Verdict};
+use crate::validate::{
+    Clock, Principal, PrincipalData, RequestView, TimeWindow, TokenKind, Validator, Verdict,
+};
 pub use cache::TokenCacheStats;
 use cache::{Hit, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};
@@ -582,7 +584,7 @@ impl Inner {
 }
 
 impl Validator for JwtValidator {
-    fn validate(&self, token: &str) -> Verdict {
+    fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
         let inner = &self.inner;
         // Before anything else: the size bound is what keeps every later step cheap.
         if token.len() > inner.max_token_bytes {

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 use tower_bearer::{
-    Algorithm, BearerLayer, JwtValidator, JwtValidatorBuilder, KeySet, Principal, RequireScope,
+    Algorithm, BearerLayer, JwtValidator, JwtValidatorBuilder, KeySet, Principal, RequestView, RequireScope,
 };
 
 /// The realm every test app announces.
@@ -157,7 +157,7 @@ impl TestApp {
     /// the exact error, which the client only sees as an error code and a description.
     pub async fn rejection(&self, token: &str) -> tower_bearer::AuthError {
         use tower_bearer::Validator;
-        match self.validator.validate(token).resolve().await {
+        match self.validator.validate(token, &RequestView::detached()).resolve().await {
             Ok(principal) => panic!("expected a rejection, got {principal:?}"),
             Err(err) => err,
         }
