@@ -54,6 +54,55 @@ fn opaque_tokens(validator: JwtValidator, secret: String) -> Result<Router> {
         .layer(layer))
 }
 
+mod own_validator {
+    use std::collections::HashMap;
+
+    use axum::Router;
+    use axum::routing::get;
+    use tower_bearer::{
+        AuthError, BearerLayer, InvalidToken, Principal, RequestView, TokenKind, Validator, Verdict,
+    };
+
+    async fn me(principal: Principal) -> String {
+        format!("{} {}", principal.subject().unwrap_or("?"), principal.scopes())
+    }
+
+    pub fn app(keys: HashMap<String, (String, Vec<String>)>) -> Router {
+        struct ApiKeys(HashMap<String, (String, Vec<String>)>); // key -> (owner, scopes)
+
+        impl Validator for ApiKeys {
+            fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
+                Verdict::Ready(match self.0.get(token) {
+                    Some((owner, scopes)) => Ok(Principal::builder(TokenKind::Opaque)
+                        .subject(owner.as_str())
+                        .scopes(scopes.iter().map(String::as_str))
+                        .build()),
+                    None => Err(AuthError::InvalidToken(InvalidToken::Inactive)),
+                })
+            }
+        }
+        let app = Router::new().route("/me", get(me)).layer(BearerLayer::new(ApiKeys(keys)));
+        app
+    }
+}
+
+#[tokio::test]
+async fn own_validator_snippet_accepts_its_keys_only() {
+    let keys = [("k1".to_owned(), ("ann".to_owned(), vec!["items:read".to_owned()]))].into_iter().collect();
+    let app = own_validator::app(keys);
+    let call = |key: &str| {
+        Request::get("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(axum::body::Body::empty())
+    };
+    let res = app.clone().oneshot(call("k1").unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"ann items:read");
+    let res = app.oneshot(call("k2").unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
 fn optional_authentication(validator: JwtValidator) -> Router {
     async fn hello(principal: Option<Principal>) -> String {
         match principal.as_ref().and_then(Principal::subject) {
