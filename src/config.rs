@@ -33,14 +33,3 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Parses a configured URL that this crate will fetch or publish: `https`, or `http` for
-/// development.
-pub(crate) fn http_url(what: &'static str, value: &str) -> Result<reqwest::Url, ConfigError> {
-    let url =
-        reqwest::Url::parse(value).map_err(|e| ConfigError::InvalidUrl { what, reason: e.to_string() })?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::InvalidUrl { what, reason: "scheme must be https or http".into() });
-    }
-    Ok(url)
-}

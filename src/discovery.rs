@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, http_url};
-use crate::jwt::jwks::{FetchError, get_bounded, http_client};
+use crate::config::ConfigError;
+use crate::jwt::jwks::FetchError;
+use crate::outbound::{HttpClient, Url, http_url};
 
 /// Defaults of [`DiscoveryBuilder`].
 pub mod defaults {
@@ -109,8 +110,8 @@ pub struct Discovery {
 
 struct Inner {
     issuer: String,
-    locations: [reqwest::Url; 2],
-    client: reqwest::Client,
+    locations: [Url; 2],
+    client: HttpClient,
     timeout: Duration,
     max_body_bytes: usize,
     retry_min: Duration,
@@ -130,12 +131,12 @@ struct Inner {
 pub struct DiscoveryBuilder {
     issuer: String,
     timeout: Duration,
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
     max_body_bytes: usize,
     retry_min: Duration,
     retry_max: Duration,
     refresh_after: Duration,
-    client: Option<reqwest::Client>,
+    client: Option<HttpClient>,
 }
 
 impl DiscoveryBuilder {
@@ -144,9 +145,10 @@ impl DiscoveryBuilder {
         self.timeout = timeout;
         self
     }
-    /// Connect timeout (default 2 s).
+    /// Connect timeout (default 2 s). Setting it gives discovery a client of its own instead
+    /// of the shared one.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
     /// Largest metadata document accepted (default 256 KiB).
@@ -168,8 +170,9 @@ impl DiscoveryBuilder {
         self.refresh_after = age;
         self
     }
-    /// Uses your own HTTP client. The per-request timeout of this builder still applies.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
+    /// Fetches with this client instead of the shared one. The per-request timeout of this
+    /// builder still applies.
+    pub fn http_client(mut self, client: HttpClient) -> Self {
         self.client = Some(client);
         self
     }
@@ -182,8 +185,7 @@ impl DiscoveryBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            // No redirects: the metadata must come from the issuer's own locations.
-            None => http_client(self.timeout, self.connect_timeout, reqwest::redirect::Policy::none())?,
+            None => HttpClient::shared_or_with(self.connect_timeout)?,
         };
         Ok(Discovery {
             inner: Arc::new(Inner {
@@ -205,7 +207,7 @@ impl DiscoveryBuilder {
 }
 
 /// The OpenID Connect and RFC 8414 metadata URLs of `issuer`.
-fn metadata_locations(issuer: &str) -> Result<[reqwest::Url; 2], ConfigError> {
+fn metadata_locations(issuer: &str) -> Result<[Url; 2], ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidUrl { what: "issuer", reason: reason.into() };
     let url = http_url("issuer", issuer)?;
     // RFC 8414 §2: an issuer has no query or fragment.
@@ -226,7 +228,7 @@ impl Discovery {
         DiscoveryBuilder {
             issuer: issuer.into(),
             timeout: defaults::TIMEOUT,
-            connect_timeout: defaults::CONNECT_TIMEOUT,
+            connect_timeout: None,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             retry_min: defaults::RETRY_MIN,
             retry_max: defaults::RETRY_MAX,
@@ -298,14 +300,14 @@ impl Discovery {
     }
 
     /// The `jwks_uri`, discovering first if needed.
-    pub(crate) async fn jwks_uri(&self) -> Result<reqwest::Url, DiscoveryError> {
+    pub(crate) async fn jwks_uri(&self) -> Result<Url, DiscoveryError> {
         let metadata = self.metadata().await?;
         let uri = metadata.jwks_uri.as_deref().ok_or(DiscoveryError::NoJwksUri)?;
         self.endpoint(uri).ok_or(DiscoveryError::NoJwksUri)
     }
 
     /// The `introspection_endpoint`, discovering first if needed.
-    pub(crate) async fn introspection_endpoint(&self) -> Result<reqwest::Url, DiscoveryError> {
+    pub(crate) async fn introspection_endpoint(&self) -> Result<Url, DiscoveryError> {
         let metadata = self.metadata().await?;
         let uri =
             metadata.introspection_endpoint.as_deref().ok_or(DiscoveryError::NoIntrospectionEndpoint)?;
@@ -315,8 +317,8 @@ impl Discovery {
     /// An endpoint named by the metadata, if usable: an `https` issuer's endpoints must be
     /// `https` too (keys or our client secret over plain HTTP could be swapped or read on the
     /// way); an `http` issuer (development) may name either.
-    fn endpoint(&self, uri: &str) -> Option<reqwest::Url> {
-        let url = reqwest::Url::parse(uri).ok()?;
+    fn endpoint(&self, uri: &str) -> Option<Url> {
+        let url = Url::parse(uri).ok()?;
         let issuer_is_https = self.inner.locations[0].scheme() == "https";
         match url.scheme() {
             "https" => Some(url),
@@ -342,25 +344,21 @@ impl Discovery {
                 }
                 // Not served here (404, an HTML catch-all page, a huge body): try the other
                 // location. Only a network failure stops the search.
-                Err(err @ (FetchError::Status(_) | FetchError::Json(_) | FetchError::TooLarge)) => {
-                    last = Some(err)
-                }
+                Err(err @ FetchError::Json(_)) => last = Some(err),
+                Err(FetchError::Transport(err)) if err.is_answer() => last = Some(FetchError::Transport(err)),
                 Err(err) => return Err(DiscoveryError::Fetch(err)),
             }
         }
         Err(DiscoveryError::Fetch(last.unwrap_or(FetchError::Static)))
     }
 
-    async fn fetch_one(&self, location: &reqwest::Url) -> Result<IssuerMetadata, FetchError> {
+    async fn fetch_one(&self, location: &Url) -> Result<IssuerMetadata, FetchError> {
         let inner = &self.inner;
-        let (_, body) = get_bounded(
-            &inner.client,
-            location.clone(),
-            "application/json",
-            inner.timeout,
-            inner.max_body_bytes,
-        )
-        .await?;
+        // No redirects: the metadata must come from the issuer's own locations.
+        let (_, body) = inner
+            .client
+            .get(location.clone(), "application/json", inner.timeout, inner.max_body_bytes, 0)
+            .await?;
         serde_json::from_slice(&body).map_err(FetchError::Json)
     }
 }

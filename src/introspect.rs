@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::ACCEPT;
 use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::config::{ConfigError, http_url};
+use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
-use crate::jwt::jwks::{FetchError, http_client, read_bounded};
+use crate::jwt::jwks::FetchError;
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
+use crate::outbound::{Auth, HttpClient, Url, http_url};
 use crate::throttle::Throttle;
 use crate::validate::{
     Clock, LONGEST_LIFETIME, Principal, PrincipalData, RequestView, TimeWindow, TokenKind, Validator,
@@ -125,7 +125,7 @@ pub struct Introspector {
 
 struct Inner {
     endpoint: Endpoint,
-    client: reqwest::Client,
+    client: HttpClient,
     auth: ClientAuth,
     token_type_hint: Option<String>,
     policy: ClaimPolicy,
@@ -174,7 +174,7 @@ impl Expiry<[u8; 32], Entry> for EntryExpiry {
 /// Where the introspection endpoint is: given, or found in the issuer's metadata.
 #[derive(Debug)]
 enum Endpoint {
-    Fixed(reqwest::Url),
+    Fixed(Url),
     Discovered(Discovery),
 }
 
@@ -199,7 +199,8 @@ pub struct IntrospectorBuilder {
     max_body_bytes: usize,
     leeway: Duration,
     clock: Clock,
-    client: Option<reqwest::Client>,
+    client: Option<HttpClient>,
+    connect_timeout: Option<Duration>,
     max_in_flight: usize,
     max_queued: usize,
     precheck: Option<Precheck>,
@@ -273,10 +274,22 @@ impl IntrospectorBuilder {
         self.clock = clock;
         self
     }
-    /// Uses your own HTTP client. The per-call [`timeout`](Self::timeout) is still set on every
-    /// call.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
+    /// Calls with this client instead of the shared one. The per-call
+    /// [`timeout`](Self::timeout) is still set on every call.
+    pub fn http_client(mut self, client: HttpClient) -> Self {
         self.client = Some(client);
+        self
+    }
+    /// Connect timeout (default 2 s). Setting it gives this introspector a client of its own
+    /// instead of the shared one.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+    /// Remembers no answer: every request is a call (still one per token at a time). Revocation
+    /// then takes effect at once, at the cost of a call per request.
+    pub fn no_cache(mut self) -> Self {
+        self.max_entries = 0;
         self
     }
     /// Most introspection calls under way at once (default 32). Every token the cache does not
@@ -324,13 +337,7 @@ impl IntrospectorBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            // Never follow redirects: the form carries the token (and maybe our secret), and an
-            // answer from another server must not be trusted.
-            None => http_client(
-                self.timeout,
-                self.timeout.min(Duration::from_secs(2)),
-                reqwest::redirect::Policy::none(),
-            )?,
+            None => HttpClient::shared_or_with(self.connect_timeout)?,
         };
         let audience = if self.audiences.is_empty() {
             AudiencePolicy::Unchecked
@@ -393,6 +400,7 @@ impl Introspector {
             leeway: crate::jwt::defaults::LEEWAY,
             clock: Clock::system(),
             client: None,
+            connect_timeout: None,
             max_in_flight: defaults::MAX_IN_FLIGHT,
             max_queued: defaults::MAX_QUEUED,
             precheck: None,
@@ -492,28 +500,29 @@ impl Inner {
                 .await
                 .map_err(|e| IntrospectionError::Fetch(FetchError::Discovery(Box::new(e))))?,
         };
-        let mut request = self.client.post(endpoint).header(ACCEPT, "application/json").timeout(self.timeout);
-        request = match &self.auth {
-            ClientAuth::Basic { client_id, client_secret } => {
-                // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.
-                let id = form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>();
-                let secret = form_urlencoded::byte_serialize(client_secret.as_bytes()).collect::<String>();
-                request.basic_auth(id, Some(secret))
-            }
-            ClientAuth::Post { client_id, client_secret } => {
+        // RFC 6749 §2.3.1: form-urlencode id and secret before Basic encoding.
+        let basic = |value: &str| form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>();
+        let basic_credentials = match &self.auth {
+            ClientAuth::Basic { client_id, client_secret } => Some((basic(client_id), basic(client_secret))),
+            _ => None,
+        };
+        let auth = match (&self.auth, &basic_credentials) {
+            (_, Some((user, password))) => Auth::Basic { user, password },
+            (ClientAuth::Post { client_id, client_secret }, _) => {
                 form.push(("client_id", client_id));
                 form.push(("client_secret", client_secret));
-                request
+                Auth::None
             }
-            ClientAuth::Bearer(own) => request.bearer_auth(own),
+            (ClientAuth::Bearer(own), _) => Auth::Bearer(own),
+            (ClientAuth::Basic { .. }, None) => Auth::None, // built just above
         };
-        let mut response =
-            request.form(&form).send().await.map_err(|e| IntrospectionError::Fetch(FetchError::Http(e)))?;
-        if !response.status().is_success() {
-            return Err(IntrospectionError::Fetch(FetchError::Status(response.status())));
-        }
-        let body =
-            read_bounded(&mut response, self.max_body_bytes).await.map_err(IntrospectionError::Fetch)?;
+        // Never follows redirects: the form carries the token (and maybe our secret), and an
+        // answer from another server must not be trusted.
+        let (_, body) = self
+            .client
+            .post_form(endpoint, auth, &form, self.timeout, self.max_body_bytes)
+            .await
+            .map_err(|e| IntrospectionError::Fetch(FetchError::Transport(e)))?;
         self.entry_from(body)
     }
 

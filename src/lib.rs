@@ -69,6 +69,7 @@ mod issuers;
 mod jwt;
 mod layer;
 mod observe;
+pub mod outbound;
 pub mod resource_metadata;
 pub mod scope;
 mod throttle;
@@ -91,6 +92,7 @@ pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defau
 pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
+pub use outbound::{HttpClient, HttpClientBuilder, TransportError};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
 pub use scope::{RequireScope, Scopes};
 pub use validate::{

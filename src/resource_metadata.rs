@@ -15,8 +15,9 @@ use http_body_util::Full;
 use serde::Serialize;
 use tower_service::Service;
 
-use crate::config::{ConfigError, http_url};
+use crate::config::ConfigError;
 use crate::extract::TokenSources;
+use crate::outbound::http_url;
 
 /// The well-known path segment of RFC 9728 §3.
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";

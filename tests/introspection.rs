@@ -1183,7 +1183,7 @@ async fn a_precheck_keeps_made_up_tokens_from_the_endpoint() {
 async fn a_caller_supplied_client_still_gets_the_call_timeout() {
     assert_fault_is_unavailable(Fault::Slow, |s| {
         s.introspector()
-            .client(reqwest::Client::builder().no_proxy().build().unwrap())
+            .http_client(tower_bearer::HttpClient::builder().no_proxy().build().unwrap())
             .timeout(Duration::from_millis(300))
     })
     .await;

@@ -326,8 +326,8 @@ async fn known_keys_survive_a_failing_jwks_endpoint() {
 async fn known_keys_survive_a_stopped_jwks_server() {
     let mut dev = dev_issuer([Algorithm::ES256]).await;
     // No idle connections: every fetch dials anew, so "stopped" means "connection refused".
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
-    let keys = key_set(&dev.jwks_url(), |b| b.refetch_cooldown(Duration::ZERO).client(client));
+    let client = tower_bearer::HttpClient::builder().no_proxy().max_idle_per_host(0).build().unwrap();
+    let keys = key_set(&dev.jwks_url(), |b| b.refetch_cooldown(Duration::ZERO).http_client(client));
     let app = TestApp::start(validator_with_keys(&dev, keys)).await;
     let good = dev.token().alg(Algorithm::ES256).sign();
     app.get("/me", &good).await.assert_ok_json();
@@ -498,8 +498,8 @@ async fn custom_client_still_gets_the_key_set_timeout() {
         pause: Duration::from_secs(3),
     })
     .await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let keys = key_set(server.url(), |b| b.client(client).timeout(Duration::from_millis(300)));
+    let client = tower_bearer::HttpClient::builder().no_proxy().build().unwrap();
+    let keys = key_set(server.url(), |b| b.http_client(client).timeout(Duration::from_millis(300)));
     let app = TestApp::start(validator_with_keys(&dev, keys)).await;
     app.get("/me", &dev.token().alg(Algorithm::ES256).sign()).await.assert_unavailable();
 }

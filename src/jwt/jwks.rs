@@ -20,15 +20,16 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::{ACCEPT, CACHE_CONTROL};
+use http::header::CACHE_CONTROL;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{ConfigError, http_url};
+use crate::config::ConfigError;
 use crate::discovery::{Discovery, DiscoveryError};
+use crate::outbound::{HttpClient, TransportError, Url, http_url, max_age};
 
 /// Defaults of [`KeySetBuilder`].
 pub mod defaults {
@@ -174,12 +175,9 @@ impl<'a> Iterator for Candidates<'a> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// Connecting, sending or reading failed (includes timeouts and redirect loops).
-    Http(reqwest::Error),
-    /// The endpoint answered with a non-success status.
-    Status(http::StatusCode),
-    /// The body was larger than the configured bound.
-    TooLarge,
+    /// Connecting, sending or reading failed, or the answer's status, size or redirect did not
+    /// do (timeouts included).
+    Transport(TransportError),
     /// The body is not a JWK Set.
     Json(serde_json::Error),
     /// The set holds no key this crate can verify with.
@@ -193,10 +191,7 @@ pub enum FetchError {
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FetchError::Http(e) if e.is_timeout() => write!(f, "timed out: {e}"),
-            FetchError::Http(e) => write!(f, "request failed: {e}"),
-            FetchError::Status(s) => write!(f, "unexpected status {s}"),
-            FetchError::TooLarge => f.write_str("body exceeds the size bound"),
+            FetchError::Transport(e) => fmt::Display::fmt(e, f),
             FetchError::Json(e) => write!(f, "not a JWK Set: {e}"),
             FetchError::NoUsableKeys => f.write_str("no usable signing key in the set"),
             FetchError::Static => f.write_str("static key set"),
@@ -205,7 +200,22 @@ impl fmt::Display for FetchError {
     }
 }
 
-impl std::error::Error for FetchError {}
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FetchError::Transport(e) => Some(e),
+            FetchError::Json(e) => Some(e),
+            FetchError::Discovery(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TransportError> for FetchError {
+    fn from(e: TransportError) -> Self {
+        FetchError::Transport(e)
+    }
+}
 
 /// A cached, self-refreshing JSON Web Key Set.
 ///
@@ -246,18 +256,18 @@ struct Inner {
 
 struct Remote {
     url: Location,
-    client: reqwest::Client,
+    client: HttpClient,
     config: KeySetConfig,
 }
 
 /// Where the JWKS is: a URL given up front, or the `jwks_uri` of an issuer's metadata.
 enum Location {
-    Fixed(reqwest::Url),
+    Fixed(Url),
     Discovered(Discovery),
 }
 
 impl Location {
-    async fn resolve(&self) -> Result<reqwest::Url, FetchError> {
+    async fn resolve(&self) -> Result<Url, FetchError> {
         match self {
             Location::Fixed(url) => Ok(url.clone()),
             Location::Discovered(discovery) => {
@@ -341,8 +351,8 @@ pub struct KeySetBuilder {
     background: bool,
     config: KeySetConfig,
     timeout: Duration,
-    connect_timeout: Duration,
-    client: Option<reqwest::Client>,
+    connect_timeout: Option<Duration>,
+    client: Option<HttpClient>,
 }
 
 impl KeySetBuilder {
@@ -375,9 +385,10 @@ impl KeySetBuilder {
         self.config.timeout = timeout;
         self
     }
-    /// Connect timeout (default 2 s).
+    /// Connect timeout (default 2 s). Setting it gives this key set a client of its own
+    /// instead of the shared one.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
     /// Largest JWKS body accepted (default 512 KiB).
@@ -385,9 +396,9 @@ impl KeySetBuilder {
         self.config.max_body_bytes = bytes;
         self
     }
-    /// Uses your own HTTP client (proxies, custom roots). Its own timeouts apply; the per-request
-    /// timeout of this builder is still set on every fetch.
-    pub fn client(mut self, client: reqwest::Client) -> Self {
+    /// Fetches with this client (proxies, private roots) instead of the shared one. The
+    /// per-request timeout of this builder is still set on every fetch.
+    pub fn http_client(mut self, client: HttpClient) -> Self {
         self.client = Some(client);
         self
     }
@@ -414,7 +425,7 @@ impl KeySetBuilder {
         }
         let client = match self.client {
             Some(c) => c,
-            None => http_client(self.timeout, self.connect_timeout, no_downgrade_redirects(3))?,
+            None => HttpClient::shared_or_with(self.connect_timeout)?,
         };
         let mut config = self.config;
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
@@ -496,36 +507,6 @@ async fn background_refresh(set: Weak<Inner>, mut stopped: tokio::sync::oneshot:
     }
 }
 
-/// Follows at most `max` redirects, and never from `https` to anything else: keys fetched over
-/// plain HTTP could have been swapped on the way.
-pub(crate) fn no_downgrade_redirects(max: usize) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        let from_https = attempt.previous().iter().any(|url| url.scheme() == "https");
-        if attempt.previous().len() > max {
-            attempt.error("too many redirects")
-        } else if from_https && attempt.url().scheme() != "https" {
-            attempt.error("redirect from https to plain http refused")
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
-/// The HTTP client for fetches: timeouts always set, few redirects, no cookies.
-pub(crate) fn http_client(
-    timeout: Duration,
-    connect_timeout: Duration,
-    redirect: reqwest::redirect::Policy,
-) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(connect_timeout)
-        .redirect(redirect)
-        .user_agent(concat!("tower-bearer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError::HttpClient(e.to_string()))
-}
-
 fn empty_keys() -> Arc<Keys> {
     Arc::new(Keys { keys: Vec::new(), generation: 0, expires_at: None })
 }
@@ -546,7 +527,7 @@ impl KeySet {
                 timeout: defaults::TIMEOUT,
             },
             timeout: defaults::TIMEOUT,
-            connect_timeout: defaults::CONNECT_TIMEOUT,
+            connect_timeout: None,
             client: None,
         }
     }
@@ -823,68 +804,21 @@ async fn fetch(remote: &Remote) -> Result<(Vec<VerifyingKey>, Duration), FetchEr
     result
 }
 
-async fn fetch_from(remote: &Remote, url: reqwest::Url) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
+async fn fetch_from(remote: &Remote, url: Url) -> Result<(Vec<VerifyingKey>, Duration), FetchError> {
     let accept = "application/jwk-set+json, application/json";
+    let config = &remote.config;
     let (headers, body) =
-        get_bounded(&remote.client, url, accept, remote.config.timeout, remote.config.max_body_bytes).await?;
+        remote.client.get(url, accept, config.timeout, config.max_body_bytes, MAX_REDIRECTS).await?;
     let ttl = headers
         .get(CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(max_age)
-        .map_or(remote.config.default_ttl, |age| age.clamp(remote.config.min_ttl, remote.config.max_ttl));
+        .map_or(config.default_ttl, |age| age.clamp(config.min_ttl, config.max_ttl));
     Ok((parse_jwks(&body)?, ttl))
 }
 
-/// `GET url`: a success status, then the body, bounded in time (`timeout`, on top of the
-/// client's) and in size. What every metadata and key fetch of this crate does.
-pub(crate) async fn get_bounded(
-    client: &reqwest::Client,
-    url: reqwest::Url,
-    accept: &'static str,
-    timeout: Duration,
-    max_bytes: usize,
-) -> Result<(http::HeaderMap, Vec<u8>), FetchError> {
-    let mut response =
-        client.get(url).header(ACCEPT, accept).timeout(timeout).send().await.map_err(FetchError::Http)?;
-    if !response.status().is_success() {
-        return Err(FetchError::Status(response.status()));
-    }
-    let body = read_bounded(&mut response, max_bytes).await?;
-    Ok((std::mem::take(response.headers_mut()), body))
-}
-
-/// Reads a response body, giving up as soon as it passes `max` bytes.
-pub(crate) async fn read_bounded(
-    response: &mut reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, FetchError> {
-    if response.content_length().is_some_and(|len| len > max as u64) {
-        return Err(FetchError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(FetchError::Http)? {
-        if body.len() + chunk.len() > max {
-            return Err(FetchError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// `max-age` from a `Cache-Control` value; `no-cache`/`no-store` count as zero (then clamped up
-/// to the minimum TTL: a JWKS that asks not to be cached would otherwise be fetched per request).
-fn max_age(value: &str) -> Option<Duration> {
-    value.split(',').map(str::trim).find_map(|directive| {
-        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
-            return Some(Duration::ZERO);
-        }
-        let (name, secs) = directive.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("max-age")
-            .then(|| secs.trim().trim_matches('"').parse().ok().map(Duration::from_secs))
-            .flatten()
-    })
-}
+/// Redirects a JWKS fetch follows (a CDN in front of the issuer); never from https to http.
+const MAX_REDIRECTS: usize = 3;
 
 #[derive(Deserialize)]
 struct JwkSetDoc<'a> {
@@ -1015,15 +949,6 @@ fn fingerprint(jwk: &RawJwk, key_type: KeyType, alg: Option<Algorithm>) -> [u8; 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_control_parsing() {
-        assert_eq!(max_age("public, max-age=600"), Some(Duration::from_secs(600)));
-        assert_eq!(max_age("MAX-AGE = \"60\""), Some(Duration::from_secs(60)));
-        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(max_age("public"), None);
-        assert_eq!(max_age("max-age=abc"), None);
-    }
 
     #[test]
     fn bad_keys_are_skipped_not_fatal() {
