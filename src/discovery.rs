@@ -10,8 +10,7 @@ use arc_swap::ArcSwapOption;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::jwt::jwks::FetchError;
-use crate::outbound::{HttpClient, Url, http_url};
+use crate::outbound::{HttpClient, TransportError, Url, http_url};
 
 /// Defaults of [`DiscoveryBuilder`].
 pub mod defaults {
@@ -51,8 +50,10 @@ pub struct IssuerMetadata {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DiscoveryError {
-    /// Neither metadata location gave a document: the last failure.
-    Fetch(FetchError),
+    /// Neither metadata location answered: the last failure.
+    Transport(TransportError),
+    /// A location answered, but not with a metadata document (the last one tried).
+    NotMetadata(serde_json::Error),
     /// The document's `issuer` is not the configured issuer (RFC 8414 §3.3): refused, since
     /// accepting it would let one issuer speak for another.
     IssuerMismatch {
@@ -72,7 +73,8 @@ pub enum DiscoveryError {
 impl fmt::Display for DiscoveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DiscoveryError::Fetch(e) => write!(f, "issuer metadata unavailable: {e}"),
+            DiscoveryError::Transport(e) => write!(f, "issuer metadata unavailable: {e}"),
+            DiscoveryError::NotMetadata(e) => write!(f, "not an issuer metadata document: {e}"),
             DiscoveryError::IssuerMismatch { expected, found } => {
                 write!(f, "metadata names issuer {found:?}, expected {expected:?}")
             }
@@ -85,7 +87,15 @@ impl fmt::Display for DiscoveryError {
     }
 }
 
-impl std::error::Error for DiscoveryError {}
+impl std::error::Error for DiscoveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DiscoveryError::Transport(e) => Some(e),
+            DiscoveryError::NotMetadata(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Discovers an issuer's metadata once and keeps it.
 ///
@@ -344,22 +354,25 @@ impl Discovery {
                 }
                 // Not served here (404, an HTML catch-all page, a huge body): try the other
                 // location. Only a network failure stops the search.
-                Err(err @ FetchError::Json(_)) => last = Some(err),
-                Err(FetchError::Transport(err)) if err.is_answer() => last = Some(FetchError::Transport(err)),
-                Err(err) => return Err(DiscoveryError::Fetch(err)),
+                Err(err @ DiscoveryError::NotMetadata(_)) => last = Some(err),
+                Err(DiscoveryError::Transport(err)) if err.is_answer() => {
+                    last = Some(DiscoveryError::Transport(err))
+                }
+                Err(err) => return Err(err),
             }
         }
-        Err(DiscoveryError::Fetch(last.unwrap_or(FetchError::Static)))
+        Err(last.unwrap_or(DiscoveryError::NoJwksUri))
     }
 
-    async fn fetch_one(&self, location: &Url) -> Result<IssuerMetadata, FetchError> {
+    async fn fetch_one(&self, location: &Url) -> Result<IssuerMetadata, DiscoveryError> {
         let inner = &self.inner;
         // No redirects: the metadata must come from the issuer's own locations.
         let (_, body) = inner
             .client
             .get(location.clone(), "application/json", inner.timeout, inner.max_body_bytes, 0)
-            .await?;
-        serde_json::from_slice(&body).map_err(FetchError::Json)
+            .await
+            .map_err(DiscoveryError::Transport)?;
+        serde_json::from_slice(&body).map_err(DiscoveryError::NotMetadata)
     }
 }
 

@@ -6,7 +6,7 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 
-use super::token::TokenError;
+use super::token_error::TokenError;
 
 /// The confidential client registered by default (`client_secret_basic` or `client_secret_post`;
 /// grants `authorization_code`, `refresh_token` and `client_credentials`).

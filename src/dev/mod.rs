@@ -50,6 +50,7 @@ mod clients;
 mod pkce;
 mod store;
 mod token;
+mod token_error;
 
 pub use clients::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevClient};
 pub use pkce::{Pkce, s256};

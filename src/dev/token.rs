@@ -12,61 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::clients::{self, DevClient};
 use super::store::{Access, Code, Family, Refresh, Store, hash, secret_value};
+use super::token_error::{TokenError, no_store};
 use super::{DEFAULT_AUDIENCE, Shared, lock, pkce, random_id};
-
-/// An RFC 6749 §5.2 error response.
-#[derive(Debug)]
-pub(crate) struct TokenError {
-    error: &'static str,
-    description: &'static str,
-    status: StatusCode,
-    /// `invalid_client` after `client_secret_basic`: `401` with a `Basic` challenge.
-    basic_challenge: bool,
-}
-
-impl TokenError {
-    fn new(error: &'static str, description: &'static str) -> Self {
-        TokenError { error, description, status: StatusCode::BAD_REQUEST, basic_challenge: false }
-    }
-    pub(crate) fn invalid_request(description: &'static str) -> Self {
-        Self::new("invalid_request", description)
-    }
-    /// `invalid_client`: `401` + `WWW-Authenticate: Basic` when the client tried the
-    /// `Authorization` header (§5.2 MUST), `400` otherwise (a `401` must carry a challenge).
-    pub(crate) fn invalid_client(basic: bool) -> Self {
-        TokenError {
-            error: "invalid_client",
-            description: "client authentication failed",
-            status: if basic { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST },
-            basic_challenge: basic,
-        }
-    }
-    fn invalid_grant(description: &'static str) -> Self {
-        Self::new("invalid_grant", description)
-    }
-    fn invalid_scope(description: &'static str) -> Self {
-        Self::new("invalid_scope", description)
-    }
-}
-
-impl IntoResponse for TokenError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": self.error, "error_description": self.description});
-        let mut response = (self.status, no_store(), axum::Json(body)).into_response();
-        if self.basic_challenge {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"tower-bearer dev authorization server\""),
-            );
-        }
-        response
-    }
-}
-
-/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
-fn no_store() -> [(header::HeaderName, &'static str); 2] {
-    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")]
-}
 
 pub(crate) async fn token(
     State(shared): State<std::sync::Arc<Shared>>,
@@ -140,12 +87,7 @@ fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, To
     // Every grant below inserts at most one access token and one refresh token: refuse before
     // anything is consumed when the store is full (see `Store::room_for_tokens`).
     if !store.room_for_tokens(config.clock.unix_now()) {
-        return Err(TokenError {
-            error: "temporarily_unavailable",
-            description: "too many outstanding tokens; retry later",
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            basic_challenge: false,
-        });
+        return Err(TokenError::temporarily_unavailable("too many outstanding tokens; retry later"));
     }
     match grant {
         "authorization_code" => authorization_code(shared, &mut store, client, &get),
