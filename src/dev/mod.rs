@@ -47,26 +47,25 @@ use std::time::Duration;
 
 mod authorize;
 mod clients;
+mod endpoints;
+mod keys;
+mod mint;
 mod pkce;
 mod store;
 mod token;
 mod token_error;
 
 pub use clients::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevClient};
+use endpoints::{introspect, jwks, metadata, revoke};
+pub use keys::alg_name;
+use keys::{DevKey, b64};
+use mint::Kid;
+pub use mint::{OpaqueTokenBuilder, TokenBuilder};
 pub use pkce::{Pkce, s256};
 
-use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, http::HeaderMap};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
@@ -81,109 +80,6 @@ pub const RESOURCE_CLIENT_SECRET: &str = "dev-resource-server-secret";
 pub const RESOURCE_BEARER: &str = "dev-resource-server-bearer";
 /// The scopes the authorization server knows unless told otherwise.
 pub const DEFAULT_SCOPES: [&str; 2] = ["items:read", "items:write"];
-
-enum Signer {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair),
-    Ed(Ed25519KeyPair),
-}
-
-/// One signing key of the dev issuer.
-struct DevKey {
-    kid: String,
-    alg: Algorithm,
-    signer: Signer,
-    jwk: Value,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-impl DevKey {
-    fn generate(alg: Algorithm, kid: String, pin_alg: bool) -> DevKey {
-        use Algorithm::*;
-        let (signer, mut jwk) = match alg {
-            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
-                let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
-                let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
-                let jwk = json!({"kty": "RSA", "n": b64(&public.n), "e": b64(&public.e)});
-                (Signer::Rsa(pair), jwk)
-            }
-            ES256 | ES384 => {
-                let (signing, crv, len) = if alg == ES256 {
-                    (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
-                } else {
-                    (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
-                };
-                let pair = EcdsaKeyPair::generate(signing).expect("EC key generation");
-                let point = pair.public_key().as_ref();
-                let (x, y) = point[1..].split_at(len);
-                let jwk = json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)});
-                (Signer::Ec(pair), jwk)
-            }
-            EdDSA => {
-                let pair = Ed25519KeyPair::generate().expect("Ed25519 key generation");
-                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
-                (Signer::Ed(pair), jwk)
-            }
-            HS256 | HS384 | HS512 => panic!("the dev issuer signs with asymmetric keys only"),
-            // `Algorithm` is non-exhaustive.
-            #[allow(unreachable_patterns)]
-            other => panic!("unsupported algorithm {other:?}"),
-        };
-        let fields = jwk.as_object_mut().expect("object");
-        fields.insert("kid".into(), kid.clone().into());
-        fields.insert("use".into(), "sig".into());
-        if pin_alg {
-            fields.insert("alg".into(), alg_name(alg).into());
-        }
-        DevKey { kid, alg, signer, jwk }
-    }
-
-    fn sign(&self, alg: Algorithm, input: &[u8]) -> Vec<u8> {
-        use Algorithm::*;
-        let rng = SystemRandom::new();
-        match &self.signer {
-            Signer::Rsa(pair) => {
-                let encoding: &'static dyn sig::RsaEncoding = match alg {
-                    RS256 => &sig::RSA_PKCS1_SHA256,
-                    RS384 => &sig::RSA_PKCS1_SHA384,
-                    RS512 => &sig::RSA_PKCS1_SHA512,
-                    PS256 => &sig::RSA_PSS_SHA256,
-                    PS384 => &sig::RSA_PSS_SHA384,
-                    _ => &sig::RSA_PSS_SHA512,
-                };
-                let mut out = vec![0; pair.public_modulus_len()];
-                pair.sign(encoding, &rng, input, &mut out).expect("RSA signing");
-                out
-            }
-            Signer::Ec(pair) => pair.sign(&rng, input).expect("EC signing").as_ref().to_vec(),
-            Signer::Ed(pair) => pair.sign(input).as_ref().to_vec(),
-        }
-    }
-}
-
-/// The JOSE name of an algorithm.
-pub fn alg_name(alg: Algorithm) -> &'static str {
-    use Algorithm::*;
-    match alg {
-        HS256 => "HS256",
-        HS384 => "HS384",
-        HS512 => "HS512",
-        RS256 => "RS256",
-        RS384 => "RS384",
-        RS512 => "RS512",
-        PS256 => "PS256",
-        PS384 => "PS384",
-        PS512 => "PS512",
-        ES256 => "ES256",
-        ES384 => "ES384",
-        EdDSA => "EdDSA",
-        #[allow(unreachable_patterns)]
-        _ => "unknown",
-    }
-}
 
 struct Shared {
     issuer: String,
@@ -433,152 +329,6 @@ impl DevIssuerBuilder {
     }
 }
 
-async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
-    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    if shared.jwks_failing.load(Ordering::SeqCst) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "jwks unavailable").into_response();
-    }
-    let retired = read(&shared.retired).clone();
-    let keys: Vec<Value> =
-        read(&shared.keys).iter().filter(|k| !retired.contains(&k.kid)).map(|k| k.jwk.clone()).collect();
-    (
-        [
-            (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
-            (header::CACHE_CONTROL, format!("public, max-age={}", shared.jwks_max_age)),
-        ],
-        json!({ "keys": keys }).to_string(),
-    )
-        .into_response()
-}
-
-async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
-    let iss = &shared.issuer;
-    axum::Json(json!({
-        "issuer": iss,
-        "authorization_endpoint": format!("{iss}/authorize"),
-        "token_endpoint": format!("{iss}/token"),
-        "jwks_uri": format!("{iss}/jwks.json"),
-        "introspection_endpoint": format!("{iss}/introspect"),
-        "revocation_endpoint": format!("{iss}/revoke"),
-        "scopes_supported": shared.auth.scopes,
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "authorization_response_iss_parameter_supported": true,
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-    }))
-    .into_response()
-}
-
-/// Authenticates the resource server (RFC 7662 §2.1): Basic, form credentials, or bearer.
-fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<&'static str> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        // The same decoding as the token endpoint's (no truncation at `&`), and both halves
-        // compared in constant time: `&` (not `&&`) so a wrong id does not skip the secret.
-        let (id, secret) = (clients::form_decode(id)?, clients::form_decode(secret)?);
-        return (same(&id, RESOURCE_CLIENT_ID) & same(&secret, RESOURCE_CLIENT_SECRET))
-            .then_some("client_secret_basic");
-    }
-    if authorization.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|token| same(token, RESOURCE_BEARER))
-    {
-        return Some("bearer");
-    }
-    let post = |name: &str, expected: &str| form.get(name).is_some_and(|v| same(v, expected));
-    (post("client_id", RESOURCE_CLIENT_ID) & post("client_secret", RESOURCE_CLIENT_SECRET))
-        .then_some("client_secret_post")
-}
-
-/// Credentials compared in constant time (no early exit at the first differing byte).
-fn same(presented: &str, expected: &str) -> bool {
-    verify_slices_are_equal(presented.as_bytes(), expected.as_bytes()).is_ok()
-}
-
-fn invalid_client() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"dev issuer\"")],
-        axum::Json(json!({"error": "invalid_client"})),
-    )
-        .into_response()
-}
-
-async fn introspect(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    shared.introspection_calls.fetch_add(1, Ordering::SeqCst);
-    if shared.introspection_failing.load(Ordering::SeqCst) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "introspection unavailable").into_response();
-    }
-    let Some(method) = client_auth(&headers, &form) else {
-        return invalid_client();
-    };
-    *write(&shared.last_introspection_auth) = Some(method);
-    let token = form.get("token").map(String::as_str).unwrap_or_default();
-    let opaque = read(&shared.opaque);
-    let now = shared.auth.clock.unix_now();
-    let body = match opaque.get(token) {
-        Some(grant)
-            if !grant.revoked
-                && grant.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > now) =>
-        {
-            let mut claims = grant.claims.clone();
-            claims.insert("active".into(), true.into());
-            claims.insert("token_type".into(), "Bearer".into());
-            Value::Object(claims)
-        }
-        Some(_) => json!({"active": false}),
-        None => match lock(&shared.auth.store).active_access(token, now) {
-            Some(claims) => {
-                let mut claims = claims.clone();
-                claims.insert("active".into(), true.into());
-                claims.insert("token_type".into(), "Bearer".into());
-                Value::Object(claims)
-            }
-            None => json!({"active": false}),
-        },
-    };
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
-}
-
-async fn revoke(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    // The resource server may revoke anything; a registered client only its own tokens.
-    let client_id = if client_auth(&headers, &form).is_some() {
-        None
-    } else {
-        let pairs: Vec<(String, String)> = form.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        match clients::authenticate(&shared.auth.clients, &headers, &pairs) {
-            Ok((client, _)) => Some(client.id.clone()),
-            Err(_) => return invalid_client(),
-        }
-    };
-    if let Some(token) = form.get("token") {
-        let revoked = lock(&shared.auth.store).revoke(token, client_id.as_deref());
-        if !revoked
-            && client_id.is_none()
-            && let Some(grant) = write(&shared.opaque).get_mut(token)
-        {
-            grant.revoked = true;
-        }
-    }
-    // RFC 7009 §2.2: 200 whether or not the token was known.
-    StatusCode::OK.into_response()
-}
-
 /// A development issuer serving its JWKS on 127.0.0.1. Stops serving when dropped.
 pub struct DevIssuer {
     shared: Arc<Shared>,
@@ -748,156 +498,6 @@ impl DevIssuer {
     }
 }
 
-/// An opaque token being issued. See [`DevIssuer::opaque_token`].
-#[derive(Debug)]
-pub struct OpaqueTokenBuilder<'a> {
-    jwt: TokenBuilder<'a>,
-}
-
-impl OpaqueTokenBuilder<'_> {
-    /// Sets `sub`.
-    pub fn subject(self, sub: &str) -> Self {
-        OpaqueTokenBuilder { jwt: self.jwt.subject(sub) }
-    }
-    /// Sets `aud`.
-    pub fn audience(self, aud: &str) -> Self {
-        OpaqueTokenBuilder { jwt: self.jwt.audience(aud) }
-    }
-    /// Sets `scope`.
-    pub fn scope(self, scope: &str) -> Self {
-        OpaqueTokenBuilder { jwt: self.jwt.scope(scope) }
-    }
-    /// Sets `exp` to now + `ttl` (now by the issuer's [`clock`](DevIssuerBuilder::clock)).
-    pub fn expires_in(self, ttl: Duration) -> Self {
-        OpaqueTokenBuilder { jwt: self.jwt.expires_in(ttl) }
-    }
-    /// Sets any claim of the introspection response; `Value::Null` removes it.
-    pub fn claim(self, name: &str, value: impl Into<Value>) -> Self {
-        OpaqueTokenBuilder { jwt: self.jwt.claim(name, value) }
-    }
-    /// Registers the token and returns its value (32 random bytes, base64url).
-    pub fn issue(self) -> String {
-        let token = format!("{}{}", random_id(), random_id());
-        let grant = OpaqueGrant { claims: self.jwt.claims, revoked: false };
-        write(&self.jwt.issuer.opaque).insert(token.clone(), grant);
-        token
-    }
-}
-
-enum Kid {
-    Auto,
-    None,
-    Fixed(String),
-}
-
-/// A token being minted. See [`DevIssuer::token`].
-pub struct TokenBuilder<'a> {
-    issuer: &'a Shared,
-    claims: Map<String, Value>,
-    header: Map<String, Value>,
-    alg: Option<Algorithm>,
-    kid: Kid,
-}
-
-impl std::fmt::Debug for TokenBuilder<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenBuilder").field("claims", &self.claims).finish_non_exhaustive()
-    }
-}
-
-impl TokenBuilder<'_> {
-    /// Sets `sub`.
-    pub fn subject(self, sub: &str) -> Self {
-        self.claim("sub", sub)
-    }
-    /// Sets `aud` (a string).
-    pub fn audience(self, aud: &str) -> Self {
-        self.claim("aud", aud)
-    }
-    /// Sets `scope` (space-delimited).
-    pub fn scope(self, scope: &str) -> Self {
-        self.claim("scope", scope)
-    }
-    /// Sets `exp` to now + `ttl` (now by the issuer's [`clock`](DevIssuerBuilder::clock)).
-    pub fn expires_in(self, ttl: Duration) -> Self {
-        let now = self.issuer.auth.clock.unix_now();
-        self.claim("exp", now.saturating_add(token::secs(ttl)))
-    }
-    /// Sets `exp` to `ago` in the past (and `iat` before it), by the issuer's
-    /// [`clock`](DevIssuerBuilder::clock).
-    pub fn expired(self, ago: Duration) -> Self {
-        let exp = self.issuer.auth.clock.unix_now().saturating_sub(token::secs(ago));
-        self.claim("exp", exp).claim("iat", exp.saturating_sub(300))
-    }
-    /// Sets any claim; `Value::Null` removes it.
-    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
-        match value.into() {
-            Value::Null => self.claims.remove(name),
-            v => self.claims.insert(name.into(), v),
-        };
-        self
-    }
-    /// Sets any header member (except `alg` and `kid`, see [`Self::alg`], [`Self::kid`]);
-    /// `Value::Null` removes it.
-    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
-        match value.into() {
-            Value::Null => self.header.remove(name),
-            v => self.header.insert(name.into(), v),
-        };
-        self
-    }
-    /// Signs with the newest key of `alg`.
-    pub fn alg(mut self, alg: Algorithm) -> Self {
-        self.alg = Some(alg);
-        self
-    }
-    /// Puts this `kid` in the header and signs with that key (if the issuer has it; otherwise
-    /// the key of the algorithm signs and the header still names `kid`).
-    pub fn kid(mut self, kid: &str) -> Self {
-        self.kid = Kid::Fixed(kid.into());
-        self
-    }
-    /// Leaves `kid` out of the header.
-    pub fn no_kid(mut self) -> Self {
-        self.kid = Kid::None;
-        self
-    }
-
-    /// Signs the token.
-    pub fn sign(self) -> String {
-        let by_kid = match &self.kid {
-            Kid::Fixed(kid) => self.issuer.find_key(|k| &k.kid == kid),
-            _ => None,
-        };
-        let key = by_kid
-            .or_else(|| match self.alg {
-                Some(alg) => self.issuer.find_key(|k| k.alg == alg),
-                None => self.issuer.find_key(|k| k.alg == Algorithm::RS256),
-            })
-            .or_else(|| read(&self.issuer.keys).first().cloned())
-            .expect("the dev issuer has no key");
-        let alg = self.alg.unwrap_or(key.alg);
-        let mut header = Map::new();
-        header.insert("alg".into(), alg_name(alg).into());
-        match self.kid {
-            Kid::Auto => drop(header.insert("kid".into(), key.kid.clone().into())),
-            Kid::Fixed(kid) => drop(header.insert("kid".into(), kid.into())),
-            Kid::None => {}
-        }
-        header.extend(self.header);
-        let input = format!(
-            "{}.{}",
-            b64(Value::Object(header).to_string().as_bytes()),
-            b64(Value::Object(self.claims).to_string().as_bytes())
-        );
-        let signature = key.sign(alg, input.as_bytes());
-        format!("{input}.{}", b64(&signature))
-    }
-}
-
-// A panic while a lock is held (a bug, or a `sign()` that found no key) must not turn every
-// later request into a panic too: the guarded data stays usable (at worst one grant is half
-// recorded, which a development server can live with), so poisoning is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
