@@ -520,6 +520,7 @@ fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     /// Review fix: a panic while a lock was held poisoned it, and every later `.expect("lock")`
     /// panicked too. Locks now ignore poisoning.
