@@ -94,6 +94,13 @@ async fn the_method_reads_the_principal_and_a_missing_scope_is_permission_denied
     let item =
         guarded(client.call(DELETE, "7", Some(&writer))).await.expect("the scope is granted").into_inner();
     assert_eq!(item.owner, "grace");
+
+    // Routing and the service's dispatch see the same path: no other spelling of `Delete` reaches
+    // the method without the scope check.
+    for path in ["/demo.Items/Delete/", "/demo.Items/delete", "//demo.Items/Delete", "/demo.Items/%44elete"] {
+        let (code, ..) = rejected(guarded(client.call(path, "7", Some(&reader))).await);
+        assert_eq!(code, Code::Unimplemented, "{path}");
+    }
 }
 
 #[tokio::test]
