@@ -120,7 +120,8 @@ where
 pub type RenderFn = dyn Fn(&AuthError) -> Option<(HeaderValue, Bytes)> + Send + Sync;
 
 /// What the body of a rejection holds. The status and `WWW-Authenticate` challenge are the same
-/// whichever you choose.
+/// whichever you choose. gRPC requests get no body at all (their answer is a trailers-only gRPC
+/// status).
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum ErrorBody {
