@@ -163,11 +163,11 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let max = self.max_bytes;
+        // Only form-encoded requests get here, never gRPC ones: rejections are plain HTTP.
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let bytes = match Limited::new(body, max).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                // A form-encoded request is never gRPC: plain HTTP answers.
                 Err(_) => {
                     // Too large, or the client stopped sending: either way not a usable request.
                     let err = AuthError::InvalidRequest(InvalidRequest::MalformedToken);
