@@ -6,18 +6,19 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::body::{HandlerRejection, Rejections, rejection_response};
+use crate::body::{Dialect, HandlerRejection, Rejections, rejection_response};
 use crate::error::{AuthError, InvalidToken};
 use crate::validate::Principal;
 
-/// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody)); when the
-/// response passes back out through a [`BearerLayer`](crate::BearerLayer), the layer renders it
-/// again with its own realm and body style, so a handler's `principal.require_scopes([..])?`
-/// answers exactly like [`RequireScope`](crate::RequireScope) would.
+/// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody), plain
+/// HTTP); when the response passes back out through a [`BearerLayer`](crate::BearerLayer), the
+/// layer renders it again with its own realm and body style, and as a gRPC status for a gRPC
+/// request, so a handler's `principal.require_scopes([..])?` answers exactly like
+/// [`RequireScope`](crate::RequireScope) would.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let mut res =
-            rejection_response::<axum::body::Body>(&self, &Default::default()).map(axum::body::Body::new);
+        let res = rejection_response::<axum::body::Body>(&self, &Default::default(), Dialect::Http);
+        let mut res = res.map(axum::body::Body::new);
         res.extensions_mut().insert(HandlerRejection(self));
         res
     }
@@ -25,7 +26,8 @@ impl IntoResponse for AuthError {
 
 fn rejection(parts: &Parts, err: AuthError) -> Response {
     let params = parts.extensions.get::<Rejections>().cloned().unwrap_or_default();
-    rejection_response::<axum::body::Body>(&err, &params).map(axum::body::Body::new)
+    rejection_response::<axum::body::Body>(&err, &params, Dialect::of(&parts.headers))
+        .map(axum::body::Body::new)
 }
 
 /// The verified principal. Rejects with `401` when the route is not behind a

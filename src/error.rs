@@ -120,6 +120,23 @@ impl AuthError {
         }
     }
 
+    /// The gRPC status code a gRPC client is answered with: `16` (`UNAUTHENTICATED`) for `400` and
+    /// `401`, `7` (`PERMISSION_DENIED`) for `403`, `14` (`UNAVAILABLE`) for `503`.
+    ///
+    /// ```
+    /// use tower_bearer::{AuthError, InvalidRequest};
+    ///
+    /// assert_eq!(AuthError::InvalidRequest(InvalidRequest::EmptyToken).grpc_status(), 16);
+    /// assert_eq!(AuthError::InsufficientScope { required: "a".into() }.grpc_status(), 7);
+    /// ```
+    pub fn grpc_status(&self) -> i32 {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => 16,
+            AuthError::InsufficientScope { .. } => 7,
+            AuthError::Unavailable(_) => 14,
+        }
+    }
+
     /// The RFC 6750 `error` code, if this error has one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {

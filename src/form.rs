@@ -3,20 +3,23 @@
 //! Reading a body is not free and changes nothing for other requests, so it is a layer of its
 //! own: put [`FormTokenLayer`] *outside* [`BearerLayer`](crate::BearerLayer). It buffers
 //! (bounded) only `application/x-www-form-urlencoded` `POST`/`PUT`/`PATCH` bodies, hands the
-//! token to the bearer layer, and passes the body on intact.
+//! token to the bearer layer, and passes the body on intact, as a [`FormBody`]: any request
+//! body works, hyper's `Incoming` included.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, header::CONTENT_TYPE};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, Rejections, rejection_response};
+use crate::body::{AuthBody, Dialect, Kind, Rejections, rejection_response};
 use crate::error::{AuthError, InvalidRequest};
 use crate::extract::FormToken;
 
@@ -81,14 +84,66 @@ fn is_form(req: &Request<impl Sized>) -> bool {
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
 }
 
+pin_project! {
+    /// The request body [`FormTokenService`] hands on: the client's body untouched, or the form
+    /// body it read, whole.
+    pub struct FormBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+impl<B> FormBody<B> {
+    fn untouched(body: B) -> Self {
+        FormBody { kind: Kind::Inner { body } }
+    }
+
+    fn read(bytes: Bytes) -> Self {
+        FormBody { kind: Kind::bytes(bytes) }
+    }
+}
+
+impl<B> Body for FormBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().kind.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kind.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.kind.size_hint()
+    }
+}
+
+impl<B> fmt::Debug for FormBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Inner { .. } => "FormBody::Untouched",
+            Kind::Ours { .. } => "FormBody::Read",
+        })
+    }
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for FormTokenService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S: Service<Request<FormBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
-    ReqB: Body + From<Bytes> + Send + 'static,
-    ReqB::Data: Send,
+    ReqB: Body + Send + 'static,
+    ReqB::Data: From<Bytes> + Send,
     ReqB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResB: Send + 'static,
 {
@@ -102,12 +157,13 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         if !is_form(&req) {
-            let future = self.inner.call(req);
+            let future = self.inner.call(req.map(FormBody::untouched));
             return Box::pin(async move { future.await.map(|res| res.map(AuthBody::inner)) });
         }
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let max = self.max_bytes;
+        // Only form-encoded requests get here, never gRPC ones: rejections are plain HTTP.
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let bytes = match Limited::new(body, max).collect().await {
@@ -115,7 +171,7 @@ where
                 Err(_) => {
                     // Too large, or the client stopped sending: either way not a usable request.
                     let err = AuthError::InvalidRequest(InvalidRequest::MalformedToken);
-                    return Ok(rejection_response(&err, &Rejections::default()));
+                    return Ok(rejection_response(&err, &Rejections::default(), Dialect::Http));
                 }
             };
             let mut tokens = form_urlencoded::parse(&bytes).filter(|(k, _)| k == "access_token");
@@ -125,11 +181,11 @@ where
                 }
                 (Some(_), Some(_)) => {
                     let err = AuthError::InvalidRequest(InvalidRequest::MultipleTokenSources);
-                    return Ok(rejection_response(&err, &Rejections::default()));
+                    return Ok(rejection_response(&err, &Rejections::default(), Dialect::Http));
                 }
                 _ => {}
             }
-            let req = Request::from_parts(parts, ReqB::from(bytes));
+            let req = Request::from_parts(parts, FormBody::read(bytes));
             ready.call(req).await.map(|res| res.map(AuthBody::inner))
         })
     }

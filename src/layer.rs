@@ -14,7 +14,9 @@ use tower_service::Service;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 
-use crate::body::{AuthBody, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response};
+use crate::body::{
+    AuthBody, Dialect, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response,
+};
 use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
 use crate::observe;
@@ -206,12 +208,13 @@ impl<S, V> BearerService<S, V> {
         &self.shared.validator
     }
 
-    fn reject<B, ReqB>(&self, err: &AuthError) -> ResponseFuture<S::Future, S, ReqB, B>
+    fn reject<B, ReqB>(&self, err: &AuthError, req: &Request<ReqB>) -> ResponseFuture<S::Future, S, ReqB, B>
     where
         S: Service<Request<ReqB>>,
     {
         log_rejection(err);
-        ResponseFuture::rejected(rejection_response(err, &self.shared.rejections))
+        let dialect = Dialect::of(req.headers());
+        ResponseFuture::rejected(rejection_response(err, &self.shared.rejections, dialect))
     }
 }
 
@@ -257,16 +260,23 @@ where
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
                 req.extensions_mut().insert(shared.rejections.clone());
-                return ResponseFuture::called(self.inner.call(req), shared.rejections.clone(), false);
+                let dialect = Dialect::of(req.headers());
+                return ResponseFuture::called(
+                    self.inner.call(req),
+                    shared.rejections.clone(),
+                    dialect,
+                    false,
+                );
             }
-            Err(err) => return self.reject(&err),
+            Err(err) => return self.reject(&err, &req),
         };
         match verdict {
             Verdict::Ready(Ok(principal)) => {
                 authorize(&mut req, principal, &self.shared.rejections);
-                ResponseFuture::called(self.inner.call(req), self.shared.rejections.clone(), private)
+                let dialect = Dialect::of(req.headers());
+                ResponseFuture::called(self.inner.call(req), self.shared.rejections.clone(), dialect, private)
             }
-            Verdict::Ready(Err(err)) => self.reject(&err),
+            Verdict::Ready(Err(err)) => self.reject(&err, &req),
             Verdict::Pending(validation) => {
                 // `self.inner` is the clone that was polled ready: take it into the future and
                 // leave a fresh clone behind for the next poll_ready (tower's readiness contract).
@@ -318,14 +328,15 @@ pin_project! {
     #[project = StateProj]
     enum State<F, S, ReqB, ResB> {
         Validating { validation: ValidationFuture, pending: Option<Pending<S, ReqB>> },
-        Called { #[pin] future: F, rejections: Rejections },
+        // `dialect`: whether a handler's `AuthError` is answered as gRPC.
+        Called { #[pin] future: F, rejections: Rejections, dialect: Dialect },
         Rejected { response: Option<Response<AuthBody<ResB>>> },
     }
 }
 
 impl<F, S, ReqB, ResB> ResponseFuture<F, S, ReqB, ResB> {
-    fn called(future: F, rejections: Rejections, private: bool) -> Self {
-        ResponseFuture { state: State::Called { future, rejections }, private }
+    fn called(future: F, rejections: Rejections, dialect: Dialect, private: bool) -> Self {
+        ResponseFuture { state: State::Called { future, rejections, dialect }, private }
     }
 
     fn rejected(response: Response<AuthBody<ResB>>) -> Self {
@@ -350,17 +361,19 @@ where
                     match result {
                         Ok(principal) => {
                             authorize(&mut request, principal, &rejections);
+                            let dialect = Dialect::of(request.headers());
                             let future = service.call(request);
-                            this.state.set(State::Called { future, rejections });
+                            this.state.set(State::Called { future, rejections, dialect });
                         }
                         Err(err) => {
                             log_rejection(&err);
-                            let response = rejection_response(&err, &rejections);
+                            let response =
+                                rejection_response(&err, &rejections, Dialect::of(request.headers()));
                             this.state.set(State::Rejected { response: Some(response) });
                         }
                     }
                 }
-                StateProj::Called { future, rejections } => {
+                StateProj::Called { future, rejections, dialect } => {
                     let private = *this.private;
                     return future.poll(cx).map_ok(|mut res| {
                         // An `AuthError` answered by a handler was rendered without knowing this
@@ -368,7 +381,7 @@ where
                         let mut res = match res.extensions_mut().remove::<HandlerRejection>() {
                             Some(HandlerRejection(err)) => {
                                 crate::observe::scope_rejected(&err);
-                                rerender(res, &err, rejections)
+                                rerender(res, &err, rejections, *dialect)
                             }
                             None => res.map(AuthBody::inner),
                         };
@@ -389,15 +402,21 @@ where
 /// The rejection a handler answered, rendered our way, keeping the other headers it or the
 /// middleware between us set (CORS, `Set-Cookie`, request ids): only what the rejection itself
 /// owns is replaced.
-fn rerender<B>(original: Response<B>, err: &AuthError, rejections: &Rejections) -> Response<AuthBody<B>> {
+fn rerender<B>(
+    original: Response<B>,
+    err: &AuthError,
+    rejections: &Rejections,
+    dialect: Dialect,
+) -> Response<AuthBody<B>> {
     let (mut parts, _) = original.into_parts();
-    let ours = rejection_response::<B>(err, rejections);
+    let ours = rejection_response::<B>(err, rejections, dialect);
     for name in [WWW_AUTHENTICATE, CONTENT_TYPE, CONTENT_LENGTH, CACHE_CONTROL, RETRY_AFTER] {
         parts.headers.remove(name);
     }
     let (our_parts, body) = ours.into_parts();
-    // A handler that answered `(StatusCode::NOT_FOUND, err)` chose its status: keep it.
-    if parts.status == err.status() {
+    // A handler that answered `(StatusCode::NOT_FOUND, err)` chose its status: keep it (gRPC
+    // answers are always HTTP 200, their status is `grpc-status`).
+    if parts.status == err.status() || matches!(dialect, Dialect::Grpc) {
         parts.status = our_parts.status;
     }
     parts.headers.extend(our_parts.headers);

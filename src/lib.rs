@@ -13,6 +13,10 @@
 //! | token lacks a route's scope | `403` | `Bearer error="insufficient_scope", scope="…"` |
 //! | keys cannot be fetched at all | `503` | none: the failure is ours, not the client's |
 //!
+//! gRPC requests (`content-type: application/grpc…`, e.g. from tonic) get the same decisions as
+//! trailers-only gRPC statuses: `UNAUTHENTICATED` for `400`/`401`, `PERMISSION_DENIED` for `403`,
+//! `UNAVAILABLE` for `503` ([`AuthError::grpc_status`]), with the challenge kept.
+//!
 //! JWT access tokens are verified against a cached, self-refreshing JWKS ([`KeySet`]) following
 //! RFC 8725: an explicit algorithm allowlist, keys only from the configured key set, `crit`
 //! honoured, sizes bounded.

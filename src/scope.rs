@@ -13,7 +13,7 @@ use serde::Serialize;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, Rejections, rejection_response};
+use crate::body::{AuthBody, Dialect, Rejections, rejection_response};
 use crate::error::AuthError;
 use crate::validate::{Principal, join};
 
@@ -179,9 +179,8 @@ where
                 tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
                 crate::observe::scope_rejected(&err);
                 let params = req.extensions().get::<Rejections>().cloned().unwrap_or_default();
-                RequireScopeFuture {
-                    state: ScopeState::Rejected { response: Some(rejection_response(&err, &params)) },
-                }
+                let response = rejection_response(&err, &params, Dialect::of(req.headers()));
+                RequireScopeFuture { state: ScopeState::Rejected { response: Some(response) } }
             }
         }
     }
