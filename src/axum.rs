@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::body::{Dialect, HandlerRejection, Rejections, rejection_response};
 use crate::error::{AuthError, InvalidToken};
-use crate::validate::Principal;
+use crate::principal::Principal;
 
 /// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody), plain
 /// HTTP); when the response passes back out through a [`BearerLayer`](crate::BearerLayer), the

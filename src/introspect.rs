@@ -18,11 +18,10 @@ use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::FetchError;
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
 use crate::outbound::{Auth, HttpClient, Url, http_url};
+use crate::principal::{Principal, PrincipalData, TokenKind};
 use crate::throttle::Throttle;
-use crate::validate::{
-    Clock, LONGEST_LIFETIME, Principal, PrincipalData, RequestView, TimeWindow, TokenKind, Validator,
-    Verdict, later,
-};
+use crate::time::{Clock, LONGEST_LIFETIME, TimeWindow, later};
+use crate::validate::{RequestView, Validator, Verdict};
 
 /// Defaults of [`IntrospectorBuilder`].
 pub mod defaults {

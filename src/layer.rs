@@ -20,9 +20,10 @@ use crate::body::{
 use crate::error::{AuthError, ChallengeParams};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
 use crate::observe;
+use crate::principal::Principal;
 use crate::resource_metadata::ProtectedResource;
 use crate::throttle::Throttle;
-use crate::validate::{Principal, RequestView, ValidationFuture, Validator, Verdict};
+use crate::validate::{RequestView, ValidationFuture, Validator, Verdict};
 
 /// A [`Layer`] that lets a request through only with a valid bearer token, and puts the
 /// verified [`Principal`] in its extensions.

@@ -74,9 +74,11 @@ mod jwt;
 mod layer;
 mod observe;
 pub mod outbound;
+mod principal;
 pub mod resource_metadata;
 pub mod scope;
 mod throttle;
+mod time;
 mod validate;
 
 #[cfg(feature = "axum")]
@@ -97,11 +99,11 @@ pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
 pub use outbound::{HttpClient, HttpClientBuilder, TransportError};
+pub use principal::{Principal, PrincipalBuilder, Scopes, TokenKind};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
-pub use scope::{RequireScope, Scopes};
-pub use validate::{
-    Clock, Principal, PrincipalBuilder, RequestView, TokenKind, ValidationFuture, Validator, Verdict,
-};
+pub use scope::RequireScope;
+pub use time::Clock;
+pub use validate::{RequestView, ValidationFuture, Validator, Verdict};
 
 #[cfg(feature = "axum")]
 pub use crate::axum::Claims;

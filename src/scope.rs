@@ -1,5 +1,5 @@
-//! Scopes: the set a token grants ([`Scopes`]) and the per-route guard that demands some
-//! ([`RequireScope`]).
+//! The per-route guard that demands scopes ([`RequireScope`]) of the set a token grants
+//! ([`Scopes`]).
 
 use std::fmt;
 use std::future::Future;
@@ -9,68 +9,13 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use serde::Serialize;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{AuthBody, Dialect, Rejections, rejection_response};
 use crate::error::AuthError;
-use crate::validate::{Principal, join};
-
-/// The scopes a token grants, from its `scope` (space-delimited) and `scp` (array or string)
-/// claims, or from an introspection response.
-#[derive(Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Scopes(Vec<String>);
-
-impl Scopes {
-    /// Scopes from a space-delimited string (RFC 6749 §3.3).
-    pub fn from_space_delimited(s: &str) -> Self {
-        let mut scopes = Scopes::default();
-        scopes.extend(s.split(' ').filter(|s| !s.is_empty()));
-        scopes
-    }
-
-    pub(crate) fn extend<'a>(&mut self, more: impl IntoIterator<Item = &'a str>) {
-        for s in more {
-            if !self.contains(s) {
-                self.0.push(s.to_owned());
-            }
-        }
-    }
-
-    /// Whether `scope` was granted (exact, case-sensitive match).
-    pub fn contains(&self, scope: &str) -> bool {
-        self.0.iter().any(|s| s == scope)
-    }
-
-    /// The scopes, in the order the token listed them.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
-    }
-
-    /// How many scopes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no scope was granted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
-    }
-}
-
-impl fmt::Display for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&join(self.iter()))
-    }
-}
+pub use crate::principal::Scopes;
+use crate::principal::{Principal, join};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

@@ -23,7 +23,8 @@ use std::hash::{BuildHasher, Hasher};
 
 use crate::error::InvalidToken;
 use crate::observe;
-use crate::validate::{Principal, TimeWindow};
+use crate::principal::Principal;
+use crate::time::TimeWindow;
 
 /// Defaults of the verified-token cache.
 pub(crate) mod defaults {
@@ -121,7 +122,7 @@ impl TokenCache {
             // the validator's clock below, so a test clock governs it too.
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(max_ttl.min(crate::validate::LONGEST_LIFETIME))
+                .time_to_live(max_ttl.min(crate::time::LONGEST_LIFETIME))
                 .build_with_hasher(TailHash::default()),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
             hits: AtomicU64::new(0),

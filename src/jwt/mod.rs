@@ -17,10 +17,10 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
+use crate::principal::{Principal, PrincipalData, TokenKind};
 use crate::throttle::Throttle;
-use crate::validate::{
-    Clock, Principal, PrincipalData, RequestView, TimeWindow, TokenKind, Validator, Verdict,
-};
+use crate::time::{Clock, TimeWindow};
+use crate::validate::{RequestView, Validator, Verdict};
 pub use cache::TokenCacheStats;
 use cache::{Hit, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};

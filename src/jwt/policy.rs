@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::error::InvalidToken;
-use crate::scope::Scopes;
-use crate::validate::TimeWindow;
+use crate::principal::Scopes;
+use crate::time::TimeWindow;
 
 /// Which `typ` header values are accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

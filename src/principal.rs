@@ -1,0 +1,308 @@
+//! The verified identity behind a request: [`Principal`] (who, for which client, with which
+//! scopes, until when), built by validators and read by scope guards and handlers. It sits below
+//! both validation and scope policy, so data flows one way.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::error::AuthError;
+
+/// The scopes a token grants, from its `scope` (space-delimited) and `scp` (array or string)
+/// claims, or from an introspection response.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Scopes(Vec<String>);
+
+impl Scopes {
+    /// Scopes from a space-delimited string (RFC 6749 §3.3).
+    pub fn from_space_delimited(s: &str) -> Self {
+        let mut scopes = Scopes::default();
+        scopes.extend(s.split(' ').filter(|s| !s.is_empty()));
+        scopes
+    }
+
+    pub(crate) fn extend<'a>(&mut self, more: impl IntoIterator<Item = &'a str>) {
+        for s in more {
+            if !self.contains(s) {
+                self.0.push(s.to_owned());
+            }
+        }
+    }
+
+    /// Whether `scope` was granted (exact, case-sensitive match).
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    /// The scopes, in the order the token listed them.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// How many scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no scope was granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&join(self.iter()))
+    }
+}
+
+/// Which kind of token a [`Principal`] was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TokenKind {
+    /// A JWT whose signature and claims were checked locally.
+    Jwt,
+    /// An opaque token vouched for by an introspection endpoint.
+    Opaque,
+}
+
+/// The verified identity behind a request: who, for which client, with which scopes, until when.
+///
+/// Cheap to clone (one reference count). Found in the request extensions after
+/// [`BearerLayer`](crate::BearerLayer) let a request through, and as an axum extractor with the
+/// `axum` feature.
+#[derive(Clone)]
+pub struct Principal(Arc<PrincipalData>);
+
+#[derive(Serialize)]
+pub(crate) struct PrincipalData {
+    pub(crate) kind: TokenKind,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Vec<String>,
+    pub(crate) scopes: Scopes,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) issued_at: Option<i64>,
+    /// The verified claims object, verbatim (already checked to be JSON).
+    #[serde(serialize_with = "raw_json")]
+    pub(crate) claims: Box<str>,
+}
+
+fn raw_json<S: serde::Serializer>(claims: &str, s: S) -> Result<S::Ok, S::Error> {
+    let raw = RawValue::from_string(claims.to_owned()).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
+}
+
+/// Builds a [`Principal`] for a [`Validator`] of your own. Every field but the kind is optional.
+///
+/// ```
+/// use tower_bearer::{Principal, TokenKind};
+///
+/// let principal = Principal::builder(TokenKind::Opaque)
+///     .subject("service-a")
+///     .client_id("billing")
+///     .scopes(["items:read", "items:write"])
+///     .expires_at_unix(4_102_444_800)
+///     .claims(serde_json::json!({ "tenant": "acme" }))
+///     .build();
+/// assert!(principal.scopes().contains("items:write"));
+/// assert_eq!(principal.claim("tenant"), Some(serde_json::json!("acme")));
+/// ```
+pub struct PrincipalBuilder {
+    data: PrincipalData,
+}
+
+impl fmt::Debug for PrincipalBuilder {
+    // Like `Principal`'s: the claims stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalBuilder")
+            .field("kind", &self.data.kind)
+            .field("subject", &self.data.subject)
+            .field("client_id", &self.data.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrincipalBuilder {
+    /// Who the token stands for (`sub`).
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.data.subject = Some(subject.into());
+        self
+    }
+    /// The client the token was issued to (`client_id`).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.data.client_id = Some(client_id.into());
+        self
+    }
+    /// Who issued the token (`iss`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.data.issuer = Some(issuer.into());
+        self
+    }
+    /// The audiences the token is meant for (`aud`).
+    pub fn audience<S: Into<String>>(mut self, audience: impl IntoIterator<Item = S>) -> Self {
+        self.data.audience = audience.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The granted scopes (duplicates are dropped); [`RequireScope`](crate::RequireScope) checks
+    /// them.
+    pub fn scopes<'a>(mut self, scopes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.data.scopes = Scopes::default();
+        self.data.scopes.extend(scopes);
+        self
+    }
+    /// When the token expires, in seconds since the Unix epoch (`exp`).
+    pub fn expires_at_unix(mut self, exp: i64) -> Self {
+        self.data.expires_at = Some(exp);
+        self
+    }
+    /// When the token was issued, in seconds since the Unix epoch (`iat`).
+    pub fn issued_at_unix(mut self, iat: i64) -> Self {
+        self.data.issued_at = Some(iat);
+        self
+    }
+    /// The claims handlers read with [`Principal::claims`] and [`Principal::claim`]; anything
+    /// but a JSON object counts as no claims (`{}`).
+    pub fn claims(mut self, claims: serde_json::Value) -> Self {
+        self.data.claims = match claims {
+            serde_json::Value::Object(_) => claims.to_string().into_boxed_str(),
+            _ => "{}".into(),
+        };
+        self
+    }
+    /// The principal.
+    pub fn build(self) -> Principal {
+        Principal::new(self.data)
+    }
+}
+
+impl Principal {
+    pub(crate) fn new(data: PrincipalData) -> Self {
+        Principal(Arc::new(data))
+    }
+
+    /// Starts a principal of `kind`, for a [`Validator`] of your own.
+    pub fn builder(kind: TokenKind) -> PrincipalBuilder {
+        PrincipalBuilder {
+            data: PrincipalData {
+                kind,
+                subject: None,
+                client_id: None,
+                issuer: None,
+                audience: Vec::new(),
+                scopes: Scopes::default(),
+                expires_at: None,
+                issued_at: None,
+                claims: "{}".into(),
+            },
+        }
+    }
+
+    /// The kind of token.
+    pub fn kind(&self) -> TokenKind {
+        self.0.kind
+    }
+    /// The `sub` claim.
+    pub fn subject(&self) -> Option<&str> {
+        self.0.subject.as_deref()
+    }
+    /// The `client_id` claim (RFC 9068 / RFC 7662), falling back to `azp`.
+    pub fn client_id(&self) -> Option<&str> {
+        self.0.client_id.as_deref()
+    }
+    /// The `iss` claim.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.issuer.as_deref()
+    }
+    /// The `aud` claim, as a list.
+    pub fn audience(&self) -> &[String] {
+        &self.0.audience
+    }
+    /// The granted scopes (`scope` and `scp`).
+    pub fn scopes(&self) -> &Scopes {
+        &self.0.scopes
+    }
+    /// The `exp` claim, in seconds since the Unix epoch.
+    pub fn expires_at_unix(&self) -> Option<i64> {
+        self.0.expires_at
+    }
+    /// The `exp` claim as a [`SystemTime`].
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let secs = u64::try_from(self.0.expires_at?).ok()?;
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    }
+    /// The `iat` claim, in seconds since the Unix epoch.
+    pub fn issued_at_unix(&self) -> Option<i64> {
+        self.0.issued_at
+    }
+    /// Every claim, as the raw JSON object that was verified.
+    pub fn raw_claims(&self) -> &str {
+        &self.0.claims
+    }
+    /// Reads the verified claims as your own type.
+    ///
+    /// ```
+    /// # fn demo(principal: &tower_bearer::Principal) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct MyClaims { tenant: String }
+    /// let claims: MyClaims = principal.claims()?;
+    /// println!("tenant {}", claims.tenant);
+    /// # Ok(()) }
+    /// ```
+    pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0.claims)
+    }
+    /// One claim by name, parsed on demand.
+    pub fn claim(&self, name: &str) -> Option<serde_json::Value> {
+        let mut map: serde_json::Map<String, serde_json::Value> = self.claims().ok()?;
+        map.remove(name)
+    }
+    /// Requires every scope in `needed`; a `403 insufficient_scope` error otherwise.
+    pub fn require_scopes<'a>(
+        &self,
+        needed: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), AuthError> {
+        if needed.clone().into_iter().all(|s| self.0.scopes.contains(s)) {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope { required: join(needed) })
+        }
+    }
+}
+
+pub(crate) fn join<'a>(scopes: impl IntoIterator<Item = &'a str>) -> String {
+    scopes.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+impl fmt::Debug for Principal {
+    // Claims can hold personal data; Debug shows what is needed to follow a request in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("kind", &self.0.kind)
+            .field("subject", &self.0.subject)
+            .field("client_id", &self.0.client_id)
+            .field("issuer", &self.0.issuer)
+            .field("scopes", &self.0.scopes)
+            .field("expires_at", &self.0.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for Principal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
