@@ -92,14 +92,9 @@ pub(crate) struct PrincipalData {
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: Option<i64>,
     pub(crate) issued_at: Option<i64>,
-    /// The verified claims object, verbatim (already checked to be JSON).
-    #[serde(serialize_with = "raw_json")]
-    pub(crate) claims: Box<str>,
-}
-
-fn raw_json<S: serde::Serializer>(claims: &str, s: S) -> Result<S::Ok, S::Error> {
-    let raw = RawValue::from_string(claims.to_owned()).map_err(serde::ser::Error::custom)?;
-    raw.serialize(s)
+    /// The verified claims object, verbatim: a `RawValue`, so serializing a principal copies it
+    /// instead of parsing it again.
+    pub(crate) claims: Box<RawValue>,
 }
 
 impl Principal {
@@ -146,7 +141,7 @@ impl Principal {
     }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {
-        &self.0.claims
+        self.0.claims.get()
     }
     /// Reads the verified claims as your own type.
     ///
@@ -159,7 +154,7 @@ impl Principal {
     /// # Ok(()) }
     /// ```
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0.claims)
+        serde_json::from_str(self.0.claims.get())
     }
     /// One claim by name, parsed on demand.
     pub fn claim(&self, name: &str) -> Option<serde_json::Value> {
