@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of tower-bearer (issue 5, parts 4-6): wrk against the release build of
 # examples/resource_server.rs and, side by side, the same routes behind jwt-authorizer and
-# tower-oauth2-resource-server (benches/peers), then resident memory under floods of distinct
+# tower-oauth2-resource-server, and aliri_tower (benches/peers), then resident memory under floods of distinct
 # valid and garbage tokens; and (issue 9) one route through gateways: an upstream alone, nginx in
 # front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
 # markdown tables on stdout; progress goes to stderr.
@@ -42,6 +42,7 @@ PEERS="${PEERS:-1}"
 MEMORY="${MEMORY:-1}"
 MEMORY_TOKENS="${MEMORY_TOKENS:-100000}"
 GATEWAY="${GATEWAY:-1}"
+PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"
 GATEWAY_LOG="${GATEWAY_LOG:-warn}"
 AUDIENCE="tower-bearer-dev" # tower_bearer::dev::DEFAULT_AUDIENCE
 WRK=(wrk -t1 -c"$CONNECTIONS" --latency)
@@ -282,7 +283,7 @@ ours ours-wrong-aud not-this-api
 expect_status 401 "$url/me" "$token"
 stop "$pid"
 if [ "$PEERS" != 0 ]; then
-    for kind in jwt-authorizer tower-oauth2-resource-server; do
+    for kind in $PEER_KINDS; do
         peer "$kind-wrong-aud" "$kind" not-this-api
         expect_status 401 "$url/me" "$token"
         stop "$pid"
@@ -325,7 +326,7 @@ measure ours-10k-off ours /me "$USERS tokens" off "$url/me" "$work/users.txt"
 stop "$off_pid"
 
 if [ "$PEERS" != 0 ]; then
-    for kind in jwt-authorizer tower-oauth2-resource-server; do
+    for kind in $PEER_KINDS; do
         peer "$kind" "$kind" "$AUDIENCE"
         peer_pid=$pid
         sanity "$url"
