@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of tower-bearer (issue 5, parts 4-6): wrk against the release build of
 # examples/resource_server.rs and, side by side, the same routes behind jwt-authorizer and
-# tower-oauth2-resource-server (benches/peers), then resident memory under floods of distinct
+# tower-oauth2-resource-server, and aliri_tower (benches/peers), then resident memory under floods of distinct
 # valid and garbage tokens; and (issue 9) one route through gateways: an upstream alone, nginx in
 # front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
 # markdown tables on stdout; progress goes to stderr.
@@ -14,6 +14,8 @@
 #   CONNECTIONS=32   wrk connections
 #   WARMUP=1s        a wrk run with one token on each server before its measurements
 #   USERS=10000      distinct tokens of the "many users" runs (round-robin)
+#   NEW_TOKENS=100000  tokens of the never-seen runs: each sent once, the run ends after that many
+#                    responses (0 skips them)
 #   PEERS=1          0 skips the peers (and their build)
 #   MEMORY=1         0 skips the memory floods
 #   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
@@ -35,10 +37,12 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WARMUP="${WARMUP:-1s}"
 USERS="${USERS:-10000}"
+NEW_TOKENS="${NEW_TOKENS:-100000}"
 PEERS="${PEERS:-1}"
 MEMORY="${MEMORY:-1}"
 MEMORY_TOKENS="${MEMORY_TOKENS:-100000}"
 GATEWAY="${GATEWAY:-1}"
+PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"
 GATEWAY_LOG="${GATEWAY_LOG:-warn}"
 AUDIENCE="tower-bearer-dev" # tower_bearer::dev::DEFAULT_AUDIENCE
 WRK=(wrk -t1 -c"$CONNECTIONS" --latency)
@@ -216,11 +220,18 @@ run_wrk() {
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
-# measure ID SERVER ROUTE TOKENS CACHE URL TOKENS_FILE: one measured run, appended to results.tsv.
+# measure ID SERVER ROUTE TOKENS CACHE URL TOKENS_FILE [LIMIT]: one measured run, appended to
+# results.tsv. With LIMIT, the run ends after LIMIT responses (or 120 s) instead of DURATION.
 measure() {
-    local id="$1" server="$2" route="$3" tokens="$4" cache="$5" target="$6" file="$7" line
-    log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
-    line="$(run_wrk "$DURATION" "$target" "$file")"
+    local id="$1" server="$2" route="$3" tokens="$4" cache="$5" target="$6" file="$7" limit="${8:-0}" line
+    if [ "$limit" != 0 ]; then
+        log "measuring $id: $server $route, $tokens, cache $cache ($limit responses)"
+        line="$(run_wrk 120s "$target" "$file" "$limit" 200)"
+        [ "$(field bad <<<"$line")" = 0 ] || die "$id: $(field bad <<<"$line") responses were not 200"
+    else
+        log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
+        line="$(run_wrk "$DURATION" "$target" "$file")"
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
         "$(field rps <<<"$line")" "$(field p99_us <<<"$line")" "$(field requests <<<"$line")" \
         "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" >>"$work/results.tsv"
@@ -238,12 +249,18 @@ mint=$USERS
 if [ "$MEMORY" != 0 ] && [ "$MEMORY_TOKENS" -gt "$mint" ]; then
     mint=$MEMORY_TOKENS
 fi
+if [ "$NEW_TOKENS" -ge "$mint" ]; then
+    mint=$((NEW_TOKENS + 1))
+fi
 log "development issuer on $issuer, signing $mint RS256 tokens"
 start issuer "$EXAMPLE" --quiet --listen 127.0.0.1:0 --dev-port "$DEV_PORT" \
     --write-tokens "$work/all-tokens.txt" --tokens "$mint"
 issuer_pid=$pid
 head -n 1 "$work/all-tokens.txt" >"$work/one.txt"
 head -n "$USERS" "$work/all-tokens.txt" >"$work/users.txt"
+# Never seen by a server when its run starts: every server's never-seen run comes first, right
+# after the warm-up with the one token (line 1).
+tail -n +2 "$work/all-tokens.txt" | head -n "$NEW_TOKENS" >"$work/new.txt"
 token="$(cat "$work/one.txt")"
 last="$(tail -n 1 "$work/users.txt")"
 : >"$work/none.txt" # no Authorization header (/health)
@@ -266,7 +283,7 @@ ours ours-wrong-aud not-this-api
 expect_status 401 "$url/me" "$token"
 stop "$pid"
 if [ "$PEERS" != 0 ]; then
-    for kind in jwt-authorizer tower-oauth2-resource-server; do
+    for kind in $PEER_KINDS; do
         peer "$kind-wrong-aud" "$kind" not-this-api
         expect_status 401 "$url/me" "$token"
         stop "$pid"
@@ -288,6 +305,10 @@ on_pid=$pid on_url=$url
 sanity "$url"
 warm "$url/me" "$work/one.txt"
 measure health ours /health "no token" - "$url/health" "$work/none.txt"
+fresh() { # ID SERVER CACHE URL
+    [ "$NEW_TOKENS" = 0 ] || measure "$1" "$2" /me "$NEW_TOKENS never-seen" "$3" "$4/me" "$work/new.txt" "$NEW_TOKENS"
+}
+fresh ours-new-on ours on "$url"
 measure ours-1-on ours /me "1 token" on "$url/me" "$work/one.txt"
 measure ours-10k-on ours /me "$USERS tokens" on "$url/me" "$work/users.txt"
 # /me answers the whole principal as JSON (about 450 bytes); /hello, behind the same validator
@@ -299,17 +320,19 @@ ours ours-cache-off "$AUDIENCE" --token-cache off
 off_pid=$pid
 sanity "$url"
 warm "$url/me" "$work/one.txt"
+fresh ours-new-off ours off "$url"
 measure ours-1-off ours /me "1 token" off "$url/me" "$work/one.txt"
 measure ours-10k-off ours /me "$USERS tokens" off "$url/me" "$work/users.txt"
 stop "$off_pid"
 
 if [ "$PEERS" != 0 ]; then
-    for kind in jwt-authorizer tower-oauth2-resource-server; do
+    for kind in $PEER_KINDS; do
         peer "$kind" "$kind" "$AUDIENCE"
         peer_pid=$pid
         sanity "$url"
         warm "$url/me" "$work/one.txt"
         measure "$kind-health" "$kind" /health "no token" - "$url/health" "$work/none.txt"
+        fresh "$kind-new" "$kind" - "$url"
         measure "$kind-1" "$kind" /me "1 token" - "$url/me" "$work/one.txt"
         measure "$kind-10k" "$kind" /me "$USERS tokens" - "$url/me" "$work/users.txt"
         stop "$peer_pid"
@@ -570,7 +593,8 @@ print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `
 print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache on ÷ `/health` | {ratio('ours-10k-on', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off', 'health')} | |")
-for peer in ("jwt-authorizer", "tower-oauth2-resource-server"):
+peers = [r[1] for r in rows if r[0] == f"{r[1]}-health"]
+for peer in peers:
     if f"{peer}-1" not in rps:
         continue
     print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {ratio('health', peer + '-health')} | |")
@@ -579,6 +603,17 @@ for peer in ("jwt-authorizer", "tower-oauth2-resource-server"):
     print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {ratio('ours-1-off', peer + '-1')} | ≥ 1.0× |")
     print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {ratio('ours-10k-on', peer + '-10k')} | ≥ 3× |")
     print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {ratio('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
+
+if "ours-new-on" in rps:
+    print("\n### Never-seen tokens (each sent once; RS256-2048; the run ends after the last response)\n")
+    print("| server | never-seen tokens ÷ bare (own `/health`) | requests/s |")
+    print("|---|---:|---:|")
+    new = [("tower-bearer, token cache on (shipped default)", "ours-new-on", "health"),
+           ("tower-bearer, `--token-cache off`", "ours-new-off", "health")]
+    new += [(peer, f"{peer}-new", f"{peer}-health") for peer in peers]
+    for label, ident, health in new:
+        if ident in rps:
+            print(f"| {label} | {rps[ident] / rps[health]:.2f} | {rps[ident]:,.0f} |")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:

@@ -560,6 +560,10 @@ impl Inner {
             let left = exp.saturating_sub(self.clock.unix_now()).max(0);
             ttl = ttl.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)));
         }
+        // The body parsed as JSON above, so this cannot fail; if it did, the token is refused.
+        let Ok(raw) = serde_json::from_slice::<Box<serde_json::value::RawValue>>(&body) else {
+            return Ok(self.inactive(now));
+        };
         let scopes = claims.scopes();
         let principal = Principal::new(PrincipalData {
             kind: TokenKind::Opaque,
@@ -570,7 +574,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
-            claims: String::from_utf8(body).unwrap_or_default().into_boxed_str(),
+            claims: raw,
         });
         Ok(Entry {
             principal: Ok(principal),

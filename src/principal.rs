@@ -96,14 +96,14 @@ pub(crate) struct PrincipalData {
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: Option<i64>,
     pub(crate) issued_at: Option<i64>,
-    /// The verified claims object, verbatim (already checked to be JSON).
-    #[serde(serialize_with = "raw_json")]
-    pub(crate) claims: Box<str>,
+    /// The verified claims object, verbatim: a `RawValue`, so serializing a principal copies it
+    /// instead of parsing it again.
+    pub(crate) claims: Box<RawValue>,
 }
 
-fn raw_json<S: serde::Serializer>(claims: &str, s: S) -> Result<S::Ok, S::Error> {
-    let raw = RawValue::from_string(claims.to_owned()).map_err(serde::ser::Error::custom)?;
-    raw.serialize(s)
+/// `{}`.
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("valid JSON")
 }
 
 /// Builds a [`Principal`] for a [`Validator`] of your own. Every field but the kind is optional.
@@ -178,8 +178,10 @@ impl PrincipalBuilder {
     /// but a JSON object counts as no claims (`{}`).
     pub fn claims(mut self, claims: serde_json::Value) -> Self {
         self.data.claims = match claims {
-            serde_json::Value::Object(_) => claims.to_string().into_boxed_str(),
-            _ => "{}".into(),
+            serde_json::Value::Object(_) => {
+                serde_json::value::to_raw_value(&claims).unwrap_or_else(|_| empty_object())
+            }
+            _ => empty_object(),
         };
         self
     }
@@ -206,7 +208,7 @@ impl Principal {
                 scopes: Scopes::default(),
                 expires_at: None,
                 issued_at: None,
-                claims: "{}".into(),
+                claims: empty_object(),
             },
         }
     }
@@ -250,7 +252,7 @@ impl Principal {
     }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {
-        &self.0.claims
+        self.0.claims.get()
     }
     /// Reads the verified claims as your own type.
     ///
@@ -263,7 +265,7 @@ impl Principal {
     /// # Ok(()) }
     /// ```
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0.claims)
+        serde_json::from_str(self.0.claims.get())
     }
     /// One claim by name, parsed on demand.
     pub fn claim(&self, name: &str) -> Option<serde_json::Value> {

@@ -88,10 +88,11 @@ fn decisions_cache_fetches_and_introspection_are_counted() {
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=insufficient_scope}"), 0);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=expired}"), 1);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=missing_token}"), 1);
-    // Three requests with `valid`: one full validation, two cache hits; `expired` was a miss.
-    assert_eq!(get("tower_bearer_token_cache_total{result=hit}"), 2);
-    // ...and the five outage requests each looked their token up first.
-    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 2 + 5);
+    // Three requests with `valid`: two full validations (the second admits it to the cache), one
+    // cache hit; `expired` was a miss; and the five outage requests each looked their token up
+    // first (another validator's cache).
+    assert_eq!(get("tower_bearer_token_cache_total{result=hit}"), 1);
+    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 3 + 5);
     assert_eq!(get("tower_bearer_key_set_fetches_total{result=ok}"), 1);
     assert_eq!(get("tower_bearer_introspection_calls_total{result=active}"), 1);
     assert_eq!(get("tower_bearer_introspection_duration_seconds{}"), 1);

@@ -65,21 +65,41 @@ fn kid_of(token: &str) -> String {
 async fn a_verified_token_is_remembered_and_served_from_the_cache() {
     let (dev, app) = setup(|b| b).await;
     let token = token(&dev, "ada");
-    for _ in 0..3 {
+    for _ in 0..4 {
         assert_eq!(app.get("/me", &token).await.assert_ok_json()["subject"], "ada");
     }
-    // One full validation, then two answers from the cache.
+    // Two full validations (the first only marks the token, the second admits it), then two
+    // answers from the cache.
     let s = stats(&app);
-    assert_eq!((s.entries, s.hits, s.misses), (1, 2, 1));
+    assert_eq!((s.entries, s.hits, s.misses), (1, 2, 2));
     // Another token is another entry: exact match only.
-    app.get("/me", &self::token(&dev, "bob")).await.assert_ok_json();
-    assert_eq!((stats(&app).entries, stats(&app).misses), (2, 2));
+    let bob = self::token(&dev, "bob");
+    app.get("/me", &bob).await.assert_ok_json();
+    app.get("/me", &bob).await.assert_ok_json();
+    assert_eq!((stats(&app).entries, stats(&app).misses), (2, 4));
+}
+
+/// A token verified once is not remembered: one-shot tokens (new users, a token-spraying
+/// client) cost no insertion. Its second success admits it.
+#[tokio::test]
+async fn a_token_seen_once_is_not_remembered_and_its_second_success_admits_it() {
+    let (dev, app) = setup(|b| b).await;
+    let tokens: Vec<String> = (0..50).map(|i| token(&dev, &format!("user-{i}"))).collect();
+    for token in &tokens {
+        app.get("/me", token).await.assert_ok_json();
+    }
+    assert_eq!((stats(&app).entries, stats(&app).hits, stats(&app).misses), (0, 0, 50));
+    app.get("/me", &tokens[7]).await.assert_ok_json();
+    assert_eq!((stats(&app).entries, stats(&app).hits), (1, 0));
+    assert_eq!(app.get("/me", &tokens[7]).await.assert_ok_json()["subject"], "user-7");
+    assert_eq!((stats(&app).entries, stats(&app).hits), (1, 1));
 }
 
 #[tokio::test]
 async fn a_cached_token_with_one_byte_changed_is_not_a_hit() {
     let (dev, app) = setup(|b| b).await;
     let token = token(&dev, "ada");
+    app.get("/me", &token).await.assert_ok_json();
     app.get("/me", &token).await.assert_ok_json();
     // Same header and signature, one payload byte changed: must be verified, and fail.
     let [header, payload, signature] = common::split_token(&token);
@@ -103,6 +123,7 @@ async fn expiry_is_checked_on_every_hit() {
     let (dev, app) = setup(move |b| b.clock(clock).leeway(Duration::ZERO)).await;
     let token = dev.token().alg(Algorithm::ES256).expires_in(Duration::from_secs(60)).sign();
     app.get("/me", &token).await.assert_ok_json();
+    app.get("/me", &token).await.assert_ok_json();
     assert_eq!(stats(&app).entries, 1);
     offset.advance(61);
     let description = app.get("/me", &token).await.assert_invalid_token();
@@ -116,16 +137,17 @@ async fn an_entry_vouches_for_at_most_max_ttl_then_the_token_is_verified_again()
     let clock = offset.clock();
     let (dev, app) = setup(move |b| b.clock(clock).token_cache(100, Duration::from_secs(30))).await;
     let token = token(&dev, "ada");
-    app.get("/me", &token).await.assert_ok_json();
-    app.get("/me", &token).await.assert_ok_json();
-    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 1));
-    // Past max_ttl (but well before exp) the entry no longer counts: verified again, remembered
-    // again.
+    for _ in 0..3 {
+        app.get("/me", &token).await.assert_ok_json();
+    }
+    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 2));
+    // Past max_ttl (but well before exp) the entry no longer counts: verified again, and
+    // remembered again at once (the token was admitted before).
     offset.advance(31);
     app.get("/me", &token).await.assert_ok_json();
-    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 2));
+    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 3));
     app.get("/me", &token).await.assert_ok_json();
-    assert_eq!((stats(&app).hits, stats(&app).misses), (2, 2));
+    assert_eq!((stats(&app).hits, stats(&app).misses), (2, 3));
 }
 
 #[tokio::test]
@@ -133,6 +155,8 @@ async fn entries_die_with_the_key_that_verified_them() {
     let (dev, app) = setup(|b| b).await;
     let old = token(&dev, "ada");
     app.get("/me", &old).await.assert_ok_json();
+    app.get("/me", &old).await.assert_ok_json();
+    assert_eq!(stats(&app).entries, 1);
     // Rotation: a new key is published and the old one removed from the JWKS.
     let old_kid = kid_of(&old);
     let new_kid = dev.rotate(Algorithm::ES256);
@@ -153,8 +177,9 @@ async fn entries_die_with_the_key_that_verified_them() {
 async fn an_entry_dies_when_its_kidless_token_becomes_ambiguous() {
     let (dev, app) = setup(|b| b).await;
     let token = dev.token().alg(Algorithm::ES256).no_kid().sign();
-    app.get("/me", &token).await.assert_ok_json();
-    app.get("/me", &token).await.assert_ok_json();
+    for _ in 0..3 {
+        app.get("/me", &token).await.assert_ok_json();
+    }
     assert_eq!(stats(&app).hits, 1);
     dev.rotate(Algorithm::ES256);
     app.validator.key_set().unwrap().refresh().await.unwrap();
@@ -169,6 +194,7 @@ async fn an_entry_dies_when_its_kidless_token_becomes_ambiguous() {
 async fn a_routine_refresh_keeps_entries_whose_key_is_still_published() {
     let (dev, app) = setup(|b| b).await;
     let token = token(&dev, "ada");
+    app.get("/me", &token).await.assert_ok_json();
     app.get("/me", &token).await.assert_ok_json();
     let fetches = dev.jwks_fetches();
     app.validator.key_set().unwrap().refresh().await.unwrap();
@@ -194,7 +220,9 @@ async fn garbage_tokens_add_nothing() {
 async fn the_cache_is_bounded_by_its_entry_count() {
     let (dev, app) = setup(|b| b.token_cache(16, Duration::from_secs(300))).await;
     for i in 0..100 {
-        app.get("/me", &token(&dev, &format!("user-{i}"))).await.assert_ok_json();
+        let token = token(&dev, &format!("user-{i}"));
+        app.get("/me", &token).await.assert_ok_json();
+        app.get("/me", &token).await.assert_ok_json();
     }
     let entries = stats(&app).entries;
     assert!(entries <= 16, "{entries} entries for a bound of 16");

@@ -14,8 +14,14 @@
 //!
 //! Only successes are cached: a flood of bad tokens adds nothing, so memory stays bounded by the
 //! entry count whatever the traffic.
+//!
+//! Admission: a token is remembered the second time it verifies, not the first. Inserting costs
+//! more than a lookup saves when tokens are never repeated (new users, one-shot tokens, a
+//! spraying attacker), so a small fixed-size [`Doorkeeper`] of token hashes says whether a token
+//! was verified before; a token in use comes back within seconds and is admitted then.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
@@ -69,14 +75,12 @@ impl Hasher for TailHasher {
 
 /// Which key verified a token: what key selection must still find, on every hit, for the entry
 /// to count.
-#[derive(Clone)]
 pub(crate) struct KeyRef {
     pub(crate) fingerprint: Digest32,
     pub(crate) kid: Option<Box<str>>,
     pub(crate) alg: jsonwebtoken::Algorithm,
 }
 
-#[derive(Clone)]
 struct Entry {
     principal: Principal,
     /// The verifying key; `None` for the validator's fixed HMAC secret.
@@ -97,10 +101,67 @@ pub(crate) enum Hit {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Box<str>, Entry, TailHash>,
+    /// `Arc`: a hit clones the value, and that should cost a reference count, not allocations.
+    entries: moka::sync::Cache<Box<str>, Arc<Entry>, TailHash>,
+    doorkeeper: Doorkeeper,
     max_ttl: i64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Striped,
+    misses: Striped,
+}
+
+/// Hashes of tokens verified once but not cached yet: one slot per hash, direct-mapped, so
+/// memory is fixed (8 bytes a slot, twice the entry count rounded up to a power of two, at most
+/// 2 Mi slots). A collision only forgets a token, which then waits for its next repeat.
+struct Doorkeeper {
+    slots: Box<[AtomicU64]>,
+    hasher: TailHash,
+}
+
+impl Doorkeeper {
+    fn new(max_entries: u64) -> Self {
+        let len = usize::try_from(max_entries.saturating_mul(2)).unwrap_or(usize::MAX).clamp(1024, 1 << 21);
+        Doorkeeper {
+            slots: (0..len.next_power_of_two()).map(|_| AtomicU64::new(0)).collect(),
+            hasher: TailHash::default(),
+        }
+    }
+
+    /// Records `token`; `true` if it was recorded before (and not forgotten since).
+    fn seen_again(&self, token: &str) -> bool {
+        let hash = self.hasher.hash_one(token);
+        let slot = &self.slots[(hash as usize) & (self.slots.len() - 1)];
+        // Never 0, the empty slot.
+        let tag = hash | 1;
+        slot.load(Ordering::Relaxed) == tag || slot.swap(tag, Ordering::Relaxed) == tag
+    }
+}
+
+/// A counter split over cache lines, one per thread (modulo the stripe count): cores counting
+/// hits at the same time do not take a shared line from each other on every request.
+struct Striped([Padded; STRIPES]);
+
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+impl Striped {
+    fn new() -> Self {
+        Striped(std::array::from_fn(|_| Padded(AtomicU64::new(0))))
+    }
+
+    fn increment(&self) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        }
+        let stripe = STRIPE.with(|s| *s);
+        self.0[stripe].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// Counters of a [`JwtValidator`](crate::JwtValidator)'s verified-token cache.
@@ -124,39 +185,45 @@ impl TokenCache {
                 .max_capacity(max_entries)
                 .time_to_live(max_ttl.min(crate::time::LONGEST_LIFETIME))
                 .build_with_hasher(TailHash::default()),
+            doorkeeper: Doorkeeper::new(max_entries),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: Striped::new(),
+            misses: Striped::new(),
         }
     }
 
     /// Looks a token up. `key_alive` says whether key selection, run now for the token's `kid` and
     /// `alg`, still picks the very key that verified it (a key removed, replaced under the same
-    /// `kid`, or made ambiguous by a new one ends the entry).
+    /// `kid`, or made ambiguous by a new one ends the entry). `count_miss`: whether a miss is
+    /// counted (not when the caller merely peeks and will not validate the token itself).
     pub(crate) fn get(
         &self,
         token: &str,
         now: i64,
         window: &TimeWindow,
         key_alive: impl FnOnce(&KeyRef) -> bool,
+        count_miss: bool,
     ) -> Hit {
+        let miss = || {
+            if count_miss {
+                observe::token_cache(false);
+                self.misses.increment();
+            }
+            Hit::Miss
+        };
         let Some(entry) = self.entries.get(token) else {
-            observe::token_cache(false);
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return Hit::Miss;
+            return miss();
         };
         let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
         if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
             self.entries.invalidate(token);
-            observe::token_cache(false);
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return Hit::Miss;
+            return miss();
         }
         observe::token_cache(true);
-        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits.increment();
         let principal = &entry.principal;
         match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
-            Ok(()) => Hit::Valid(entry.principal),
+            Ok(()) => Hit::Valid(entry.principal.clone()),
             Err(why) => {
                 self.entries.invalidate(token);
                 Hit::Invalid(why)
@@ -164,23 +231,27 @@ impl TokenCache {
         }
     }
 
+    /// Remembers a token that passed full validation, if it did so before (see [`Doorkeeper`]).
     pub(crate) fn insert(
         &self,
         token: &str,
-        principal: Principal,
+        principal: &Principal,
         key: Option<KeyRef>,
         nbf: Option<i64>,
         now: i64,
     ) {
-        self.entries.insert(token.into(), Entry { principal, key, nbf, cached_at: now });
+        if self.doorkeeper.seen_again(token) {
+            let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
+            self.entries.insert(token.into(), Arc::new(entry));
+        }
     }
 
     pub(crate) fn stats(&self) -> TokenCacheStats {
         self.entries.run_pending_tasks();
         TokenCacheStats {
             entries: self.entries.entry_count(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.sum(),
+            misses: self.misses.sum(),
         }
     }
 }

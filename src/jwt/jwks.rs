@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::config::ConfigError;
 use crate::discovery::{Discovery, DiscoveryError};
+use crate::jwt::signature::PreparedKey;
 use crate::outbound::{HttpClient, TransportError, Url, http_url, max_age};
 
 /// Defaults of [`KeySetBuilder`].
@@ -82,6 +83,8 @@ pub(crate) struct VerifyingKey {
     /// The JWK's `alg`, when it pins one.
     pub(crate) alg: Option<Algorithm>,
     pub(crate) decoding: DecodingKey,
+    /// The same key parsed once for the native verifier (`None` without one).
+    pub(crate) prepared: Option<PreparedKey>,
     /// SHA-256 over the key's identity (kid, alg, type and public parameters): the same JWK in a
     /// later fetch has the same fingerprint, so verified-token cache entries survive a routine
     /// refresh and die when their key leaves the set.
@@ -790,6 +793,7 @@ impl VerifyingKey {
             key_type: self.key_type,
             alg: self.alg,
             decoding: self.decoding.clone(),
+            prepared: self.prepared.clone(),
             fingerprint: self.fingerprint,
         }
     }
@@ -888,7 +892,9 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
         Some(name) => Some(name.parse::<Algorithm>().map_err(|_| "alg not supported")?),
     };
     let opt = |s: &Option<String>| s.as_deref().unwrap_or_default().to_owned();
-    let (key_type, decoding) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+    let bytes =
+        |s: &Option<String>| URL_SAFE_NO_PAD.decode(s.as_deref().unwrap_or_default()).unwrap_or_default();
+    let (key_type, decoding, prepared) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("RSA", _) => {
             if b64_len(&jwk.n)? * 8 < defaults::MIN_RSA_BITS {
                 return Err("RSA modulus below 2048 bits");
@@ -896,7 +902,7 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
             b64_len(&jwk.e)?;
             let key = DecodingKey::from_rsa_components(&opt(&jwk.n), &opt(&jwk.e))
                 .map_err(|_| "bad RSA parameters")?;
-            (KeyType::Rsa, key)
+            (KeyType::Rsa, key, PreparedKey::rsa(&bytes(&jwk.n), &bytes(&jwk.e), alg))
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (key_type, len) = if crv == "P-256" { (KeyType::P256, 32) } else { (KeyType::P384, 48) };
@@ -907,14 +913,15 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
             }
             let key = DecodingKey::from_ec_components(&opt(&jwk.x), &opt(&jwk.y))
                 .map_err(|_| "bad EC parameters")?;
-            (key_type, key)
+            let curve_alg = if key_type == KeyType::P256 { Algorithm::ES256 } else { Algorithm::ES384 };
+            (key_type, key, PreparedKey::ec(curve_alg, &bytes(&jwk.x), &bytes(&jwk.y)))
         }
         ("OKP", Some("Ed25519")) => {
             if jwk.x.as_deref().map(|x| URL_SAFE_NO_PAD.decode(x).map(|b| b.len())) != Some(Ok(32)) {
                 return Err("bad Ed25519 key");
             }
             let key = DecodingKey::from_ed_components(&opt(&jwk.x)).map_err(|_| "bad OKP parameters")?;
-            (KeyType::Ed25519, key)
+            (KeyType::Ed25519, key, PreparedKey::ed25519(&bytes(&jwk.x)))
         }
         // Symmetric keys are never taken from a key set: that is how HMAC confusion starts.
         ("oct", _) => return Err("symmetric keys are not accepted from a JWKS"),
@@ -924,7 +931,7 @@ fn convert(jwk: RawJwk) -> Result<VerifyingKey, &'static str> {
         return Err("alg does not fit the key type");
     }
     let fingerprint = fingerprint(&jwk, key_type, alg);
-    Ok(VerifyingKey { kid: jwk.kid, key_type, alg, decoding, fingerprint })
+    Ok(VerifyingKey { kid: jwk.kid, key_type, alg, decoding, prepared, fingerprint })
 }
 
 fn fingerprint(jwk: &RawJwk, key_type: KeyType, alg: Option<Algorithm>) -> [u8; 32] {

@@ -4,6 +4,7 @@
 pub(crate) mod cache;
 pub(crate) mod jwks;
 pub(crate) mod policy;
+pub(crate) mod signature;
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
@@ -25,6 +27,7 @@ pub use cache::TokenCacheStats;
 use cache::{Hit, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
+use signature::{PreparedKey, ensure_crypto_provider};
 
 /// Defaults of [`JwtValidatorBuilder`].
 pub mod defaults {
@@ -42,17 +45,6 @@ pub mod defaults {
         use jsonwebtoken::Algorithm::*;
         &[RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
     };
-}
-
-/// Installs jsonwebtoken's crypto provider explicitly, so a dependency tree that enables both of
-/// its backends does not panic at the first verification.
-fn ensure_crypto_provider() {
-    #[cfg(feature = "aws-lc-rs")]
-    let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-    #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
-    let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-    // Err means a provider is already installed (by us, or by the application): keep it.
-    let _ = provider.install_default();
 }
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
@@ -200,8 +192,9 @@ impl JwtValidatorBuilder {
     /// Sizes the verified-token cache (on by default: [`defaults::TOKEN_CACHE_ENTRIES`] entries,
     /// [`defaults::TOKEN_CACHE_TTL`]).
     ///
-    /// A token that passed full validation is remembered, keyed by its SHA-256, so a repeat
-    /// costs a hash and a lookup instead of a signature check. An entry vouches for its token
+    /// A token that passed full validation a second time is remembered (the first success only
+    /// marks its hash in a small fixed-size table, so one-shot tokens cost no insertion), and a
+    /// repeat then costs a hash and a lookup instead of a signature check. An entry vouches for its token
     /// until the token's `exp`, for `max_ttl` at most, and only while the key that verified it
     /// is still in the key set; `exp`/`nbf`/`iat` are checked again on every hit. Only valid
     /// tokens are cached, so memory stays bounded by `max_entries` whatever the traffic.
@@ -372,6 +365,18 @@ impl JwtValidator {
         }
     }
 
+    /// The verified-token cache's answer for `token`, if it has one: no parsing, no signature
+    /// check, and a miss is not counted (the caller may not validate the token here at all).
+    pub(crate) fn cached_only(&self, token: &str) -> Option<Result<Principal, AuthError>> {
+        let inner = &self.inner;
+        inner.cache.as_ref()?;
+        let now = inner.clock.unix_now();
+        match &inner.keys {
+            KeySource::KeySet(set) => inner.cached(token, now, Some(&set.snapshot()), false),
+            KeySource::Secret(_) => inner.cached(token, now, None, false),
+        }
+    }
+
     /// Counters of the verified-token cache (all zero without one). Runs the cache's pending
     /// maintenance first, so the entry count is current.
     pub fn token_cache_stats(&self) -> TokenCacheStats {
@@ -480,15 +485,15 @@ impl Inner {
     }
 
     /// Verifies the signature with `key`, then reads and checks the claims.
-    fn verify(&self, compact: &Compact<'_>, key: &DecodingKey, now: i64) -> Result<Verified, InvalidToken> {
-        let valid = jsonwebtoken::crypto::verify(
-            compact.signature,
-            compact.signing_input.as_bytes(),
-            key,
-            compact.alg,
-        )
-        .unwrap_or(false);
-        if !valid {
+    fn verify(
+        &self,
+        compact: &Compact<'_>,
+        prepared: Option<&PreparedKey>,
+        key: &DecodingKey,
+        now: i64,
+    ) -> Result<Verified, InvalidToken> {
+        let message = compact.signing_input.as_bytes();
+        if !signature::verify(prepared, key, compact.alg, message, compact.signature) {
             return Err(InvalidToken::BadSignature);
         }
         let payload = URL_SAFE_NO_PAD.decode(compact.payload).map_err(|_| InvalidToken::Malformed)?;
@@ -496,14 +501,14 @@ impl Inner {
         if payload.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
         }
-        let claims: RegisteredClaims = serde_json::from_slice(&payload)
+        // Checked JSON (and UTF-8) first, kept verbatim for the principal; then the claims we read.
+        let raw: &RawValue = serde_json::from_slice(&payload).map_err(|_| InvalidToken::Malformed)?;
+        let claims: RegisteredClaims = serde_json::from_str(raw.get())
             .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
         self.policy.check(&claims, now)?;
         if claims.is_id_token() {
             return Err(InvalidToken::WrongType);
         }
-        // The payload parsed as JSON, so it is UTF-8.
-        let raw = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
         let scopes = claims.scopes();
         let nbf = claims.nbf;
         let principal = Principal::new(PrincipalData {
@@ -515,7 +520,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
-            claims: raw.into_boxed_str(),
+            claims: raw.to_owned(),
         });
         Ok(Verified { principal, nbf, key: None })
     }
@@ -525,7 +530,7 @@ impl Inner {
         match keys.select(compact.kid.as_deref(), compact.alg) {
             Selection::Found(candidates) => {
                 for key in candidates {
-                    match self.verify(&compact, &key.decoding, now) {
+                    match self.verify(&compact, key.prepared.as_ref(), &key.decoding, now) {
                         Ok(verified) => {
                             let key = KeyRef {
                                 fingerprint: key.fingerprint,
@@ -560,14 +565,20 @@ struct Verified {
 impl Inner {
     /// The verified-token cache's answer, if it has one. An entry counts only while key
     /// selection in `keys` still picks the very key that verified the token.
-    fn cached(&self, token: &str, now: i64, keys: Option<&Keys>) -> Option<Result<Principal, AuthError>> {
+    fn cached(
+        &self,
+        token: &str,
+        now: i64,
+        keys: Option<&Keys>,
+        count_miss: bool,
+    ) -> Option<Result<Principal, AuthError>> {
         let alive = |key: &KeyRef| {
             keys.is_some_and(|keys| {
                 matches!(keys.select(key.kid.as_deref(), key.alg),
                     Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.fingerprint))
             })
         };
-        match self.cache.as_ref()?.get(token, now, &self.policy.window, alive) {
+        match self.cache.as_ref()?.get(token, now, &self.policy.window, alive, count_miss) {
             Hit::Valid(principal) => Some(Ok(principal)),
             Hit::Invalid(why) => Some(Err(reject(why))),
             Hit::Miss => None,
@@ -577,7 +588,7 @@ impl Inner {
     /// Remembers a verified token; hands its principal on.
     fn remember(&self, token: &str, verified: Verified, now: i64) -> Principal {
         if let Some(cache) = &self.cache {
-            cache.insert(token, verified.principal.clone(), verified.key, verified.nbf, now);
+            cache.insert(token, &verified.principal, verified.key, verified.nbf, now);
         }
         verified.principal
     }
@@ -594,14 +605,14 @@ impl Validator for JwtValidator {
         let (set, keys) = match &inner.keys {
             KeySource::KeySet(set) => (set, set.snapshot()),
             KeySource::Secret(secret) => {
-                if let Some(hit) = inner.cached(token, now, None) {
+                if let Some(hit) = inner.cached(token, now, None, true) {
                     return Verdict::Ready(hit);
                 }
-                let result = inner.parse(token).and_then(|c| inner.verify(&c, secret, now));
+                let result = inner.parse(token).and_then(|c| inner.verify(&c, None, secret, now));
                 return Verdict::Ready(result.map(|v| inner.remember(token, v, now)).map_err(reject));
             }
         };
-        if let Some(hit) = inner.cached(token, now, Some(&keys)) {
+        if let Some(hit) = inner.cached(token, now, Some(&keys), true) {
             return Verdict::Ready(hit);
         }
         match inner.validate_with(token, &keys, now) {

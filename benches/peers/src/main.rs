@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release --manifest-path benches/peers/Cargo.toml
-//! benches/peers/target/release/peers jwt-authorizer|tower-oauth2-resource-server \
+//! benches/peers/target/release/peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower \
 //!     --issuer http://127.0.0.1:PORT --audience AUD [--listen 127.0.0.1:0]
 //! ```
 //!
@@ -14,7 +14,7 @@
 use std::error::Error;
 
 const USAGE: &str =
-    "usage: peers jwt-authorizer|tower-oauth2-resource-server --issuer URL --audience AUD [--listen ADDR]";
+    "usage: peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower --issuer URL --audience AUD [--listen ADDR]";
 
 struct Args {
     peer: String,
@@ -53,6 +53,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     match args.peer.as_str() {
         "jwt-authorizer" => jwt_authorizer::serve(listener, &base, &args).await,
         "tower-oauth2-resource-server" => tower_oauth2::serve(listener, &base, &args).await,
+        "aliri_tower" => aliri::serve(listener, &base, &args).await,
         other => {
             eprintln!("unknown peer {other}\n{USAGE}");
             std::process::exit(2);
@@ -111,6 +112,78 @@ mod tower_oauth2 {
         let app = Router::new().route("/health", get(|| async { "ok\n" })).merge(protected);
         println!("listening on {base} (tower-oauth2-resource-server)");
         axum::serve(listener, app).await?;
+        Ok(())
+    }
+}
+
+/// aliri_tower 0.6 (aliri's JOSE code on ring), on axum 0.7 like its examples. It has no discovery:
+/// the JWKS URL is the development issuer's, as its README builds an `Authority` from a JWKS URL.
+mod aliri {
+    use aliri::{jwa, jwt};
+    use aliri_clock::UnixTime;
+    use aliri_oauth2::{Authority, HasScope, Scope};
+    use aliri_tower::Oauth2Authorizer;
+    use axum07::routing::get;
+    use axum07::{Extension, Router};
+
+    /// The claims read, with `exp` required (RFC 9068) and `iss`/`aud` checked by the validator.
+    #[derive(Clone, Debug, serde::Deserialize)]
+    pub struct Claims {
+        iss: jwt::Issuer,
+        aud: jwt::Audiences,
+        sub: jwt::Subject,
+        exp: UnixTime,
+        nbf: Option<UnixTime>,
+        #[serde(default)]
+        scope: Scope,
+    }
+
+    impl jwt::CoreClaims for Claims {
+        fn nbf(&self) -> Option<UnixTime> {
+            self.nbf
+        }
+        fn exp(&self) -> Option<UnixTime> {
+            Some(self.exp)
+        }
+        fn aud(&self) -> &jwt::Audiences {
+            &self.aud
+        }
+        fn iss(&self) -> Option<&jwt::IssuerRef> {
+            Some(&self.iss)
+        }
+        fn sub(&self) -> Option<&jwt::SubjectRef> {
+            Some(&self.sub)
+        }
+    }
+
+    impl HasScope for Claims {
+        fn scope(&self) -> &Scope {
+            &self.scope
+        }
+    }
+
+    async fn me(Extension(claims): Extension<Claims>) -> String {
+        format!("{}\n", claims.sub.as_str())
+    }
+
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        base: &str,
+        args: &super::Args,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // README / examples: a CoreValidator with the algorithm, audience and issuer, and an
+        // Authority from the JWKS URL.
+        let validator = jwt::CoreValidator::default()
+            .add_approved_algorithm(jwa::Algorithm::RS256)
+            .add_allowed_audience(jwt::Audience::new(args.audience.clone()))
+            .require_issuer(jwt::Issuer::new(args.issuer.clone()));
+        let authority = Authority::new_from_url(format!("{}/jwks.json", args.issuer), validator).await?;
+        let authorizer =
+            Oauth2Authorizer::new().with_claims::<Claims>().with_terse_error_handler::<axum07::body::Body>();
+        let protected = Router::new().route("/me", get(me)).layer(authorizer.jwt_layer(authority));
+        let app = Router::new().route("/health", get(|| async { "ok\n" })).merge(protected);
+        println!("listening on {base} (aliri_tower)");
+        axum07::serve(listener, app.into_make_service()).await?;
         Ok(())
     }
 }
