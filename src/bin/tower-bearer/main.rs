@@ -6,6 +6,8 @@
 //! dependency in every `cargo install`.
 
 mod config;
+mod file;
+mod hop_by_hop;
 mod normalize;
 mod proxy;
 mod rules;

@@ -4,48 +4,14 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Upstream;
-
-/// Headers that concern one connection only and are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
-
-/// Whether `name` is hop-by-hop (including every `Proxy-*` header).
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
-}
-
-/// Removes hop-by-hop headers, and the headers that `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(&name);
-    }
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for name in hop {
-        headers.remove(&name);
-    }
-}
+use crate::hop_by_hop::strip_hop_by_hop;
 
 /// The upstream and how to reach it.
 #[derive(Clone)]
@@ -123,31 +89,4 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        for (n, v) in [
-            ("connection", "close, x-secret"),
-            ("keep-alive", "5"),
-            ("proxy-authorization", "Basic x"),
-            ("te", "trailers"),
-            ("trailer", "x"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("x-secret", "1"),
-            ("x-kept", "1"),
-            ("content-length", "3"),
-        ] {
-            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept", "content-length"]);
-    }
 }
