@@ -241,7 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let builder = match &args.jwks_url {
             Some(jwks_url) => JwtValidator::builder().issuer(&issuer).jwks_url(jwks_url),
             // No JWKS URL: found through the issuer's metadata.
-            None => JwtValidator::builder().discovery(discovery.clone()),
+            None => JwtValidator::discover(discovery.clone()),
         };
         let validator = with_token_cache(builder.audience(&audience), &args).build()?;
         println!("protecting {base} with tokens of {issuer}");

@@ -100,6 +100,16 @@ impl fmt::Display for IntrospectionError {
 
 impl std::error::Error for IntrospectionError {}
 
+/// Counters of an [`Introspector`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IntrospectionStats {
+    /// Calls made to the introspection endpoint.
+    pub calls: u64,
+    /// Answers cached now (approximate: moka updates its count lazily).
+    pub cached_entries: u64,
+}
+
 /// Validates opaque tokens through an RFC 7662 introspection endpoint.
 ///
 /// Results are cached: active ones until the token's `exp` and at most
@@ -380,13 +390,17 @@ impl Introspector {
     /// metadata. Until it is found, opaque tokens get `503`; metadata without the endpoint
     /// keeps them at `503` (logged), since nothing can vouch for them.
     pub fn discover(discovery: Discovery) -> IntrospectorBuilder {
-        IntrospectorBuilder { endpoint: EndpointSource::Discovery(discovery), ..Introspector::builder("") }
+        Introspector::builder_for(EndpointSource::Discovery(discovery))
     }
 
     /// Starts a builder for the endpoint at `url`.
     pub fn builder(url: impl Into<String>) -> IntrospectorBuilder {
+        Introspector::builder_for(EndpointSource::Url(url.into()))
+    }
+
+    fn builder_for(endpoint: EndpointSource) -> IntrospectorBuilder {
         IntrospectorBuilder {
-            endpoint: EndpointSource::Url(url.into()),
+            endpoint,
             auth: None,
             token_type_hint: None,
             issuer: None,
@@ -406,14 +420,12 @@ impl Introspector {
         }
     }
 
-    /// How many introspection calls were made.
-    pub fn calls(&self) -> u64 {
-        self.inner.calls.load(Ordering::Relaxed)
-    }
-
-    /// How many results are cached (approximate: moka updates its count lazily).
-    pub fn cached_entries(&self) -> u64 {
-        self.inner.cache.entry_count()
+    /// Counters of this introspector.
+    pub fn stats(&self) -> IntrospectionStats {
+        IntrospectionStats {
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            cached_entries: self.inner.cache.entry_count(),
+        }
     }
 
     /// Validates a token, waiting for the endpoint if the answer is not cached.

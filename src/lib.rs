@@ -92,9 +92,9 @@ pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata}
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};
-pub use introspect::{ClientAuth, IntrospectionError, Introspector, IntrospectorBuilder};
+pub use introspect::{ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder};
 pub use issuers::MultiIssuer;
-pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, defaults as key_set_defaults};
+pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, KeySetStats, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};

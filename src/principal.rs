@@ -106,7 +106,7 @@ fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).expect("valid JSON")
 }
 
-/// Builds a [`Principal`] for a [`Validator`] of your own. Every field but the kind is optional.
+/// Builds a [`Principal`] for a [`Validator`](crate::Validator) of your own. Every field but the kind is optional.
 ///
 /// ```
 /// use tower_bearer::{Principal, TokenKind};
@@ -196,7 +196,7 @@ impl Principal {
         Principal(Arc::new(data))
     }
 
-    /// Starts a principal of `kind`, for a [`Validator`] of your own.
+    /// Starts a principal of `kind`, for a [`Validator`](crate::Validator) of your own.
     pub fn builder(kind: TokenKind) -> PrincipalBuilder {
         PrincipalBuilder {
             data: PrincipalData {

@@ -84,7 +84,7 @@ async fn discovers_keys_through_rfc8414_path_insertion() {
     let metadata = discovery.metadata().await.unwrap();
     assert_eq!(metadata.issuer, issuer);
     assert_eq!(metadata.jwks_uri.as_deref(), Some(dev.jwks_url().as_str()));
-    let validator = JwtValidator::builder().discovery(discovery).audience(DEFAULT_AUDIENCE).build().unwrap();
+    let validator = JwtValidator::discover(discovery).audience(DEFAULT_AUDIENCE).build().unwrap();
     assert_eq!(validator.issuer(), Some(issuer.as_str()));
     let app = TestApp::start(validator).await;
     app.get("/me", &token_for(&dev, &issuer)).await.assert_ok_json();
@@ -127,7 +127,7 @@ async fn metadata_naming_another_issuer_is_refused() {
         other => panic!("expected an issuer mismatch, got {other:?}"),
     }
     // Through the layer: never accepted, and reported as our failure (503), not the token's.
-    let validator = JwtValidator::builder().discovery(discovery).audience(DEFAULT_AUDIENCE).build().unwrap();
+    let validator = JwtValidator::discover(discovery).audience(DEFAULT_AUDIENCE).build().unwrap();
     let app = TestApp::start(validator).await;
     app.get("/me", &token_for(&dev, &issuer)).await.assert_unavailable();
     assert_eq!(dev.jwks_fetches(), 0, "the JWKS of a mismatched document is never fetched");
@@ -139,7 +139,7 @@ async fn an_issuer_must_be_a_plain_http_url() {
         assert!(JwtValidator::from_issuer(bad).is_err(), "{bad}");
     }
     let discovery = Discovery::builder("https://as.example").build().unwrap();
-    let mismatched = JwtValidator::builder().issuer("https://other.example").discovery(discovery);
+    let mismatched = JwtValidator::discover(discovery).issuer("https://other.example");
     assert!(mismatched.audience("a").build().is_err());
 }
 
@@ -228,8 +228,7 @@ async fn introspection_endpoint_comes_from_discovery() {
     let dev = dev_issuer().await;
     let (issuer, _) = metadata_server(&dev, false, None).await;
     let discovery = Discovery::builder(&issuer).build().unwrap();
-    let jwt =
-        JwtValidator::builder().discovery(discovery.clone()).audience(DEFAULT_AUDIENCE).build().unwrap();
+    let jwt = JwtValidator::discover(discovery.clone()).audience(DEFAULT_AUDIENCE).build().unwrap();
     let opaque = Introspector::discover(discovery)
         .client_secret_basic(tower_bearer::dev::RESOURCE_CLIENT_ID, tower_bearer::dev::RESOURCE_CLIENT_SECRET)
         .build()

@@ -504,7 +504,7 @@ async fn assert_introspection_503(behavior: Behavior) -> RawServer {
         assert_eq!(reply.status, 503, "{behavior:?}, attempt {attempt}: {reply:?}");
         reply.assert_unavailable();
     }
-    assert_eq!(introspector.calls(), 2, "{behavior:?}: a failure must not be cached");
+    assert_eq!(introspector.stats().calls, 2, "{behavior:?}: a failure must not be cached");
     server
 }
 

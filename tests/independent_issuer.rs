@@ -428,7 +428,7 @@ async fn accepts_tokens_from_oidc_provider() {
     for answer in &answers {
         assert_eq!(answer.status, StatusCode::OK, "introspected opaque token: {}", answer.body);
     }
-    assert_eq!(introspector.calls(), 1, "10 concurrent requests, one introspection call");
+    assert_eq!(introspector.stats().calls, 1, "10 concurrent requests, one introspection call");
     let revoked = http
         .post(&revocation_endpoint)
         .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
@@ -439,11 +439,11 @@ async fn accepts_tokens_from_oidc_provider() {
         .expect("revocation");
     assert_eq!(revoked.status(), StatusCode::OK);
     assert_eq!(call(&http, &items, Some(&opaque)).await.status, StatusCode::OK, "cached until max_ttl");
-    assert_eq!(introspector.calls(), 1);
+    assert_eq!(introspector.stats().calls, 1);
     // Once the cache entry ends, the next request asks again: the revoked token is refused.
     now.fetch_add(61, Ordering::SeqCst);
     let answer = call(&http, &items, Some(&opaque)).await;
-    assert_eq!(introspector.calls(), 2, "asked again once the entry ended");
+    assert_eq!(introspector.stats().calls, 2, "asked again once the entry ended");
     assert_invalid_token(&answer, "revoked opaque token, after the cache entry ended");
 
     drop(provider);

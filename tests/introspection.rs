@@ -428,7 +428,7 @@ async fn active_token_gives_an_opaque_principal() {
     assert_eq!(me["claims"]["active"], true);
     assert_eq!(me["claims"]["tenant"], "acme");
     assert_eq!(dev.introspection_calls(), 1);
-    assert_eq!(introspector.calls(), 1);
+    assert_eq!(introspector.stats().calls, 1);
     assert!(!me.to_string().contains(&token), "the token is not echoed");
 }
 
@@ -457,7 +457,7 @@ async fn inactive_and_unknown_tokens_are_invalid_token() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.challenge().get("error"), None);
     assert_eq!(dev.introspection_calls(), 3);
-    assert_eq!(introspector.calls(), 3);
+    assert_eq!(introspector.stats().calls, 3);
 }
 
 #[tokio::test]
@@ -554,7 +554,7 @@ async fn revocation_takes_effect_after_max_ttl() {
     time.advance(Duration::from_secs(2));
     app.get("/me", &token).await.invalid_token();
     assert_eq!(dev.introspection_calls(), 2);
-    assert_eq!(introspector.calls(), 2);
+    assert_eq!(introspector.stats().calls, 2);
 
     // And that inactive answer is cached in turn.
     app.get("/me", &token).await.invalid_token();
@@ -601,7 +601,7 @@ async fn inactive_answers_are_cached_for_inactive_ttl() {
     app.get("/me", "garbage-token").await.invalid_token();
     app.get("/me", "garbage-token").await.invalid_token();
     assert_eq!(dev.introspection_calls(), 1, "the inactive answer is cached");
-    assert_eq!(introspector.calls(), 1);
+    assert_eq!(introspector.stats().calls, 1);
 
     // A different garbage token is a different cache key.
     app.get("/me", "other-garbage").await.invalid_token();
@@ -629,7 +629,7 @@ async fn concurrent_requests_share_one_call() {
             assert_eq!(reply.expect("task").ok_json()["subject"], "dave");
         }
         assert_eq!(dev.introspection_calls(), 1, "round {round}");
-        assert_eq!(introspector.calls(), 1, "round {round}");
+        assert_eq!(introspector.stats().calls, 1, "round {round}");
     }
 }
 
@@ -657,7 +657,7 @@ async fn single_flight_while_the_call_is_in_progress() {
         assert_eq!(reply.expect("task").ok_json()["subject"], "carol");
     }
     assert_eq!(server.calls(), 1);
-    assert_eq!(introspector.calls(), 1);
+    assert_eq!(introspector.stats().calls, 1);
 }
 
 #[tokio::test]
@@ -676,7 +676,7 @@ async fn cache_is_bounded_by_max_entries() {
     // cache calls: `entry_count` only counts applied inserts, and each batch evicts down to the
     // capacity. After 200 inserts several batches have run, so the count is exact-or-lower;
     // there is no `run_pending_tasks` passthrough to force the last batch.
-    let cached = introspector.cached_entries();
+    let cached = introspector.stats().cached_entries;
     assert!((1..=10).contains(&cached), "{cached} entries cached");
 
     // The bound is real, not just a count: re-asking for the first 100 tokens finds at most the
@@ -793,7 +793,7 @@ async fn rejected_client_credentials_are_our_problem() {
         app.get("/me", &token).await.unavailable();
         // Not cached: the next request asks again.
         app.get("/me", &token).await.unavailable();
-        assert_eq!(introspector.calls(), 2);
+        assert_eq!(introspector.stats().calls, 2);
         assert_eq!(dev.introspection_calls(), 2 * (n + 1));
     }
     assert_eq!(dev.last_introspection_auth(), None, "never authenticated");
@@ -866,7 +866,7 @@ async fn assert_fault_is_unavailable(
     app.get("/me", token).await.unavailable();
     app.get("/me", token).await.unavailable();
     assert_eq!(server.calls(), 2, "{fault:?}: failures are not cached");
-    assert_eq!(introspector.calls(), 2);
+    assert_eq!(introspector.stats().calls, 2);
 
     server.set(Fault::Healthy);
     let me = app.get("/me", token).await.ok_json();
@@ -888,7 +888,7 @@ async fn endpoint_down() {
 
     app.get("/me", "token-while-down").await.unavailable();
     app.get("/me", "token-while-down").await.unavailable();
-    assert_eq!(introspector.calls(), 2);
+    assert_eq!(introspector.stats().calls, 2);
 
     // The endpoint comes up on that port: the same token now works.
     let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the released port");
@@ -1033,7 +1033,7 @@ async fn jwt_or_opaque_routes_by_shape() {
     let forged = format!("{}.{}", &jwt[..jwt.rfind('.').unwrap()], "AAAA");
     app.get("/me", &forged).await.invalid_token();
     assert_eq!(dev.introspection_calls(), 1);
-    assert_eq!(introspector.calls(), 1);
+    assert_eq!(introspector.stats().calls, 1);
 }
 
 #[tokio::test]
@@ -1053,7 +1053,7 @@ async fn jwt_or_opaque_introspect_all() {
     let opaque = dev.opaque_token().issue();
     assert_eq!(app.get("/me", &opaque).await.ok_json()["kind"], "opaque");
     assert_eq!(dev.introspection_calls(), 2);
-    assert_eq!(introspector.calls(), 2);
+    assert_eq!(introspector.stats().calls, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1146,9 +1146,9 @@ async fn a_flood_of_made_up_tokens_makes_a_bounded_number_of_calls() {
     assert_eq!(rest.len(), 24);
     assert!(rest.iter().all(|(status, _)| *status == StatusCode::UNAUTHORIZED), "{rest:?}");
     assert_eq!(server.calls(), 1 + 24, "one call for each admitted token, none for the refused");
-    assert_eq!(introspector.calls(), 1 + 24);
+    assert_eq!(introspector.stats().calls, 1 + 24);
     // Refusals are not remembered: memory stays where the admitted answers put it.
-    assert!(introspector.cached_entries() <= 1 + 24, "{}", introspector.cached_entries());
+    assert!(introspector.stats().cached_entries <= 1 + 24, "{}", introspector.stats().cached_entries);
 }
 
 /// Where the issuer's format is known, made-up tokens never reach it at all.

@@ -55,12 +55,8 @@ impl JwtValidatorBuilder {
         self.jwks_url = Some(url.into());
         self
     }
-    /// Finds the keys through the issuer's metadata (OpenID Connect discovery or RFC 8414):
-    /// the `jwks_uri` of the document whose `issuer` equals this validator's issuer. The key set
-    /// refreshes in the background ([`KeySetBuilder::background_refresh`](crate::KeySetBuilder::background_refresh)):
-    /// start-up failures are retried with back-off, and requests get `503` until keys are loaded.
-    /// Sets the issuer too, if none was given.
-    pub fn discovery(mut self, discovery: Discovery) -> Self {
+    /// See [`JwtValidator::discover`].
+    fn discovery(mut self, discovery: Discovery) -> Self {
         self.discovery = Some(discovery);
         self
     }
@@ -244,7 +240,7 @@ impl JwtValidator {
     }
 
     /// A builder for tokens of `issuer`, whose keys are found by discovery (see
-    /// [`JwtValidatorBuilder::discovery`]). An audience is still required.
+    /// [`JwtValidator::discover`]). An audience is still required.
     ///
     /// ```no_run
     /// use tower_bearer::JwtValidator;
@@ -256,6 +252,17 @@ impl JwtValidator {
     /// ```
     pub fn from_issuer(issuer: impl Into<String>) -> Result<JwtValidatorBuilder, ConfigError> {
         let discovery = Discovery::builder(issuer).build()?;
-        Ok(JwtValidator::builder().discovery(discovery))
+        Ok(JwtValidator::discover(discovery))
+    }
+
+    /// A builder whose keys are found through the issuer's metadata (OpenID Connect discovery or
+    /// RFC 8414): the `jwks_uri` of the document whose `issuer` equals the discovery's, which
+    /// also becomes the validator's issuer. The key set refreshes in the background
+    /// ([`KeySetBuilder::background_refresh`](crate::KeySetBuilder::background_refresh)): start-up
+    /// failures are retried with back-off, and requests get `503` until keys are loaded. An
+    /// audience is still required. Like [`KeySet::discover`](crate::KeySet::discover) and
+    /// [`Introspector::discover`](crate::Introspector::discover).
+    pub fn discover(discovery: Discovery) -> JwtValidatorBuilder {
+        JwtValidator::builder().discovery(discovery)
     }
 }

@@ -104,6 +104,18 @@ impl From<TransportError> for FetchError {
     }
 }
 
+/// Counters of a [`KeySet`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeySetStats {
+    /// Fetches that gave a usable key set.
+    pub fetches_ok: u64,
+    /// Fetches that failed (the previous keys stayed in use).
+    pub fetches_failed: u64,
+    /// Usable keys in the current snapshot.
+    pub keys: usize,
+}
+
 /// A cached, self-refreshing JSON Web Key Set.
 ///
 /// Cheap to clone: clones share one cache. Build one with [`KeySet::builder`] for a remote
@@ -192,8 +204,12 @@ fn empty_keys() -> Arc<Keys> {
 impl KeySet {
     /// A key set fetched from `jwks_uri`.
     pub fn builder(jwks_uri: impl Into<String>) -> KeySetBuilder {
+        KeySet::builder_for(Source::Url(jwks_uri.into()))
+    }
+
+    fn builder_for(url: Source) -> KeySetBuilder {
         KeySetBuilder {
-            url: Source::Url(jwks_uri.into()),
+            url,
             background: false,
             config: KeySetConfig {
                 default_ttl: defaults::TTL,
@@ -220,7 +236,7 @@ impl KeySet {
     /// A key set fetched from the `jwks_uri` that `discovery` finds in the issuer's metadata.
     /// Until discovery and the first fetch succeed, tokens cannot be checked (`503`).
     pub fn discover(discovery: Discovery) -> KeySetBuilder {
-        KeySetBuilder { url: Source::Discovery(discovery), ..KeySet::builder(String::new()) }
+        KeySet::builder_for(Source::Discovery(discovery))
     }
 
     fn new(
@@ -275,9 +291,13 @@ impl KeySet {
         self.inner.current.load().is_loaded()
     }
 
-    /// `(successful, failed)` fetches so far.
-    pub fn fetch_counts(&self) -> (u64, u64) {
-        (self.inner.fetches_ok.load(Ordering::Relaxed), self.inner.fetches_failed.load(Ordering::Relaxed))
+    /// Counters of this key set.
+    pub fn stats(&self) -> KeySetStats {
+        KeySetStats {
+            fetches_ok: self.inner.fetches_ok.load(Ordering::Relaxed),
+            fetches_failed: self.inner.fetches_failed.load(Ordering::Relaxed),
+            keys: self.key_count(),
+        }
     }
 
     /// The current snapshot, lock-free. Starts a background refresh when it has expired.
