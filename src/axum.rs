@@ -24,19 +24,62 @@ impl IntoResponse for AuthError {
     }
 }
 
-fn rejection(parts: &Parts, err: AuthError) -> Response {
-    let params = parts.extensions.get::<Rejections>().cloned().unwrap_or_default();
-    rejection_response::<axum::body::Body>(&err, &params, Dialect::of(&parts.headers))
-        .map(axum::body::Body::new)
+/// Why the [`Principal`] or [`Claims`] extractor refused a request: the [`AuthError`], answered
+/// with the settings of the [`BearerLayer`](crate::BearerLayer) the request came through (its
+/// realm and body style, and a gRPC status for a gRPC request).
+#[derive(Debug)]
+pub struct AuthRejection {
+    error: AuthError,
+    settings: Rejections,
+    dialect: Dialect,
+}
+
+impl AuthRejection {
+    fn new(parts: &Parts, error: AuthError) -> Self {
+        AuthRejection {
+            error,
+            settings: parts.extensions.get::<Rejections>().cloned().unwrap_or_default(),
+            dialect: Dialect::of(&parts.headers),
+        }
+    }
+
+    /// The error.
+    pub fn error(&self) -> &AuthError {
+        &self.error
+    }
+
+    /// The error, taken out.
+    pub fn into_error(self) -> AuthError {
+        self.error
+    }
+}
+
+impl std::fmt::Display for AuthRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for AuthRejection {}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        rejection_response::<axum::body::Body>(&self.error, &self.settings, self.dialect)
+            .map(axum::body::Body::new)
+    }
 }
 
 /// The verified principal. Rejects with `401` when the route is not behind a
 /// [`BearerLayer`](crate::BearerLayer) that let a token through.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = Response;
+    type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Principal>().cloned().ok_or_else(|| rejection(parts, AuthError::MissingToken))
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| AuthRejection::new(parts, AuthError::MissingToken))
     }
 }
 
@@ -68,13 +111,13 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
 pub struct Claims<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
-    type Rejection = Response;
+    type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let principal = <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         principal.claims().map(Claims).map_err(|e| {
             tracing::debug!(reason = "unexpected_claims", error = %e, "claims do not fit the handler's type");
-            rejection(parts, AuthError::InvalidToken(InvalidToken::UnexpectedClaims))
+            AuthRejection::new(parts, AuthError::InvalidToken(InvalidToken::UnexpectedClaims))
         })
     }
 }

@@ -106,7 +106,7 @@ pub use time::Clock;
 pub use validate::{RequestView, ValidationFuture, Validator, Verdict};
 
 #[cfg(feature = "axum")]
-pub use crate::axum::Claims;
+pub use crate::axum::{AuthRejection, Claims};
 
 /// Re-exported so that users name algorithms without depending on jsonwebtoken themselves.
 pub use jsonwebtoken::Algorithm;

@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tower::{Layer, ServiceExt};
 use tower_bearer::{
-    AuthError, BearerLayer, Claims, InvalidToken, Principal, RequestView, RequireScope, TokenKind, Validator,
-    Verdict,
+    AuthError, AuthRejection, BearerLayer, Claims, InvalidToken, Principal, RequestView, RequireScope,
+    TokenKind, Validator, Verdict,
 };
 
 struct ApiKey {
@@ -75,6 +75,16 @@ fn app(keys: ApiKeys) -> Router {
             // A handler may choose the status of its own rejection (hiding the route, say).
             get(|p: Principal| async move { p.require_scopes(["admin"]).map_err(|e| (StatusCode::NOT_FOUND, e)) }),
         )
+        // The extractor's rejection is a type: a handler can take it and decide.
+        .route(
+            "/whoami",
+            get(|p: Result<Principal, AuthRejection>| async move {
+                match p {
+                    Ok(p) => p.subject().unwrap_or_default().to_owned(),
+                    Err(rejection) => format!("nobody ({})", rejection.error().reason()),
+                }
+            }),
+        )
         .route("/items", post(|| async { "created" }).route_layer(RequireScope::all(["items:write"])))
         .layer(BearerLayer::new(keys).realm("keys"))
 }
@@ -112,6 +122,11 @@ async fn an_outside_validator_plugs_into_the_layer_scopes_and_extractors() {
     let res = http.get(format!("{base}/me")).send().await.unwrap();
     assert_eq!(www(&res), r#"Bearer realm="keys""#);
 
+    // A handler taking `Result<Principal, AuthRejection>` gets the principal (the rejection side
+    // is exercised below, without a bearer layer).
+    let res = get("/whoami", "key-reader", "acme").await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "rita");
+
     // Claims<T> reads what the validator put in the principal (including the request path).
     let res = get("/claims", "key-reader", "acme").await.unwrap();
     assert_eq!(res.text().await.unwrap(), "acme /claims");
@@ -129,7 +144,7 @@ async fn an_outside_validator_plugs_into_the_layer_scopes_and_extractors() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert!(www(&res).starts_with(r#"Bearer realm="keys", error="insufficient_scope""#), "{}", www(&res));
 
-    assert_eq!(keys.seen.load(Ordering::SeqCst), 7, "every credentialed request went through the validator");
+    assert_eq!(keys.seen.load(Ordering::SeqCst), 8, "every credentialed request went through the validator");
 }
 
 /// `BearerService` gives its inner service back, like tower-http's services do.
@@ -145,4 +160,28 @@ async fn the_service_hands_out_its_inner_service() {
     let request = http::Request::get("/").body(String::new()).unwrap();
     let response = service.into_inner().oneshot(request).await.unwrap();
     assert_eq!(response.into_body(), "inner");
+}
+
+/// Without a bearer layer in front, the extractor rejects with its own type, which renders the
+/// bare `401` challenge, and a handler may take it instead.
+#[tokio::test]
+async fn the_extractor_rejection_is_a_type() {
+    let app = Router::new()
+        .route("/me", get(|p: Principal| async move { p.subject().unwrap_or_default().to_owned() }))
+        .route(
+            "/whoami",
+            get(|p: Result<Principal, AuthRejection>| async move {
+                p.map_or_else(
+                    |r| format!("nobody ({})", r.error().reason()),
+                    |p| format!("{:?}", p.subject()),
+                )
+            }),
+        );
+    let call = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+    let res = app.clone().oneshot(call("/me")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = app.oneshot(call("/whoami")).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"nobody (missing_token)");
 }
