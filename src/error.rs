@@ -92,6 +92,17 @@ pub enum InvalidToken {
     Inactive,
     /// The verified claims could not be read as the type the application asked for.
     UnexpectedClaims,
+    /// The token is bound to a DPoP key (`cnf.jkt`) but was sent as a bearer token.
+    BoundTokenAsBearer,
+    /// The token is bound to a client certificate (`cnf["x5t#S256"]`), which this server does
+    /// not check (no mutual TLS): it is refused.
+    CertificateBindingUnchecked,
+    /// The token's `cnf` is one this crate cannot check.
+    UnknownConfirmation,
+    /// The DPoP proof was made with another key than the one the token is bound to.
+    ProofKeyMismatch,
+    /// The token was sent with the `DPoP` scheme but is not bound to a DPoP key.
+    UnboundTokenAsDpop,
 }
 
 /// Why the server could not validate (`503`).
@@ -179,6 +190,11 @@ impl AuthError {
                 InvalidToken::WrongAudience => "wrong_audience",
                 InvalidToken::Inactive => "inactive",
                 InvalidToken::UnexpectedClaims => "unexpected_claims",
+                InvalidToken::BoundTokenAsBearer => "bound_token_as_bearer",
+                InvalidToken::CertificateBindingUnchecked => "certificate_binding_unchecked",
+                InvalidToken::UnknownConfirmation => "unknown_cnf",
+                InvalidToken::ProofKeyMismatch => "dpop_key_mismatch",
+                InvalidToken::UnboundTokenAsDpop => "unbound_token_as_dpop",
             },
             AuthError::Unavailable(r) => match r {
                 Unavailable::KeySet => "key_set_unavailable",
@@ -212,6 +228,11 @@ impl AuthError {
                 InvalidToken::WrongAudience => "the access token is not meant for this resource",
                 InvalidToken::WrongIssuer => "the access token comes from an untrusted issuer",
                 InvalidToken::Malformed | InvalidToken::TooLarge => "the access token is malformed",
+                InvalidToken::BoundTokenAsBearer
+                | InvalidToken::CertificateBindingUnchecked
+                | InvalidToken::UnknownConfirmation
+                | InvalidToken::ProofKeyMismatch => "the access token is bound to another sender",
+                InvalidToken::UnboundTokenAsDpop => "the access token is not a DPoP-bound token",
                 _ => "the access token is invalid",
             },
             AuthError::Unavailable(_) => "authorization is temporarily unavailable",

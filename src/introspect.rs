@@ -571,6 +571,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            cnf: claims.cnf,
             claims: String::from_utf8(body).unwrap_or_default().into_boxed_str(),
         });
         Ok(Entry {

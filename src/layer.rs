@@ -14,6 +14,7 @@ use tower_service::Service;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 
+use crate::binding;
 use crate::body::{
     AuthBody, Dialect, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response,
 };
@@ -272,6 +273,9 @@ where
         };
         match verdict {
             Verdict::Ready(Ok(principal)) => {
+                if let Err(err) = binding::check_bearer(principal.confirmation()) {
+                    return self.reject(&err, &req);
+                }
                 authorize(&mut req, principal, &self.shared.rejections);
                 let dialect = Dialect::of(req.headers());
                 ResponseFuture::called(self.inner.call(req), self.shared.rejections.clone(), dialect, private)
@@ -358,6 +362,10 @@ where
                     let result = ready!(validation.as_mut().poll(cx));
                     let Pending { mut service, mut request, rejections } =
                         pending.take().expect("polled after completion");
+                    // The binding is the request's: checked on every request, cache hits included.
+                    let result = result.and_then(|principal| {
+                        binding::check_bearer(principal.confirmation()).map(|()| principal)
+                    });
                     match result {
                         Ok(principal) => {
                             authorize(&mut request, principal, &rejections);

@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod binding;
 mod body;
 pub mod challenge;
 mod config;
@@ -84,6 +85,7 @@ mod axum;
 #[cfg(feature = "dev")]
 pub mod dev;
 
+pub use binding::Confirmation;
 pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use config::ConfigError;
 pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::binding::Confirmation;
 use crate::error::{AuthError, InvalidToken};
 use crate::scope::Scopes;
 
@@ -176,6 +177,9 @@ pub(crate) struct PrincipalData {
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: Option<i64>,
     pub(crate) issued_at: Option<i64>,
+    /// The `cnf` claim: what binds the token to its sender.
+    #[serde(skip)]
+    pub(crate) cnf: Confirmation,
     /// The verified claims object, verbatim (already checked to be JSON).
     #[serde(serialize_with = "raw_json")]
     pub(crate) claims: Box<str>,
@@ -254,6 +258,12 @@ impl PrincipalBuilder {
         self.data.issued_at = Some(iat);
         self
     }
+    /// What binds the token to its sender (its `cnf`); a bound token is refused as a bearer
+    /// token, whatever the validator.
+    pub fn confirmation(mut self, cnf: Confirmation) -> Self {
+        self.data.cnf = cnf;
+        self
+    }
     /// The claims handlers read with [`Principal::claims`] and [`Principal::claim`]; anything
     /// but a JSON object counts as no claims (`{}`).
     pub fn claims(mut self, claims: serde_json::Value) -> Self {
@@ -286,6 +296,7 @@ impl Principal {
                 scopes: Scopes::default(),
                 expires_at: None,
                 issued_at: None,
+                cnf: Confirmation::None,
                 claims: "{}".into(),
             },
         }
@@ -327,6 +338,11 @@ impl Principal {
     /// The `iat` claim, in seconds since the Unix epoch.
     pub fn issued_at_unix(&self) -> Option<i64> {
         self.0.issued_at
+    }
+    /// What binds the token to its sender (the `cnf` claim), checked by
+    /// [`BearerLayer`](crate::BearerLayer) on every request.
+    pub fn confirmation(&self) -> &Confirmation {
+        &self.0.cnf
     }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {

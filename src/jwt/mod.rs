@@ -515,6 +515,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            cnf: claims.cnf,
             claims: raw.into_boxed_str(),
         });
         Ok(Verified { principal, nbf, key: None })
