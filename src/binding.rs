@@ -5,7 +5,8 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::error::{AuthError, InvalidToken};
+use crate::dpop::{Dpop, Proof, ReplayError};
+use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Unavailable};
 
 /// The confirmation (`cnf`) a token carries: what its sender must prove to use it.
 ///
@@ -58,6 +59,24 @@ pub(crate) fn check_bearer(cnf: &Confirmation) -> Result<(), AuthError> {
         Confirmation::Jkt(_) => Err(InvalidToken::BoundTokenAsBearer.into()),
         Confirmation::X5tS256(_) => Err(InvalidToken::CertificateBindingUnchecked.into()),
         Confirmation::Other => Err(InvalidToken::UnknownConfirmation.into()),
+    }
+}
+
+/// Checks the binding of a request's token: unbound for `Bearer` (`proof` is `None`), bound to
+/// the proof's key for `DPoP`, whose single use is recorded only then.
+pub(crate) fn check(cnf: &Confirmation, proof: Option<&Proof>, dpop: &Dpop) -> Result<(), AuthError> {
+    let Some(proof) = proof else { return check_bearer(cnf) };
+    match cnf {
+        Confirmation::Jkt(jkt) if *jkt == proof.jkt => {
+            match dpop.replay.record(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
+                Ok(()) => Ok(()),
+                Err(ReplayError::Replayed) => Err(InvalidDpopProof::Replayed.into()),
+                Err(_) => Err(Unavailable::ReplayStoreFull.into()),
+            }
+        }
+        Confirmation::Jkt(_) => Err(InvalidToken::ProofKeyMismatch.into()),
+        Confirmation::None => Err(InvalidToken::UnboundTokenAsDpop.into()),
+        other => check_bearer(other),
     }
 }
 

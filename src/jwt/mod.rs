@@ -46,7 +46,7 @@ pub mod defaults {
 
 /// Installs jsonwebtoken's crypto provider explicitly, so a dependency tree that enables both of
 /// its backends does not panic at the first verification.
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     #[cfg(feature = "aws-lc-rs")]
     let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
     #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
