@@ -922,3 +922,36 @@ async fn over_http_nonces_and_dpop_only() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(challenge_of(&reply.headers), ("DPoP".into(), None));
 }
+
+#[tokio::test]
+async fn introspected_tokens_bound_to_a_key_need_its_proof() {
+    use tower_bearer::Introspector;
+    use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let introspector = Introspector::builder(dev.introspection_url())
+        .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+        .build()
+        .unwrap();
+    let clock = TestClock::new();
+    let dpop = Dpop::allowed(ORIGIN).unwrap().clock(clock.clock());
+    let app = routes().layer(BearerLayer::new(introspector).realm(REALM).dpop(dpop));
+    let key = Key::p256();
+    let token = dev.opaque_token().claim("cnf", json!({"jkt": key.jkt()})).issue();
+    // Twice with fresh proofs: the second answer comes from the introspection cache and the
+    // binding is checked all the same.
+    for _ in 0..2 {
+        let proof = ProofBuilder::new(&key, "GET", "/me", &token, clock.now()).sign();
+        let res = app.clone().oneshot(dpop_request("GET", "/me", &token, &[&proof])).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let calls = dev.introspection_calls();
+    let stranger = Key::p256();
+    let proof = ProofBuilder::new(&stranger, "GET", "/me", &token, clock.now()).sign();
+    let res = app.clone().oneshot(dpop_request("GET", "/me", &token, &[&proof])).await.unwrap();
+    assert_eq!(challenge_of(res.headers()), ("DPoP".into(), Some("invalid_token".into())));
+    let bearer =
+        Request::get("/me").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty());
+    let res = app.oneshot(bearer.unwrap()).await.unwrap();
+    assert_eq!(challenge_of(res.headers()), ("Bearer".into(), Some("invalid_token".into())));
+    assert_eq!(dev.introspection_calls(), calls, "answered from the cache");
+}
