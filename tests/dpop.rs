@@ -282,6 +282,66 @@ enum Expect {
     BadRequest,
 }
 
+/// The reason each refusal must be logged with (`AuthError::reason`, the metrics label): it
+/// shows the intended check answered, not an earlier one.
+fn expected_reason(what: &str) -> &'static str {
+    match what {
+        w if w.starts_with("ath") && w != "ath as a number" => "dpop_wrong_ath",
+        w if w.starts_with("htu") && w != "htu missing" => "dpop_wrong_htu",
+        "htm lower-case" | "htm other method" => "dpop_wrong_htm",
+        "iat stale" => "dpop_stale",
+        "iat in the future" => "dpop_issued_in_future",
+        "ath as a number" | "htu missing" | "htm missing" | "iat as a string" | "iat as a fraction"
+        | "iat missing" | "jti missing" | "jti empty" => "dpop_invalid_claim",
+        "jti of 300 bytes" => "dpop_jti_too_long",
+        // Over the 8 KiB bound on the header.
+        "jti of 10 KB" => "dpop_malformed",
+        "alg none" | "HS256 with an oct key" | "HS256 over the EC key" => "dpop_algorithm_not_allowed",
+        "RS256 over an EC key"
+        | "ES256 over a P-384 key"
+        | "ES384 over a P-256 key"
+        | "EdDSA over an EC key"
+        | "a 16384-bit RSA key" => "dpop_key_algorithm_mismatch",
+        "DER-encoded ECDSA signature" | "tampered payload" => "dpop_bad_signature",
+        "jwk with d" | "jwk with k" => "dpop_private_jwk",
+        "no jwk" => "dpop_missing_jwk",
+        "typ JWT" | "typ at+jwt" | "no typ" | "the access token as the proof" => "dpop_wrong_typ",
+        "crit header" => "dpop_unsupported_crit",
+        "jwk not an object" | "two segments" | "claims are an array" | "not base64url" => "dpop_malformed",
+        "two DPoP headers" => "multiple_dpop_proofs",
+        "DPoP scheme without a proof" => "missing_dpop_proof",
+        "proof by another key than cnf.jkt" => "dpop_key_mismatch",
+        "unbound token with the DPoP scheme" => "unbound_token_as_dpop",
+        w if w.contains("again") || w.starts_with("replay") || w.starts_with("same key") => "dpop_replayed",
+        other => panic!("no reason for row {other:?}"),
+    }
+}
+
+/// Records the `reason` field of every tracing event (the layer logs each refusal with it).
+#[derive(Clone, Default)]
+struct Reasons(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Reasons {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Visit<'a>(&'a Reasons);
+        impl tracing::field::Visit for Visit<'_> {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "reason" {
+                    self.0.0.lock().unwrap().push(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        event.record(&mut Visit(self));
+    }
+}
+
+impl Reasons {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
 /// What, method, URI, token, proofs, expected.
 type Row = (&'static str, &'static str, &'static str, String, Vec<String>, Expect);
 
@@ -747,9 +807,17 @@ async fn hostile_proofs() {
     }
     assert!(rows.len() >= 40, "{} rows", rows.len());
     // `POST /items` needs a scope the dev token may lack: a 403 comes after the proof passed.
+    // The test runs on one thread (current-thread runtime): the subscriber sees every event.
+    use tracing_subscriber::layer::SubscriberExt;
+    let reasons = Reasons::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(reasons.clone()));
     for (what, method, uri, token, proofs, expect) in rows {
         let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
         let (status, headers) = s.send(dpop_request(method, uri, &token, &proofs)).await;
+        let logged = reasons.take();
+        if expect != Expect::Ok {
+            assert_eq!(logged, [expected_reason(what)], "{what}");
+        }
         match expect {
             Expect::Ok => assert!(
                 status == StatusCode::OK || status == StatusCode::FORBIDDEN,
