@@ -236,7 +236,8 @@ pub(crate) fn rejection_response<B>(
     how: &Rejections,
     dialect: Dialect,
 ) -> Response<AuthBody<B>> {
-    rejection_response_for(err, how, dialect, Scheme::Bearer)
+    let scheme = if how.0.params.used_dpop { Scheme::Dpop } else { Scheme::Bearer };
+    rejection_response_for(err, how, dialect, scheme)
 }
 
 /// A rejection of credentials sent under `scheme` (the error's challenge uses that scheme).

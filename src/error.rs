@@ -376,6 +376,9 @@ pub struct ChallengeParams {
     pub(crate) dpop_algs: Option<String>,
     /// Only DPoP is accepted: no `Bearer` challenge.
     pub(crate) dpop_only: bool,
+    /// The request used the `DPoP` scheme: errors found after the layer (scopes, handlers) are
+    /// answered under it.
+    pub(crate) used_dpop: bool,
 }
 
 /// The authentication scheme of a request's credentials.
@@ -419,7 +422,7 @@ impl AuthError {
     /// );
     /// ```
     pub fn challenge(&self, params: &ChallengeParams) -> Option<HeaderValue> {
-        self.challenge_for(params, Scheme::Bearer)
+        self.challenge_for(params, if params.used_dpop { Scheme::Dpop } else { Scheme::Bearer })
     }
 
     /// The challenge for credentials sent under `used`: an error is answered under the scheme

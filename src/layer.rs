@@ -55,6 +55,9 @@ pub struct BearerLayer<V> {
 struct Shared<V> {
     validator: Arc<V>,
     rejections: Rejections,
+    // The same for requests that used the `DPoP` scheme: what is refused after the layer
+    // (scopes, handlers) is answered under `DPoP`.
+    dpop_rejections: Rejections,
     sources: Arc<TokenSources>,
     optional: bool,
     max_header_bytes: usize,
@@ -66,6 +69,7 @@ impl<V> Clone for Shared<V> {
         Shared {
             validator: self.validator.clone(),
             rejections: self.rejections.clone(),
+            dpop_rejections: self.dpop_rejections.clone(),
             sources: self.sources.clone(),
             optional: self.optional,
             max_header_bytes: self.max_header_bytes,
@@ -87,6 +91,7 @@ impl<V: Validator> BearerLayer<V> {
             shared: Shared {
                 validator: Arc::new(validator),
                 rejections: Rejections::default(),
+                dpop_rejections: Rejections::default(),
                 sources: Arc::new(TokenSources::header_only()),
                 optional: false,
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -98,6 +103,9 @@ impl<V: Validator> BearerLayer<V> {
     fn map_rejections(mut self, f: impl FnOnce(&mut RejectionSettings)) -> Self {
         let mut settings = (*self.shared.rejections.0).clone();
         f(&mut settings);
+        let mut dpop = settings.clone();
+        dpop.params.used_dpop = true;
+        self.shared.dpop_rejections = Rejections(Arc::new(dpop));
         self.shared.rejections = Rejections(Arc::new(settings));
         self
     }
@@ -359,15 +367,13 @@ where
                 if let Err(err) = binding::check(principal.confirmation(), proof.as_ref(), dpop) {
                     return self.reject(&err, &req, scheme);
                 }
+                let rejections =
+                    if proof.is_some() { &self.shared.dpop_rejections } else { &self.shared.rejections };
                 let nonce = proof.and_then(|_| fresh_nonce(dpop));
-                authorize(&mut req, principal, &self.shared.rejections);
+                authorize(&mut req, principal, rejections);
                 let dialect = Dialect::of(req.headers());
-                let mut future = ResponseFuture::called(
-                    self.inner.call(req),
-                    self.shared.rejections.clone(),
-                    dialect,
-                    private,
-                );
+                let mut future =
+                    ResponseFuture::called(self.inner.call(req), rejections.clone(), dialect, private);
                 future.nonce = nonce;
                 future
             }
@@ -383,7 +389,11 @@ where
                         pending: Some(Pending {
                             service: ready,
                             request: req,
-                            rejections: self.shared.rejections.clone(),
+                            rejections: if proof.is_some() {
+                                self.shared.dpop_rejections.clone()
+                            } else {
+                                self.shared.rejections.clone()
+                            },
                             proof,
                             scheme,
                             dpop: self.shared.dpop.clone(),

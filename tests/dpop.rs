@@ -886,6 +886,33 @@ async fn bearer_side_of_the_policy() {
 }
 
 #[tokio::test]
+async fn scope_errors_after_the_layer_use_the_scheme_of_the_request() {
+    let s = setup(|d| d, true).await;
+    let key = Key::p256();
+    // No `items:write`: `POST /items` is refused by `RequireScope`, after the layer.
+    let token = s
+        .dev
+        .token()
+        .alg(Algorithm::ES256)
+        .scope("items:read")
+        .claim("cnf", json!({"jkt": key.jkt()}))
+        .sign();
+    for _ in 0..2 {
+        let proof = ProofBuilder::new(&key, "POST", "/items", &token, s.clock.now()).sign();
+        let (status, headers) = s.send(dpop_request("POST", "/items", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(challenge_of(&headers), ("DPoP".into(), Some("insufficient_scope".into())));
+    }
+    let unbound = s.dev.token().alg(Algorithm::ES256).scope("items:read").sign();
+    let req = Request::post("/items")
+        .header(header::AUTHORIZATION, format!("Bearer {unbound}"))
+        .body(Body::empty());
+    let (status, headers) = s.send(req.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(challenge_of(&headers), ("Bearer".into(), Some("insufficient_scope".into())));
+}
+
+#[tokio::test]
 async fn off_still_refuses_bound_tokens_and_ignores_the_dpop_scheme() {
     let dev = dev_issuer([Algorithm::ES256]).await;
     let key = Key::p256();
