@@ -12,7 +12,10 @@
 //! * `service_cold` / `service_cached`: the whole `BearerService` call on an in-memory request
 //!   (header parsing, validation, extensions, inner service trivial);
 //!
-//! and `introspection/cached`: an opaque token whose introspection result is cached.
+//! and `introspection/cached`: an opaque token whose introspection result is cached; and for
+//! DPoP (`dpop/`): the raw ES256 verification of a proof, a cached Bearer request, and a DPoP
+//! request (cached token + one proof verification + replay record), each proof fresh (made
+//! outside the timed part).
 //!
 //! `cargo bench --all-features --bench validate`, then `python3 benches/ratios.py` prints the
 //! table of ratios from criterion's estimates of that run.
@@ -166,8 +169,88 @@ fn benches(c: &mut Criterion) {
         b.iter(|| local.block_on(introspector.introspect(&opaque)).unwrap())
     });
     assert_eq!(introspector.stats().calls, 1, "every iteration was served from the cache");
+    dpop(c, &dev, &cached);
     let stats = cached.token_cache_stats();
     assert!(stats.hits > stats.misses, "the cached benchmarks were served by the cache: {stats:?}");
+}
+
+/// A DPoP request against a cached Bearer request and the proof's raw signature check.
+fn dpop(c: &mut Criterion, dev: &DevIssuer, cached: &JwtValidator) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use criterion::BatchSize;
+    use sha2::{Digest, Sha256};
+    use tower_bearer::dpop::{Dpop, InMemoryReplayStore};
+
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let (x, y) = pair.public_key().as_ref()[1..].split_at(32);
+    let (x, y) = (B64.encode(x), B64.encode(y));
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let jkt = B64.encode(Sha256::digest(canonical.as_bytes()));
+    let bound = dev.token().alg(Algorithm::ES256).claim("cnf", serde_json::json!({ "jkt": jkt })).sign();
+    let unbound = dev.token().alg(Algorithm::ES256).sign();
+    let ath = B64.encode(Sha256::digest(bound.as_bytes()));
+    let header = B64.encode(format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{canonical}}}"#));
+    let rng = SystemRandom::new();
+    let mut n = 0u64;
+    let mut proof = || {
+        n += 1;
+        let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = format!(
+            r#"{{"jti":"bench-{n}","htm":"GET","htu":"https://api.example/me","iat":{iat},"ath":"{ath}"}}"#
+        );
+        let input = format!("{header}.{}", B64.encode(claims));
+        let sig = pair.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    };
+
+    // Enough room for every iteration criterion may run: no 503 from a full store.
+    let dpop =
+        Dpop::allowed("https://api.example").unwrap().replay_store(InMemoryReplayStore::new(50_000_000));
+    let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let mut service = BearerLayer::new(cached.clone()).dpop(dpop).layer(inner);
+    let request = |scheme: &str, token: &str, proof: Option<String>| {
+        let mut req = Request::get("/me").body(()).unwrap();
+        let auth = http::HeaderValue::try_from(format!("{scheme} {token}")).unwrap();
+        req.headers_mut().insert(http::header::AUTHORIZATION, auth);
+        if let Some(proof) = proof {
+            req.headers_mut().insert("dpop", http::HeaderValue::try_from(proof).unwrap());
+        }
+        req
+    };
+    // Warm the token cache, and check both kinds of request pass.
+    for _ in 0..2 {
+        let res = service.call(request("DPoP", &bound, Some(proof()))).now_or_never().unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+        let res = service.call(request("Bearer", &unbound, None)).now_or_never().unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let sample = proof();
+    let (input, signature) = sample.rsplit_once('.').unwrap();
+    let key = DecodingKey::from_ec_components(&x, &y).unwrap();
+    assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, Algorithm::ES256).unwrap());
+
+    let mut group = c.benchmark_group("dpop");
+    group.bench_function("raw_es256_verify", |b| {
+        b.iter(|| jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, Algorithm::ES256).unwrap())
+    });
+    group.bench_function("service_cached_bearer", |b| {
+        b.iter_batched(
+            || request("Bearer", &unbound, None),
+            |req| assert_eq!(service.call(req).now_or_never().unwrap().unwrap().status(), 200),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("service_cached_dpop", |b| {
+        b.iter_batched(
+            || request("DPoP", &bound, Some(proof())),
+            |req| assert_eq!(service.call(req).now_or_never().unwrap().unwrap().status(), 200),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
 }
 
 criterion_group!(validate, benches);

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::error::{AuthError, ChallengeParams};
+use crate::error::{AuthError, ChallengeParams, Scheme};
 
 pin_project! {
     /// Response body of [`BearerService`](crate::BearerService) and
@@ -236,12 +236,23 @@ pub(crate) fn rejection_response<B>(
     how: &Rejections,
     dialect: Dialect,
 ) -> Response<AuthBody<B>> {
+    let scheme = if how.0.params.used_dpop { Scheme::Dpop } else { Scheme::Bearer };
+    rejection_response_for(err, how, dialect, scheme)
+}
+
+/// A rejection of credentials sent under `scheme` (the error's challenge uses that scheme).
+pub(crate) fn rejection_response_for<B>(
+    err: &AuthError,
+    how: &Rejections,
+    dialect: Dialect,
+    scheme: Scheme,
+) -> Response<AuthBody<B>> {
     let mut res = match dialect {
         Dialect::Http => http_rejection(err, how),
         Dialect::Grpc => grpc_rejection(err),
     };
     let headers = res.headers_mut();
-    if let Some(challenge) = err.challenge(&how.0.params) {
+    if let Some(challenge) = err.challenge_for(&how.0.params, scheme) {
         headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     // Challenges depend on the credentials sent: never let a shared cache replay them.

@@ -98,6 +98,10 @@ pub enum BearerError {
         /// The `scope` auth-param (space-separated scopes the resource needs), if sent.
         scope: Option<String>,
     },
+    /// `invalid_dpop_proof` (RFC 9449 §7.1, under the `DPoP` scheme): make a new proof.
+    InvalidDpopProof,
+    /// `use_dpop_nonce` (RFC 9449 §8): retry with the nonce of the `DPoP-Nonce` header.
+    UseDpopNonce,
     /// An error code this crate does not know (an extension).
     Other(String),
 }
@@ -178,8 +182,20 @@ impl Challenge {
             Some("insufficient_scope") => {
                 BearerError::InsufficientScope { scope: self.param("scope").map(str::to_owned) }
             }
+            Some("invalid_dpop_proof") => BearerError::InvalidDpopProof,
+            Some("use_dpop_nonce") => BearerError::UseDpopNonce,
             Some(other) => BearerError::Other(other.to_owned()),
         }
+    }
+
+    /// The first `DPoP` challenge (RFC 9449 §7.1) of a header value, if any.
+    pub fn find_dpop(value: &str) -> Result<Option<Challenge>, ParseError> {
+        Ok(Self::parse_all(value)?.into_iter().find(|c| c.is_scheme("DPoP")))
+    }
+
+    /// The `algs` auth-param of a `DPoP` challenge: the proof algorithms the server accepts.
+    pub fn dpop_algs(&self) -> impl Iterator<Item = &str> {
+        self.param("algs").unwrap_or_default().split(' ').filter(|a| !a.is_empty())
     }
 }
 
@@ -369,7 +385,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken};
+    use crate::error::{AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken};
 
     fn p(name: &str, value: &str) -> (String, String) {
         (name.to_owned(), value.to_owned())
@@ -503,9 +519,17 @@ mod tests {
                 R::EmptyToken,
                 R::MalformedToken,
                 R::MultipleTokenSources,
+                R::MissingDpopProof,
+                R::MultipleDpopProofs,
+                R::BearerWithDpopProof,
             ]
             .map(AuthError::InvalidRequest),
         );
+        all.extend(
+            [InvalidDpopProof::Malformed, InvalidDpopProof::Replayed, InvalidDpopProof::WrongUri]
+                .map(AuthError::InvalidDpopProof),
+        );
+        all.push(AuthError::UseDpopNonce);
         all.extend(
             [
                 T::Malformed,
@@ -547,7 +571,8 @@ mod tests {
                 let header = err.challenge(params).expect("a challenge");
                 let text = header.to_str().unwrap();
                 let c = Challenge::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-                assert!(c.is_scheme("Bearer"));
+                let dpop_error = matches!(err, AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce);
+                assert!(c.is_scheme(if dpop_error { "DPoP" } else { "Bearer" }), "{text}");
                 assert_eq!(c.realm(), params.realm.as_deref(), "{text}");
                 assert_eq!(c.param("resource_metadata"), params.resource_metadata.as_deref(), "{text}");
                 assert_eq!(c.param("error"), err.error_code(), "{text}");
@@ -558,15 +583,18 @@ mod tests {
                     AuthError::InsufficientScope { required } => {
                         BearerError::InsufficientScope { scope: Some(required.clone()) }
                     }
-                    AuthError::Unavailable(_) => unreachable!(),
+                    AuthError::InvalidDpopProof(_) => BearerError::InvalidDpopProof,
+                    AuthError::UseDpopNonce => BearerError::UseDpopNonce,
+                    _ => unreachable!(),
                 };
                 assert_eq!(c.bearer_error(), expected, "{text}");
                 let description = err.error_code().map(|_| err.description());
                 assert_eq!(c.error_description(), description, "{text}");
                 // And as the second challenge of a list.
                 let listed = format!("Basic realm=\"x\", {text}, Negotiate");
-                let found = Challenge::find_bearer(&listed).unwrap().unwrap();
-                assert_eq!(found, c, "{listed}");
+                let found =
+                    if dpop_error { Challenge::find_dpop(&listed) } else { Challenge::find_bearer(&listed) };
+                assert_eq!(found.unwrap().unwrap(), c, "{listed}");
             }
         }
     }

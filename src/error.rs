@@ -32,6 +32,49 @@ pub enum AuthError {
     /// The server could not validate the token (key set or introspection endpoint unreachable):
     /// `503`. This is not the client's fault and must not be reported as `invalid_token`.
     Unavailable(Unavailable),
+    /// The DPoP proof (RFC 9449 §4.3) is missing a check: `401`, `DPoP error="invalid_dpop_proof"`.
+    InvalidDpopProof(InvalidDpopProof),
+    /// The DPoP proof lacks the server nonce or has a stale one (RFC 9449 §8): `401`,
+    /// `DPoP error="use_dpop_nonce"` with a fresh `DPoP-Nonce` header.
+    UseDpopNonce,
+}
+
+/// Why a DPoP proof was refused (RFC 9449 §4.3; `401 invalid_dpop_proof`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidDpopProof {
+    /// Not one compact JWS (segments, base64url, JSON objects), or too large.
+    Malformed,
+    /// The `typ` header is not `dpop+jwt`.
+    WrongType,
+    /// The `alg` is not in the allowlist (this includes `none` and every symmetric algorithm).
+    AlgorithmNotAllowed,
+    /// The header has a `crit` member.
+    UnsupportedCritical,
+    /// No `jwk` header, or one that is not a usable public key.
+    MissingKey,
+    /// The `jwk` holds private key members (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`).
+    PrivateKey,
+    /// The `jwk` does not fit the `alg` (key type, curve, size).
+    KeyAlgorithmMismatch,
+    /// The signature does not verify (DER-encoded ECDSA signatures included).
+    BadSignature,
+    /// A claim is missing or has the wrong type (`jti`, `htm`, `htu`, `iat`, `ath`).
+    InvalidClaim,
+    /// The `jti` is longer than allowed.
+    JtiTooLong,
+    /// `htm` is not the request method.
+    WrongMethod,
+    /// `htu` is not the request URI (scheme, host, port and path; query and fragment ignored).
+    WrongUri,
+    /// `iat` is too far in the past.
+    Stale,
+    /// `iat` is too far in the future.
+    IssuedInFuture,
+    /// `ath` is missing or is not the hash of the access token sent.
+    WrongTokenHash,
+    /// This proof (key and `jti`) was seen before.
+    Replayed,
 }
 
 /// Why the credentials were malformed (`400 invalid_request`).
@@ -50,6 +93,12 @@ pub enum InvalidRequest {
     MalformedToken,
     /// The token was sent in more than one place (RFC 6750 §2 allows one method per request).
     MultipleTokenSources,
+    /// The `DPoP` scheme without a `DPoP` proof header.
+    MissingDpopProof,
+    /// More than one `DPoP` header.
+    MultipleDpopProofs,
+    /// A `Bearer` token together with a `DPoP` proof header.
+    BearerWithDpopProof,
 }
 
 /// Why the token was refused (`401 invalid_token`).
@@ -92,6 +141,17 @@ pub enum InvalidToken {
     Inactive,
     /// The verified claims could not be read as the type the application asked for.
     UnexpectedClaims,
+    /// The token is bound to a DPoP key (`cnf.jkt`) but was sent as a bearer token.
+    BoundTokenAsBearer,
+    /// The token is bound to a client certificate (`cnf["x5t#S256"]`), which this server does
+    /// not check (no mutual TLS): it is refused.
+    CertificateBindingUnchecked,
+    /// The token's `cnf` is one this crate cannot check.
+    UnknownConfirmation,
+    /// The DPoP proof was made with another key than the one the token is bound to.
+    ProofKeyMismatch,
+    /// The token was sent with the `DPoP` scheme but is not bound to a DPoP key.
+    UnboundTokenAsDpop,
 }
 
 /// Why the server could not validate (`503`).
@@ -107,13 +167,18 @@ pub enum Unavailable {
     /// Too many introspection calls are under way or queued: the request was refused at once
     /// rather than queued without bound.
     IntrospectionBusy,
+    /// The DPoP replay store is full of live entries: refusing is safer than forgetting one.
+    ReplayStoreFull,
 }
 
 impl AuthError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InvalidDpopProof(_)
+            | AuthError::UseDpopNonce => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,7 +196,11 @@ impl AuthError {
     /// ```
     pub fn grpc_status(&self) -> i32 {
         match self {
-            AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => 16,
+            AuthError::MissingToken
+            | AuthError::InvalidRequest(_)
+            | AuthError::InvalidToken(_)
+            | AuthError::InvalidDpopProof(_)
+            | AuthError::UseDpopNonce => 16,
             AuthError::InsufficientScope { .. } => 7,
             AuthError::Unavailable(_) => 14,
         }
@@ -144,6 +213,8 @@ impl AuthError {
             AuthError::InvalidRequest(_) => Some("invalid_request"),
             AuthError::InvalidToken(_) => Some("invalid_token"),
             AuthError::InsufficientScope { .. } => Some("insufficient_scope"),
+            AuthError::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
+            AuthError::UseDpopNonce => Some("use_dpop_nonce"),
         }
     }
 
@@ -159,6 +230,9 @@ impl AuthError {
                 InvalidRequest::EmptyToken => "empty_token",
                 InvalidRequest::MalformedToken => "malformed_credentials",
                 InvalidRequest::MultipleTokenSources => "multiple_token_sources",
+                InvalidRequest::MissingDpopProof => "missing_dpop_proof",
+                InvalidRequest::MultipleDpopProofs => "multiple_dpop_proofs",
+                InvalidRequest::BearerWithDpopProof => "bearer_with_dpop_proof",
             },
             AuthError::InvalidToken(r) => match r {
                 InvalidToken::Malformed => "malformed_token",
@@ -179,12 +253,37 @@ impl AuthError {
                 InvalidToken::WrongAudience => "wrong_audience",
                 InvalidToken::Inactive => "inactive",
                 InvalidToken::UnexpectedClaims => "unexpected_claims",
+                InvalidToken::BoundTokenAsBearer => "bound_token_as_bearer",
+                InvalidToken::CertificateBindingUnchecked => "certificate_binding_unchecked",
+                InvalidToken::UnknownConfirmation => "unknown_cnf",
+                InvalidToken::ProofKeyMismatch => "dpop_key_mismatch",
+                InvalidToken::UnboundTokenAsDpop => "unbound_token_as_dpop",
             },
             AuthError::Unavailable(r) => match r {
                 Unavailable::KeySet => "key_set_unavailable",
                 Unavailable::Introspection => "introspection_unavailable",
                 Unavailable::Discovery => "discovery_unavailable",
                 Unavailable::IntrospectionBusy => "introspection_busy",
+                Unavailable::ReplayStoreFull => "dpop_replay_store_full",
+            },
+            AuthError::UseDpopNonce => "dpop_nonce_required",
+            AuthError::InvalidDpopProof(r) => match r {
+                InvalidDpopProof::Malformed => "dpop_malformed",
+                InvalidDpopProof::WrongType => "dpop_wrong_typ",
+                InvalidDpopProof::AlgorithmNotAllowed => "dpop_algorithm_not_allowed",
+                InvalidDpopProof::UnsupportedCritical => "dpop_unsupported_crit",
+                InvalidDpopProof::MissingKey => "dpop_missing_jwk",
+                InvalidDpopProof::PrivateKey => "dpop_private_jwk",
+                InvalidDpopProof::KeyAlgorithmMismatch => "dpop_key_algorithm_mismatch",
+                InvalidDpopProof::BadSignature => "dpop_bad_signature",
+                InvalidDpopProof::InvalidClaim => "dpop_invalid_claim",
+                InvalidDpopProof::JtiTooLong => "dpop_jti_too_long",
+                InvalidDpopProof::WrongMethod => "dpop_wrong_htm",
+                InvalidDpopProof::WrongUri => "dpop_wrong_htu",
+                InvalidDpopProof::Stale => "dpop_stale",
+                InvalidDpopProof::IssuedInFuture => "dpop_issued_in_future",
+                InvalidDpopProof::WrongTokenHash => "dpop_wrong_ath",
+                InvalidDpopProof::Replayed => "dpop_replayed",
             },
         }
     }
@@ -204,6 +303,9 @@ impl AuthError {
                 InvalidRequest::EmptyToken => "the bearer token is empty",
                 InvalidRequest::MalformedToken => "the bearer token is not a valid b64token",
                 InvalidRequest::MultipleTokenSources => "the token was sent in more than one place",
+                InvalidRequest::MissingDpopProof => "the DPoP scheme needs a DPoP proof",
+                InvalidRequest::MultipleDpopProofs => "more than one DPoP header",
+                InvalidRequest::BearerWithDpopProof => "a bearer token cannot come with a DPoP proof",
             },
             AuthError::InvalidToken(r) => match r {
                 InvalidToken::Expired => "the access token expired",
@@ -212,9 +314,17 @@ impl AuthError {
                 InvalidToken::WrongAudience => "the access token is not meant for this resource",
                 InvalidToken::WrongIssuer => "the access token comes from an untrusted issuer",
                 InvalidToken::Malformed | InvalidToken::TooLarge => "the access token is malformed",
+                InvalidToken::BoundTokenAsBearer
+                | InvalidToken::CertificateBindingUnchecked
+                | InvalidToken::UnknownConfirmation
+                | InvalidToken::ProofKeyMismatch => "the access token is bound to another sender",
+                InvalidToken::UnboundTokenAsDpop => "the access token is not a DPoP-bound token",
                 _ => "the access token is invalid",
             },
             AuthError::Unavailable(_) => "authorization is temporarily unavailable",
+            AuthError::InvalidDpopProof(InvalidDpopProof::Replayed) => "the DPoP proof was used before",
+            AuthError::InvalidDpopProof(_) => "the DPoP proof is invalid",
+            AuthError::UseDpopNonce => "the DPoP proof needs the server nonce",
         }
     }
 
@@ -244,6 +354,12 @@ impl From<InvalidRequest> for AuthError {
     }
 }
 
+impl From<InvalidDpopProof> for AuthError {
+    fn from(r: InvalidDpopProof) -> Self {
+        AuthError::InvalidDpopProof(r)
+    }
+}
+
 impl From<Unavailable> for AuthError {
     fn from(r: Unavailable) -> Self {
         AuthError::Unavailable(r)
@@ -256,6 +372,20 @@ impl From<Unavailable> for AuthError {
 pub struct ChallengeParams {
     pub(crate) realm: Option<String>,
     pub(crate) resource_metadata: Option<String>,
+    /// The DPoP algorithms accepted (space-separated), when the layer accepts DPoP.
+    pub(crate) dpop_algs: Option<String>,
+    /// Only DPoP is accepted: no `Bearer` challenge.
+    pub(crate) dpop_only: bool,
+    /// The request used the `DPoP` scheme: errors found after the layer (scopes, handlers) are
+    /// answered under it.
+    pub(crate) used_dpop: bool,
+}
+
+/// The authentication scheme of a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 impl ChallengeParams {
@@ -292,18 +422,49 @@ impl AuthError {
     /// );
     /// ```
     pub fn challenge(&self, params: &ChallengeParams) -> Option<HeaderValue> {
+        self.challenge_for(params, if params.used_dpop { Scheme::Dpop } else { Scheme::Bearer })
+    }
+
+    /// The challenge for credentials sent under `used`: an error is answered under the scheme
+    /// the client used (DPoP proof errors always under `DPoP`); no credentials get a challenge
+    /// for each scheme the server accepts (RFC 9449 §7.1).
+    pub(crate) fn challenge_for(&self, params: &ChallengeParams, used: Scheme) -> Option<HeaderValue> {
         if self.is_server_error() {
             return None;
         }
         let mut out = String::with_capacity(128);
-        out.push_str("Bearer");
+        let dpop_error = matches!(self, AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce);
+        if matches!(self, AuthError::MissingToken) {
+            if !params.dpop_only {
+                self.push_challenge(&mut out, params, Scheme::Bearer);
+            }
+            if params.dpop_algs.is_some() {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                self.push_challenge(&mut out, params, Scheme::Dpop);
+            }
+        } else if dpop_error || used == Scheme::Dpop {
+            self.push_challenge(&mut out, params, Scheme::Dpop);
+        } else {
+            self.push_challenge(&mut out, params, Scheme::Bearer);
+        }
+        // Everything pushed is visible ASCII (non-ASCII was dropped by `push_quoted`).
+        HeaderValue::from_str(&out).ok()
+    }
+
+    fn push_challenge(&self, out: &mut String, params: &ChallengeParams, scheme: Scheme) {
+        out.push_str(match scheme {
+            Scheme::Bearer => "Bearer",
+            Scheme::Dpop => "DPoP",
+        });
         let mut first = true;
         let mut param = |name: &str, value: &str| {
             out.push_str(if first { " " } else { ", " });
             first = false;
             out.push_str(name);
             out.push_str("=\"");
-            push_quoted(&mut out, value);
+            push_quoted(out, value);
             out.push('"');
         };
         if let Some(realm) = &params.realm {
@@ -319,8 +480,11 @@ impl AuthError {
         if let Some(url) = &params.resource_metadata {
             param("resource_metadata", url);
         }
-        // Everything pushed is visible ASCII (non-ASCII was dropped by `push_quoted`).
-        HeaderValue::from_str(&out).ok()
+        if scheme == Scheme::Dpop
+            && let Some(algs) = &params.dpop_algs
+        {
+            param("algs", algs);
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, Request};
 
-use crate::error::{AuthError, InvalidRequest};
+use crate::error::{AuthError, InvalidRequest, Scheme};
 
 /// The default bound on the `Authorization` header, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -26,6 +26,16 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
 /// assert_eq!(bearer_token(&headers, 8192).unwrap(), "abc.def-ghi");
 /// ```
 pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthError> {
+    header_credentials(headers, max_bytes, false).map(|(token, _)| token)
+}
+
+/// The token of the `Authorization` header and its scheme: `Bearer`, or `DPoP` (RFC 9449 §7.1)
+/// when `dpop` is accepted.
+fn header_credentials(
+    headers: &HeaderMap,
+    max_bytes: usize,
+    dpop: bool,
+) -> Result<(&str, Scheme), AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -33,7 +43,7 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthE
     if values.next().is_some() {
         return Err(InvalidRequest::MultipleAuthorizationHeaders.into());
     }
-    parse_credentials(value.as_bytes(), max_bytes)
+    parse_credentials(value.as_bytes(), max_bytes, dpop)
 }
 
 /// Where a request may carry its token. The `Authorization` header is always read; the others
@@ -91,6 +101,17 @@ pub fn find_token<'a, B>(
     sources: &TokenSources,
     max_bytes: usize,
 ) -> Result<(Cow<'a, str>, TokenSource), AuthError> {
+    find_credentials(req, sources, max_bytes, false).map(|(token, source, _)| (token, source))
+}
+
+/// [`find_token`], and the scheme of a header token (`DPoP` only when `dpop` is accepted).
+pub(crate) fn find_credentials<'a, B>(
+    req: &'a Request<B>,
+    sources: &TokenSources,
+    max_bytes: usize,
+    dpop: bool,
+) -> Result<(Cow<'a, str>, TokenSource, Scheme), AuthError> {
+    let mut scheme = Scheme::Bearer;
     let mut found: Option<(Cow<'a, str>, TokenSource)> = None;
     let mut add = |token: Cow<'a, str>, source| {
         if found.is_some() {
@@ -99,8 +120,11 @@ pub fn find_token<'a, B>(
         found = Some((token, source));
         Ok(())
     };
-    match bearer_token(req.headers(), max_bytes) {
-        Ok(token) => add(Cow::Borrowed(token), TokenSource::Header)?,
+    match header_credentials(req.headers(), max_bytes, dpop) {
+        Ok((token, used)) => {
+            scheme = used;
+            add(Cow::Borrowed(token), TokenSource::Header)?
+        }
         Err(AuthError::MissingToken) => {}
         Err(err) => return Err(err),
     }
@@ -118,7 +142,7 @@ pub fn find_token<'a, B>(
         check_token(token.as_bytes(), max_bytes)?;
         add(Cow::Borrowed(token.as_str()), TokenSource::Form)?;
     }
-    found.ok_or(AuthError::MissingToken)
+    found.map(|(token, source)| (token, source, scheme)).ok_or(AuthError::MissingToken)
 }
 
 /// Checks a token from a source other than the header: size bound and `b64token` syntax.
@@ -179,8 +203,8 @@ fn query_token(query: Option<&str>, max_bytes: usize) -> Result<Option<String>, 
     Ok(found)
 }
 
-/// Parses `credentials = "Bearer" 1*SP b64token` from raw header bytes.
-fn parse_credentials(value: &[u8], max_bytes: usize) -> Result<&str, AuthError> {
+/// Parses `credentials = "Bearer" 1*SP b64token` (or `"DPoP"` when `dpop`) from raw header bytes.
+fn parse_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&str, Scheme), AuthError> {
     if value.len() > max_bytes {
         return Err(InvalidRequest::HeaderTooLarge.into());
     }
@@ -188,9 +212,13 @@ fn parse_credentials(value: &[u8], max_bytes: usize) -> Result<&str, AuthError> 
     // bearer credentials, whatever the rest of its header looks like.
     let scheme_end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
     let (scheme, rest) = value.split_at(scheme_end);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthError::MissingToken);
-    }
+    };
     let token = trim_spaces(rest);
     if token.is_empty() {
         return Err(InvalidRequest::EmptyToken.into());
@@ -204,7 +232,8 @@ fn parse_credentials(value: &[u8], max_bytes: usize) -> Result<&str, AuthError> 
         .into());
     }
     // `is_b64token` admits ASCII only, so this cannot fail.
-    std::str::from_utf8(token).map_err(|_| InvalidRequest::NonAsciiHeader.into())
+    let token = std::str::from_utf8(token).map_err(|_| AuthError::from(InvalidRequest::NonAsciiHeader))?;
+    Ok((token, scheme))
 }
 
 /// Strips the `1*SP` separator (and any trailing spaces a proxy may leave).
@@ -255,7 +284,19 @@ mod tests {
     use http::HeaderValue;
 
     fn parse(v: &[u8]) -> Result<&str, AuthError> {
-        parse_credentials(v, DEFAULT_MAX_HEADER_BYTES)
+        parse_credentials(v, DEFAULT_MAX_HEADER_BYTES, false).map(|(t, _)| t)
+    }
+
+    #[test]
+    fn dpop_scheme_only_when_accepted() {
+        fn dpop(v: &[u8]) -> Result<(&str, Scheme), AuthError> {
+            parse_credentials(v, DEFAULT_MAX_HEADER_BYTES, true)
+        }
+        assert_eq!(dpop(b"DPoP abc").unwrap(), ("abc", Scheme::Dpop));
+        assert_eq!(dpop(b"dpop abc").unwrap(), ("abc", Scheme::Dpop));
+        assert_eq!(dpop(b"Bearer abc").unwrap(), ("abc", Scheme::Bearer));
+        assert_eq!(dpop(b"DPoP"), Err(InvalidRequest::EmptyToken.into()));
+        assert_eq!(parse(b"DPoP abc"), Err(AuthError::MissingToken));
     }
 
     #[test]

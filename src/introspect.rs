@@ -586,6 +586,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            cnf: claims.cnf,
             claims: raw,
         });
         Ok(Entry {

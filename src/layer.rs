@@ -14,11 +14,14 @@ use tower_service::Service;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 
+use crate::binding;
 use crate::body::{
     AuthBody, Dialect, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response,
+    rejection_response_for,
 };
-use crate::error::{AuthError, ChallengeParams};
-use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_token};
+use crate::dpop::{DPOP, DPOP_NONCE, Dpop, Mode as DpopMode, Proof, Target, proof_header};
+use crate::error::{AuthError, ChallengeParams, InvalidRequest, Scheme};
+use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_credentials};
 use crate::observe;
 use crate::principal::Principal;
 use crate::resource_metadata::ProtectedResource;
@@ -53,9 +56,13 @@ pub struct BearerLayer<V> {
 struct Shared<V> {
     validator: Arc<V>,
     rejections: Rejections,
+    // The same for requests that used the `DPoP` scheme: what is refused after the layer
+    // (scopes, handlers) is answered under `DPoP`.
+    dpop_rejections: Rejections,
     sources: Arc<TokenSources>,
     optional: bool,
     max_header_bytes: usize,
+    dpop: Arc<Dpop>,
 }
 
 impl<V> Clone for Shared<V> {
@@ -63,9 +70,11 @@ impl<V> Clone for Shared<V> {
         Shared {
             validator: self.validator.clone(),
             rejections: self.rejections.clone(),
+            dpop_rejections: self.dpop_rejections.clone(),
             sources: self.sources.clone(),
             optional: self.optional,
             max_header_bytes: self.max_header_bytes,
+            dpop: self.dpop.clone(),
         }
     }
 }
@@ -83,9 +92,11 @@ impl<V: Validator> BearerLayer<V> {
             shared: Shared {
                 validator: Arc::new(validator),
                 rejections: Rejections::default(),
+                dpop_rejections: Rejections::default(),
                 sources: Arc::new(TokenSources::header_only()),
                 optional: false,
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                dpop: Arc::new(Dpop::off()),
             },
         }
     }
@@ -93,6 +104,9 @@ impl<V: Validator> BearerLayer<V> {
     fn map_rejections(mut self, f: impl FnOnce(&mut RejectionSettings)) -> Self {
         let mut settings = (*self.shared.rejections.0).clone();
         f(&mut settings);
+        let mut dpop = settings.clone();
+        dpop.params.used_dpop = true;
+        self.shared.dpop_rejections = Rejections(Arc::new(dpop));
         self.shared.rejections = Rejections(Arc::new(settings));
         self
     }
@@ -145,6 +159,20 @@ impl<V: Validator> BearerLayer<V> {
         self
     }
 
+    /// The DPoP policy (default [`Dpop::off`]). Whatever it is, a token bound to a key or a
+    /// certificate (`cnf`) is never accepted as a bearer token. With DPoP on, challenges
+    /// announce the `DPoP` scheme and its `algs`.
+    pub fn dpop(mut self, dpop: Dpop) -> Self {
+        let algs = dpop.is_on().then(|| dpop.algs.clone());
+        let only = dpop.mode == DpopMode::Required;
+        self.shared.dpop = Arc::new(dpop);
+        self.map_challenge(|mut p| {
+            p.dpop_algs = algs;
+            p.dpop_only = only;
+            p
+        })
+    }
+
     /// The validator.
     pub fn validator(&self) -> &V {
         &self.shared.validator
@@ -158,6 +186,7 @@ impl<V> fmt::Debug for BearerLayer<V> {
             .field("sources", &self.shared.sources)
             .field("optional", &self.shared.optional)
             .field("max_header_bytes", &self.shared.max_header_bytes)
+            .field("dpop", &self.shared.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -209,14 +238,57 @@ impl<S, V> BearerService<S, V> {
         &self.shared.validator
     }
 
-    fn reject<B, ReqB>(&self, err: &AuthError, req: &Request<ReqB>) -> ResponseFuture<S::Future, S, ReqB, B>
+    fn reject<B, ReqB>(
+        &self,
+        err: &AuthError,
+        req: &Request<ReqB>,
+        scheme: Scheme,
+    ) -> ResponseFuture<S::Future, S, ReqB, B>
     where
         S: Service<Request<ReqB>>,
     {
-        log_rejection(err);
-        let dialect = Dialect::of(req.headers());
-        ResponseFuture::rejected(rejection_response(err, &self.shared.rejections, dialect))
+        ResponseFuture::rejected(rejection(
+            err,
+            &self.shared.rejections,
+            req.headers(),
+            scheme,
+            &self.shared.dpop,
+        ))
     }
+}
+
+/// The response to a refused request, logged and counted.
+fn rejection<B>(
+    err: &AuthError,
+    rejections: &Rejections,
+    headers: &http::HeaderMap,
+    scheme: Scheme,
+    dpop: &Dpop,
+) -> Response<AuthBody<B>> {
+    log_rejection(err);
+    let mut res = rejection_response_for(err, rejections, Dialect::of(headers), scheme);
+    if *err == AuthError::UseDpopNonce
+        && let Some(nonce) = fresh_nonce(dpop)
+    {
+        res.headers_mut().insert(DPOP_NONCE, nonce);
+    }
+    res
+}
+
+fn fresh_nonce(dpop: &Dpop) -> Option<HeaderValue> {
+    let nonces = dpop.nonces.as_ref()?;
+    HeaderValue::try_from(nonces.current(dpop.clock.unix_now())).ok()
+}
+
+/// The DPoP proof of a request sent with the `DPoP` scheme, checked but for single use.
+fn dpop_proof<B>(dpop: &Dpop, req: &Request<B>, token: &str) -> Result<Proof, AuthError> {
+    let proof = proof_header(req.headers(), dpop.max_proof_bytes)?;
+    let target = Target { method: req.method(), uri: req.uri(), headers: req.headers() };
+    let proof = dpop.verify(proof, token, &target, dpop.clock.unix_now())?;
+    if !proof.nonce_ok {
+        return Err(AuthError::UseDpopNonce);
+    }
+    Ok(proof)
 }
 
 fn log_rejection(err: &AuthError) {
@@ -252,11 +324,30 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
-        let (verdict, private) = match find_token(&req, &shared.sources, shared.max_header_bytes) {
-            // RFC 9111 keeps shared caches off responses to `Authorization` requests only: a token
-            // from anywhere else makes the response just as personal, so it is marked `private`.
-            Ok((token, source)) => {
-                (shared.validator.validate(&token, &RequestView::of(&req)), source != TokenSource::Header)
+        let dpop = &*shared.dpop;
+        let found = find_credentials(&req, &shared.sources, shared.max_header_bytes, dpop.is_on());
+        let (verdict, private, proof, scheme) = match found {
+            Ok((token, source, scheme)) => {
+                let proof = match scheme {
+                    Scheme::Dpop => match dpop_proof(dpop, &req, &token) {
+                        Ok(proof) => Some(proof),
+                        Err(err) => return self.reject(&err, &req, scheme),
+                    },
+                    // A proof with a bearer token: which one did the client mean?
+                    Scheme::Bearer if dpop.is_on() && req.headers().contains_key(DPOP) => {
+                        return self.reject(&InvalidRequest::BearerWithDpopProof.into(), &req, scheme);
+                    }
+                    // DPoP only: a bearer token counts as no credentials (never as anonymous).
+                    Scheme::Bearer if dpop.mode == DpopMode::Required => {
+                        return self.reject(&AuthError::MissingToken, &req, scheme);
+                    }
+                    Scheme::Bearer => None,
+                };
+                // RFC 9111 keeps shared caches off responses to `Authorization` requests only: a
+                // token from anywhere else makes the response just as personal, so it is marked
+                // `private`.
+                let verdict = shared.validator.validate(&token, &RequestView::of(&req));
+                (verdict, source != TokenSource::Header, proof, scheme)
             }
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
@@ -269,15 +360,25 @@ where
                     false,
                 );
             }
-            Err(err) => return self.reject(&err, &req),
+            Err(err) => return self.reject(&err, &req, Scheme::Bearer),
         };
         match verdict {
             Verdict::Ready(Ok(principal)) => {
-                authorize(&mut req, principal, &self.shared.rejections);
+                // The binding is the request's: checked on every request, cache hits included.
+                if let Err(err) = binding::check(principal.confirmation(), proof.as_ref(), dpop) {
+                    return self.reject(&err, &req, scheme);
+                }
+                let rejections =
+                    if proof.is_some() { &self.shared.dpop_rejections } else { &self.shared.rejections };
+                let nonce = proof.and_then(|_| fresh_nonce(dpop));
+                authorize(&mut req, principal, rejections);
                 let dialect = Dialect::of(req.headers());
-                ResponseFuture::called(self.inner.call(req), self.shared.rejections.clone(), dialect, private)
+                let mut future =
+                    ResponseFuture::called(self.inner.call(req), rejections.clone(), dialect, private);
+                future.nonce = nonce;
+                future
             }
-            Verdict::Ready(Err(err)) => self.reject(&err, &req),
+            Verdict::Ready(Err(err)) => self.reject(&err, &req, scheme),
             Verdict::Pending(validation) => {
                 // `self.inner` is the clone that was polled ready: take it into the future and
                 // leave a fresh clone behind for the next poll_ready (tower's readiness contract).
@@ -289,10 +390,18 @@ where
                         pending: Some(Pending {
                             service: ready,
                             request: req,
-                            rejections: self.shared.rejections.clone(),
+                            rejections: if proof.is_some() {
+                                self.shared.dpop_rejections.clone()
+                            } else {
+                                self.shared.rejections.clone()
+                            },
+                            proof,
+                            scheme,
+                            dpop: self.shared.dpop.clone(),
                         }),
                     },
                     private,
+                    nonce: None,
                 }
             }
         }
@@ -312,6 +421,9 @@ struct Pending<S, ReqB> {
     service: S,
     request: Request<ReqB>,
     rejections: Rejections,
+    proof: Option<Proof>,
+    scheme: Scheme,
+    dpop: Arc<Dpop>,
 }
 
 pin_project! {
@@ -322,6 +434,8 @@ pin_project! {
         // The token came from the URI (RFC 6750 §2.3), a cookie or a form field: the response
         // gets `Cache-Control: private`.
         private: bool,
+        // A fresh `DPoP-Nonce` for a successful DPoP request (nonces on).
+        nonce: Option<HeaderValue>,
     }
 }
 
@@ -337,11 +451,11 @@ pin_project! {
 
 impl<F, S, ReqB, ResB> ResponseFuture<F, S, ReqB, ResB> {
     fn called(future: F, rejections: Rejections, dialect: Dialect, private: bool) -> Self {
-        ResponseFuture { state: State::Called { future, rejections, dialect }, private }
+        ResponseFuture { state: State::Called { future, rejections, dialect }, private, nonce: None }
     }
 
     fn rejected(response: Response<AuthBody<ResB>>) -> Self {
-        ResponseFuture { state: State::Rejected { response: Some(response) }, private: false }
+        ResponseFuture { state: State::Rejected { response: Some(response) }, private: false, nonce: None }
     }
 }
 
@@ -357,25 +471,31 @@ where
             match this.state.as_mut().project() {
                 StateProj::Validating { validation, pending } => {
                     let result = ready!(validation.as_mut().poll(cx));
-                    let Pending { mut service, mut request, rejections } =
+                    let Pending { mut service, mut request, rejections, proof, scheme, dpop } =
                         pending.take().expect("polled after completion");
+                    // The binding is the request's: checked on every request.
+                    let result = result.and_then(|principal| {
+                        binding::check(principal.confirmation(), proof.as_ref(), &dpop).map(|()| principal)
+                    });
                     match result {
                         Ok(principal) => {
+                            if proof.is_some() {
+                                *this.nonce = fresh_nonce(&dpop);
+                            }
                             authorize(&mut request, principal, &rejections);
                             let dialect = Dialect::of(request.headers());
                             let future = service.call(request);
                             this.state.set(State::Called { future, rejections, dialect });
                         }
                         Err(err) => {
-                            log_rejection(&err);
-                            let response =
-                                rejection_response(&err, &rejections, Dialect::of(request.headers()));
+                            let response = rejection(&err, &rejections, request.headers(), scheme, &dpop);
                             this.state.set(State::Rejected { response: Some(response) });
                         }
                     }
                 }
                 StateProj::Called { future, rejections, dialect } => {
                     let private = *this.private;
+                    let nonce = this.nonce.take();
                     return future.poll(cx).map_ok(|mut res| {
                         // An `AuthError` answered by a handler was rendered without knowing this
                         // layer: render it again with our realm and body style.
@@ -388,6 +508,9 @@ where
                         };
                         if private {
                             mark_private(&mut res);
+                        }
+                        if let Some(nonce) = nonce {
+                            res.headers_mut().insert(DPOP_NONCE, nonce);
                         }
                         res
                     });

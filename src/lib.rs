@@ -60,10 +60,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod binding;
 mod body;
 pub mod challenge;
 mod config;
 pub mod discovery;
+pub mod dpop;
 mod either;
 mod error;
 pub mod extract;
@@ -90,7 +92,7 @@ pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use config::ConfigError;
 pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};
 pub use either::{JwtOrOpaque, TokenRouting};
-pub use error::{AuthError, ChallengeParams, InvalidRequest, InvalidToken, Unavailable};
+pub use error::{AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};
 pub use introspect::{ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder};
 pub use issuers::MultiIssuer;
@@ -99,6 +101,7 @@ pub use jwt::policy::TypPolicy;
 pub use jwt::{JwtValidator, JwtValidatorBuilder, TokenCacheStats, defaults as jwt_defaults};
 pub use layer::{BearerLayer, BearerService, ResponseFuture};
 pub use outbound::{HttpClient, HttpClientBuilder, TransportError};
+pub use principal::Confirmation;
 pub use principal::{Principal, PrincipalBuilder, Scopes, TokenKind};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
 pub use scope::RequireScope;

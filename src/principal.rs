@@ -6,8 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::AuthError;
@@ -96,6 +97,9 @@ pub(crate) struct PrincipalData {
     pub(crate) scopes: Scopes,
     pub(crate) expires_at: Option<i64>,
     pub(crate) issued_at: Option<i64>,
+    /// The `cnf` claim: what binds the token to its sender.
+    #[serde(skip)]
+    pub(crate) cnf: Confirmation,
     /// The verified claims object, verbatim: a `RawValue`, so serializing a principal copies it
     /// instead of parsing it again.
     pub(crate) claims: Box<RawValue>,
@@ -174,6 +178,12 @@ impl PrincipalBuilder {
         self.data.issued_at = Some(iat);
         self
     }
+    /// What binds the token to its sender (its `cnf`); a bound token is refused as a bearer
+    /// token, whatever the validator.
+    pub fn confirmation(mut self, cnf: Confirmation) -> Self {
+        self.data.cnf = cnf;
+        self
+    }
     /// The claims handlers read with [`Principal::claims`] and [`Principal::claim`]; anything
     /// but a JSON object counts as no claims (`{}`).
     pub fn claims(mut self, claims: serde_json::Value) -> Self {
@@ -208,6 +218,7 @@ impl Principal {
                 scopes: Scopes::default(),
                 expires_at: None,
                 issued_at: None,
+                cnf: Confirmation::None,
                 claims: empty_object(),
             },
         }
@@ -249,6 +260,11 @@ impl Principal {
     /// The `iat` claim, in seconds since the Unix epoch.
     pub fn issued_at_unix(&self) -> Option<i64> {
         self.0.issued_at
+    }
+    /// What binds the token to its sender (the `cnf` claim), checked by
+    /// [`BearerLayer`](crate::BearerLayer) on every request.
+    pub fn confirmation(&self) -> &Confirmation {
+        &self.0.cnf
     }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {
@@ -306,5 +322,68 @@ impl fmt::Debug for Principal {
 impl Serialize for Principal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
+    }
+}
+
+/// The confirmation (`cnf`) a token carries: what its sender must prove to use it.
+///
+/// A token with any `cnf` is *bound*: it is never accepted as a plain bearer token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// No `cnf`: a bearer token.
+    #[default]
+    None,
+    /// `cnf.jkt` (RFC 9449 §6): the RFC 7638 SHA-256 thumbprint of the DPoP key, base64url.
+    Jkt(String),
+    /// `cnf["x5t#S256"]` (RFC 8705 §3.1): the SHA-256 thumbprint of the client certificate.
+    /// Mutual TLS is not implemented yet: such tokens are refused.
+    X5tS256(String),
+    /// Any other `cnf` (another member, several members, not an object): refused, since this
+    /// crate cannot check what it asks for.
+    Other,
+}
+
+impl Confirmation {
+    /// Whether the token is bound to a key or certificate.
+    pub fn is_bound(&self) -> bool {
+        !matches!(self, Confirmation::None)
+    }
+
+    fn from_value(cnf: Value) -> Self {
+        let Value::Object(mut members) = cnf else { return Confirmation::Other };
+        if members.len() != 1 {
+            return Confirmation::Other;
+        }
+        match (members.remove("jkt"), members.remove("x5t#S256")) {
+            (Some(Value::String(jkt)), None) => Confirmation::Jkt(jkt),
+            (None, Some(Value::String(x5t))) => Confirmation::X5tS256(x5t),
+            _ => Confirmation::Other,
+        }
+    }
+}
+
+/// `deserialize_with` for a `cnf` claim (absent is `#[serde(default)]`; `null` is bound, and
+/// refused as [`Confirmation::Other`]).
+pub(crate) fn cnf_claim<'de, D: Deserializer<'de>>(d: D) -> Result<Confirmation, D::Error> {
+    Value::deserialize(d).map(Confirmation::from_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_cnf() {
+        let c = |v: Value| Confirmation::from_value(v);
+        assert_eq!(c(json!({"jkt": "abc"})), Confirmation::Jkt("abc".into()));
+        assert_eq!(c(json!({"x5t#S256": "abc"})), Confirmation::X5tS256("abc".into()));
+        assert_eq!(c(json!({"jkt": "a", "x5t#S256": "b"})), Confirmation::Other);
+        assert_eq!(c(json!({"jwk": {}})), Confirmation::Other);
+        assert_eq!(c(json!({"jkt": 1})), Confirmation::Other);
+        assert_eq!(c(json!({})), Confirmation::Other);
+        assert_eq!(c(json!("abc")), Confirmation::Other);
+        assert_eq!(c(Value::Null), Confirmation::Other);
     }
 }

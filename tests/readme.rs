@@ -46,6 +46,16 @@ mod quick_start {
     }
 }
 
+fn dpop(validator: JwtValidator) -> Result<Router> {
+    use tower_bearer::dpop::Dpop;
+    let dpop = Dpop::allowed("https://api.example")? // this API's public origin: htu = origin + path
+        .iat_window(Duration::from_secs(60));
+    let layer = BearerLayer::new(validator).dpop(dpop);
+    Ok(Router::new()
+        .route("/me", get(|p: Principal| async move { format!("{:?}", p.confirmation()) }))
+        .layer(layer))
+}
+
 fn opaque_tokens(validator: JwtValidator, secret: String) -> Result<Router> {
     let opaque = Introspector::builder("https://as.example/introspect")
         .client_secret_basic("my-api", secret) // or client_secret_post, bearer_auth
@@ -268,6 +278,28 @@ async fn quick_start_router_rejects_without_a_token() {
     let response = app.oneshot(Request::get("/me").body(axum::body::Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+}
+
+#[tokio::test]
+async fn dpop_snippet_refuses_bound_tokens_as_bearer() {
+    let dev = DevIssuer::start().await.unwrap();
+    let validator = JwtValidator::builder()
+        .issuer(dev.issuer())
+        .audience(DEFAULT_AUDIENCE)
+        .jwks_url(dev.jwks_url())
+        .build()
+        .unwrap();
+    let app = dpop(validator).unwrap();
+    let bound = dev.token().claim("cnf", serde_json::json!({ "jkt": "abc" })).sign();
+    let get = |token: &str| {
+        Request::get("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+    };
+    let res = app.clone().oneshot(get(&bound).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app.oneshot(get(&dev.token().sign()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]

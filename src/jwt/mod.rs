@@ -272,6 +272,7 @@ impl Inner {
             scopes,
             expires_at: claims.exp,
             issued_at: claims.iat,
+            cnf: claims.cnf,
             claims: raw.to_owned(),
         });
         Ok(Verified { principal, nbf, key: None })

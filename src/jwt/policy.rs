@@ -90,6 +90,9 @@ pub(crate) struct RegisteredClaims {
     pub(crate) azp: Option<String>,
     pub(crate) scope: Option<OneOrMany>,
     pub(crate) scp: Option<OneOrMany>,
+    /// RFC 7800 confirmation: a token with one is bound to its sender.
+    #[serde(default, deserialize_with = "crate::principal::cnf_claim")]
+    pub(crate) cnf: crate::principal::Confirmation,
     /// Claims only OpenID Connect ID tokens carry (OIDC Core §2, §3.1.3.6, §3.3.2.11): their
     /// presence marks a token that is not an access token, whatever its `typ` says.
     pub(crate) nonce: Option<serde::de::IgnoredAny>,
