@@ -62,6 +62,7 @@
 
 mod binding;
 mod body;
+mod certificate;
 pub mod challenge;
 mod config;
 pub mod discovery;
@@ -89,6 +90,7 @@ mod axum;
 pub mod dev;
 
 pub use body::{AuthBody, ErrorBody, RenderFn};
+pub use certificate::ClientCertificate;
 pub use config::ConfigError;
 pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};
 pub use either::{JwtOrOpaque, TokenRouting};
