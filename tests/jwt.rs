@@ -429,6 +429,21 @@ async fn jku_and_embedded_jwk_headers_are_ignored() {
 }
 
 #[tokio::test]
+async fn large_headers_and_escaped_header_values_are_read_like_any_other() {
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let app = TestApp::start(validator(&dev)).await;
+    // A header that decodes to kilobytes (vendor members, certificate hints): not on the stack.
+    let token = dev.token().alg(Algorithm::ES256).header("x-vendor", "v".repeat(2000)).sign();
+    app.get("/me", &token).await.assert_ok_json();
+    // Header values with characters JSON escapes are read unescaped: a `kid` that is not ours is
+    // an unknown key, not a malformed token.
+    let token = dev.token().alg(Algorithm::ES256).kid("es256\"1\\").sign();
+    app.assert_rejected(&token, InvalidToken::UnknownKey).await;
+    let token = dev.token().alg(Algorithm::ES256).header("typ", "at+jwt\u{1}").sign();
+    app.assert_rejected(&token, InvalidToken::WrongType).await;
+}
+
+#[tokio::test]
 async fn token_without_kid_is_accepted_when_exactly_one_key_fits() {
     let dev = dev_issuer([Algorithm::ES256]).await;
     let app = TestApp::start(validator(&dev)).await;
