@@ -305,6 +305,10 @@ on_pid=$pid on_url=$url
 sanity "$url"
 warm "$url/me" "$work/one.txt"
 measure health ours /health "no token" - "$url/health" "$work/none.txt"
+# The same bare route sent the one token's `Authorization` header (which /health ignores): the
+# request bytes of the authenticated runs, without the layer. The difference to the run above is
+# what a 1 KiB header costs the client, the kernel and the HTTP parser, not the layer.
+measure health-token ours /health "1 token, ignored" - "$url/health" "$work/one.txt"
 fresh() { # ID SERVER CACHE URL
     [ "$NEW_TOKENS" = 0 ] || measure "$1" "$2" /me "$NEW_TOKENS never-seen" "$3" "$4/me" "$work/new.txt" "$NEW_TOKENS"
 }
@@ -325,6 +329,16 @@ measure ours-1-off ours /me "1 token" off "$url/me" "$work/one.txt"
 measure ours-10k-off ours /me "$USERS tokens" off "$url/me" "$work/users.txt"
 stop "$off_pid"
 
+# The many-users run again with a cache sized for them (twice the entries: admission is on the
+# second success, and the cache's own admission policy keeps headroom), warmed with two passes.
+ours ours-cache-sized "$AUDIENCE" --token-cache on --token-cache-entries $((USERS * 2))
+sized_pid=$pid
+sanity "$url"
+warm "$url/me" "$work/users.txt"
+warm "$url/me" "$work/users.txt"
+measure ours-10k-sized ours /me "$USERS tokens" "on, $((USERS * 2)) entries" "$url/me" "$work/users.txt"
+stop "$sized_pid"
+
 if [ "$PEERS" != 0 ]; then
     for kind in $PEER_KINDS; do
         peer "$kind" "$kind" "$AUDIENCE"
@@ -332,6 +346,7 @@ if [ "$PEERS" != 0 ]; then
         sanity "$url"
         warm "$url/me" "$work/one.txt"
         measure "$kind-health" "$kind" /health "no token" - "$url/health" "$work/none.txt"
+        measure "$kind-health-token" "$kind" /health "1 token, ignored" - "$url/health" "$work/one.txt"
         fresh "$kind-new" "$kind" - "$url"
         measure "$kind-1" "$kind" /me "1 token" - "$url/me" "$work/one.txt"
         measure "$kind-10k" "$kind" /me "$USERS tokens" - "$url/me" "$work/users.txt"
@@ -588,8 +603,12 @@ def ratio(a, b):
 print("\n### Ratios\n")
 print("| ratio | value | target |")
 print("|---|---:|---|")
-print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('ours-1-on', 'health')} | ≥ 0.90× |")
-print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `/health` | {ratio('ours-hello-on', 'health')} | |")
+print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('ours-1-on', 'health')} | ≥ 0.95× |")
+print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `/health` | {ratio('ours-hello-on', 'health')} | ≥ 0.97× |")
+print(f"| ours: cached `/me` (1 token) ÷ `/health` sent the same header | {ratio('ours-1-on', 'health-token')} | |")
+print(f"| ours: cached `/hello` (1 token) ÷ `/health` sent the same header | {ratio('ours-hello-on', 'health-token')} | |")
+print(f"| ours: `/me` {users} tokens, cache sized for them ÷ `/health` | {ratio('ours-10k-sized', 'health')} | ≥ 0.90× |")
+print(f"| ours: `/me` {users} tokens, cache sized for them ÷ `/health` sent a header | {ratio('ours-10k-sized', 'health-token')} | |")
 print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache on ÷ `/health` | {ratio('ours-10k-on', 'health')} | |")
 print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off', 'health')} | |")
@@ -598,6 +617,7 @@ for peer in peers:
     if f"{peer}-1" not in rps:
         continue
     print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {ratio('health', peer + '-health')} | |")
+    print(f"| {peer}: its `/me` 1 token ÷ its `/health` sent the same header | {ratio(peer + '-1', peer + '-health-token')} | |")
     print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {ratio('ours-1-on', peer + '-1')} | ≥ 3× |")
     print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {ratio('ours-hello-on', peer + '-1')} | |")
     print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {ratio('ours-1-off', peer + '-1')} | ≥ 1.0× |")
