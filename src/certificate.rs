@@ -73,7 +73,8 @@ pub enum CertificateHeader {
     /// The PEM certificate, percent-encoded: nginx's `$ssl_client_escaped_cert`.
     EscapedPem,
     /// The DER bytes in standard base64: Caddy's
-    /// `{http.request.tls.client.certificate_der_base64}`.
+    /// `{http.request.tls.client.certificate_der_base64}`. An unreplaced placeholder (`{…}`,
+    /// what Caddy 2.6 sends when the client had no certificate) is no certificate.
     DerBase64,
     /// Envoy's `x-forwarded-client-cert` with the `Cert` key (`set_current_client_cert_details:
     /// { cert: true }`) and a single element (`forward_client_cert_details: SANITIZE_SET`).
@@ -105,6 +106,10 @@ impl ForwardedCertificate {
         }
         let value = value.to_str().map_err(|_| malformed())?.trim();
         if value.is_empty() {
+            return Ok(None);
+        }
+        // Not base64 (`{` is no base64 symbol), so it cannot hide a certificate.
+        if self.format == CertificateHeader::DerBase64 && value.starts_with('{') && value.ends_with('}') {
             return Ok(None);
         }
         let der = match self.format {
@@ -275,6 +280,9 @@ mod tests {
     fn absent_or_empty_is_no_certificate() {
         assert_eq!(read(CertificateHeader::DerBase64, &[]), Ok(None));
         assert_eq!(read(CertificateHeader::EscapedPem, &[""]), Ok(None));
+        let caddy = "{http.request.tls.client.certificate_der_base64}";
+        assert_eq!(read(CertificateHeader::DerBase64, &[caddy]), Ok(None));
+        assert!(read(CertificateHeader::EscapedPem, &[caddy]).is_err());
     }
 
     #[test]

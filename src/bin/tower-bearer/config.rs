@@ -42,6 +42,10 @@ pub struct Config {
     pub introspection_ttl: Option<Duration>,
     pub path_prefix: Option<String>,
     pub upstream: Option<Upstream>,
+    /// `[dpop]`, unless absent or off.
+    pub dpop: Option<tower_bearer::dpop::Dpop>,
+    /// `[client_certificate]`: the gateway's forwarded-certificate header.
+    pub client_certificate: Option<(HeaderName, tower_bearer::CertificateHeader)>,
 }
 
 #[derive(Debug)]
@@ -368,6 +372,15 @@ impl Checker<'_> {
             }
         };
 
+        let dpop = match &file.dpop {
+            None => None,
+            Some(d) => crate::sender::dpop(d).map_err(|(key, e)| self.nowhere(key, e))?,
+        };
+        let client_certificate = match &file.client_certificate {
+            None => None,
+            Some(c) => Some(crate::sender::client_certificate(c).map_err(|(key, e)| self.nowhere(key, e))?),
+        };
+
         Ok(Config {
             listen,
             realm: file.realm,
@@ -383,6 +396,8 @@ impl Checker<'_> {
             introspection_ttl: file.cache.introspection_ttl_secs.map(Duration::from_secs),
             path_prefix,
             upstream,
+            dpop,
+            client_certificate,
         })
     }
 }

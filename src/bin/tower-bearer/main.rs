@@ -11,6 +11,7 @@ mod hop_by_hop;
 mod normalize;
 mod proxy;
 mod rules;
+mod sender;
 mod server;
 
 use std::path::PathBuf;
