@@ -501,4 +501,32 @@ access = { all = ["items:read"] }
         let e = err(&format!("{GOOD}\n[headers]\nsubject = \"Authorization\"\n"));
         assert!(e.contains("headers.subject"), "{e}");
     }
+
+    #[test]
+    fn dpop_and_client_certificate() {
+        let config = parse(&format!("{GOOD}\n[dpop]\norigin = \"https://api.example\"\n"), "t.toml").unwrap();
+        assert!(config.dpop.is_some());
+        let off = parse(&format!("{GOOD}\n[dpop]\nmode = \"off\"\n"), "t.toml").unwrap();
+        assert!(off.dpop.is_none());
+        assert!(err(&format!("{GOOD}\n[dpop]\nmode = \"allowed\"\n")).contains("dpop.origin"));
+        assert!(
+            err(&format!("{GOOD}\n[dpop]\nmode = \"maybe\"\norigin = \"https://a\"\n")).contains("dpop.mode")
+        );
+        assert!(err(&format!("{GOOD}\n[dpop]\norigin = \"ftp://a\"\n")).contains("dpop.origin"));
+        let e = err(&format!(
+            "{GOOD}\n[dpop]\norigin = \"https://a\"\nnonce_secret_env = \"TOWER_BEARER_NO_SUCH_VAR\"\n"
+        ));
+        assert!(e.contains("dpop.nonce_secret_env"), "{e}");
+        let cert = parse(
+            &format!("{GOOD}\n[client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"der-base64\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cert.client_certificate,
+            Some((HeaderName::from_static("x-client-cert"), tower_bearer::CertificateHeader::DerBase64))
+        );
+        let e = err(&format!("{GOOD}\n[client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"pem\"\n"));
+        assert!(e.contains("client_certificate.format"), "{e}");
+    }
 }
