@@ -219,62 +219,10 @@ async fn caddy_forward_auth() {
 // bound tokens (RFC 8705), with the shipped nginx-mtls.conf and Caddyfile-mtls.
 // ---------------------------------------------------------------------------------------------
 
+mod dpop_key;
+
 mod bound {
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair as CertKey};
-    use serde_json::{Value, json};
-    use sha2::{Digest, Sha256};
-
-    fn b64(bytes: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// A client's DPoP key (P-256).
-    pub struct DpopKey(EcdsaKeyPair);
-
-    impl DpopKey {
-        pub fn new() -> DpopKey {
-            DpopKey(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
-        }
-
-        fn jwk(&self) -> Value {
-            let point = self.0.public_key().as_ref();
-            json!({ "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]) })
-        }
-
-        /// RFC 7638 thumbprint, for the token's `cnf.jkt`.
-        pub fn jkt(&self) -> String {
-            let j = self.jwk();
-            let canonical = format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                j["x"].as_str().unwrap(),
-                j["y"].as_str().unwrap()
-            );
-            b64(&Sha256::digest(canonical.as_bytes()))
-        }
-
-        /// A proof for `method` `htu`, bound to `token`, with the server's nonce if any.
-        pub fn proof(&self, method: &str, htu: &str, token: &str, nonce: Option<&str>) -> String {
-            let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() });
-            let mut jti = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut jti).unwrap();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-            let mut claims = json!({
-                "jti": b64(&jti), "htm": method, "htu": htu, "iat": now,
-                "ath": b64(&Sha256::digest(token.as_bytes())),
-            });
-            if let Some(nonce) = nonce {
-                claims["nonce"] = json!(nonce);
-            }
-            let input =
-                format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-            let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-            format!("{input}.{}", b64(sig.as_ref()))
-        }
-    }
 
     /// A self-signed certificate: DER, and PEM with the key.
     pub struct Made {
@@ -296,7 +244,8 @@ mod bound {
     }
 }
 
-use bound::{DpopKey, Made, self_signed, thumbprint};
+use bound::{Made, self_signed, thumbprint};
+use dpop_key::DpopKey;
 use rcgen::ExtendedKeyUsagePurpose;
 
 struct Tls {
@@ -367,14 +316,14 @@ async fn check_bound(
         anonymous.get(&url).header("authorization", format!("DPoP {token}")).header("dpop", proof)
     };
     // No nonce yet: 401 use_dpop_nonce, with the nonce relayed by the gateway.
-    let first = dpop_get(key.proof("GET", &htu, &token, None)).send().await.unwrap();
+    let first = dpop_get(key.proof("GET", &htu, Some(&token), None)).send().await.unwrap();
     assert_eq!(status_of(&first), 401, "{name}: {first:?}");
     assert!(challenge(&first).contains("use_dpop_nonce"), "{name}: {}", challenge(&first));
     let nonce =
         first.headers().get("dpop-nonce").unwrap_or_else(|| panic!("{name}: no DPoP-Nonce: {first:?}"));
     let nonce = nonce.to_str().unwrap().to_owned();
     // With it: 200 from the upstream.
-    let proof = key.proof("GET", &htu, &token, Some(&nonce));
+    let proof = key.proof("GET", &htu, Some(&token), Some(&nonce));
     let ok = dpop_get(proof.clone()).send().await.unwrap();
     assert_eq!(status_of(&ok), 200, "{name}: {ok:?}");
     if nonce_on_success {
@@ -393,12 +342,14 @@ async fn check_bound(
     assert!(challenge(&bearer).contains("invalid_token"), "{name}");
     // Stolen: the thief's own key signs a perfectly good proof.
     let thief = DpopKey::new();
-    let stolen = dpop_get(thief.proof("GET", &htu, &token, Some(&nonce))).send().await.unwrap();
+    let stolen = dpop_get(thief.proof("GET", &htu, Some(&token), Some(&nonce))).send().await.unwrap();
     assert_eq!(status_of(&stolen), 401, "{name}: {stolen:?}");
     assert!(challenge(&stolen).contains("invalid_token"), "{name}");
     // A proof for another URI (the gateway's sub-request is not what was signed for).
-    let elsewhere =
-        dpop_get(key.proof("GET", &format!("{origin}/auth"), &token, Some(&nonce))).send().await.unwrap();
+    let elsewhere = dpop_get(key.proof("GET", &format!("{origin}/auth"), Some(&token), Some(&nonce)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status_of(&elsewhere), 401, "{name}: {elsewhere:?}");
     assert_eq!(upstream.count(), before, "{name}: a refused DPoP request reached the upstream");
 
