@@ -36,6 +36,19 @@
 //!   audience `DEFAULT_AUDIENCE`, valid for an hour), then serves;
 //! * `--quiet`: no curl walkthrough and a `warn` log filter (no per-request logs); prints
 //!   `listening on http://ADDR` once it serves.
+//!
+//! Sender-constrained tokens:
+//!
+//! * `--dpop off|allowed|required` (default `allowed`): the `DPoP` scheme (RFC 9449); `htu` is
+//!   checked against the `--resource` origin plus the request path;
+//! * `--dpop-nonce`: require server nonces (`DPoP-Nonce`), keyed by a random secret;
+//! * `--client-cert-header NAME [--client-cert-format escaped-pem|der-base64|envoy-xfcc]`:
+//!   trust the client certificate a TLS-terminating gateway forwards in that header (default
+//!   format `escaped-pem`, nginx's `$ssl_client_escaped_cert`), for certificate-bound tokens
+//!   (RFC 8705). Only when the gateway alone can reach this server;
+//! * `--tls-cert FILE --tls-key FILE` (PEM): serve HTTPS, asking for an optional client
+//!   certificate (any certificate: the token's `cnf["x5t#S256"]` says which one it must be),
+//!   handed to the layer.
 
 use std::time::Duration;
 
@@ -43,15 +56,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+use tower_bearer::dpop::{Dpop, DpopNonces};
 use tower_bearer::{
-    Algorithm, BearerLayer, Discovery, Introspector, JwtOrOpaque, JwtValidator, JwtValidatorBuilder,
-    MultiIssuer, Principal, ProtectedResource, RequireScope, Validator, jwt_defaults,
+    Algorithm, BearerLayer, CertificateHeader, Discovery, Introspector, JwtOrOpaque, JwtValidator,
+    JwtValidatorBuilder, MultiIssuer, Principal, ProtectedResource, RequireScope, Validator, jwt_defaults,
 };
 
 const USAGE: &str = "usage: resource_server [--listen ADDR] [--resource URL] \
 [--issuer URL --audience AUD [--jwks-url URL] [--introspection-url URL] [--client-id ID --client-secret S]] \
 [--trust ISSUER=AUDIENCE ...] \
-[--token-cache on|off] [--token-cache-entries N] [--dev-port PORT] [--write-tokens PATH [--tokens N]] [--quiet]";
+[--token-cache on|off] [--token-cache-entries N] [--dev-port PORT] [--write-tokens PATH [--tokens N]] [--quiet] \
+[--dpop off|allowed|required] [--dpop-nonce] [--client-cert-header NAME [--client-cert-format F]] \
+[--tls-cert FILE --tls-key FILE]";
 
 struct Args {
     listen: String,
@@ -69,6 +85,12 @@ struct Args {
     write_tokens: Option<String>,
     tokens: Option<usize>,
     quiet: bool,
+    dpop: String,
+    dpop_nonce: bool,
+    client_cert_header: Option<String>,
+    client_cert_format: CertificateHeader,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -88,6 +110,12 @@ fn parse_args() -> Result<Args, String> {
         write_tokens: None,
         tokens: None,
         quiet: false,
+        dpop: "allowed".into(),
+        dpop_nonce: false,
+        client_cert_header: None,
+        client_cert_format: CertificateHeader::EscapedPem,
+        tls_cert: None,
+        tls_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,12 +148,38 @@ fn parse_args() -> Result<Args, String> {
             "--write-tokens" => args.write_tokens = Some(value()?),
             "--tokens" => args.tokens = Some(number(&flag, &value()?)?),
             "--quiet" => args.quiet = true,
+            "--dpop" => args.dpop = value()?,
+            "--dpop-nonce" => args.dpop_nonce = true,
+            "--client-cert-header" => args.client_cert_header = Some(value()?),
+            "--client-cert-format" => {
+                args.client_cert_format = match value()?.as_str() {
+                    "escaped-pem" => CertificateHeader::EscapedPem,
+                    "der-base64" => CertificateHeader::DerBase64,
+                    "envoy-xfcc" => CertificateHeader::EnvoyXfcc,
+                    other => {
+                        return Err(format!(
+                            "--client-cert-format escaped-pem|der-base64|envoy-xfcc, not {other}\n{USAGE}"
+                        ));
+                    }
+                }
+            }
+            "--tls-cert" => args.tls_cert = Some(value()?),
+            "--tls-key" => args.tls_key = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     if !args.token_cache && args.token_cache_entries.is_some() {
         return Err(format!("--token-cache-entries needs --token-cache on\n{USAGE}"));
+    }
+    if !matches!(args.dpop.as_str(), "off" | "allowed" | "required") {
+        return Err(format!("--dpop off|allowed|required, not {}\n{USAGE}", args.dpop));
+    }
+    if args.dpop_nonce && args.dpop == "off" {
+        return Err(format!("--dpop-nonce needs --dpop allowed or required\n{USAGE}"));
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err(format!("--tls-cert and --tls-key go together\n{USAGE}"));
     }
     if args.tokens.is_some() && args.write_tokens.is_none() {
         return Err(format!("--tokens goes with --write-tokens\n{USAGE}"));
@@ -146,9 +200,51 @@ fn with_token_cache(builder: JwtValidatorBuilder, args: &Args) -> JwtValidatorBu
     }
 }
 
+/// How tokens may be bound to their sender: DPoP, and a gateway's client-certificate header.
+#[derive(Clone)]
+struct Binding {
+    dpop: Dpop,
+    client_cert_header: Option<(axum::http::HeaderName, CertificateHeader)>,
+}
+
+impl Binding {
+    fn from_args(args: &Args, resource: &str) -> Result<Binding, Box<dyn std::error::Error>> {
+        let mut dpop = match args.dpop.as_str() {
+            "allowed" => Dpop::allowed(resource)?,
+            "required" => Dpop::required(resource)?,
+            _ => Dpop::off(),
+        };
+        if args.dpop_nonce {
+            dpop = dpop.nonces(DpopNonces::new(&random_secret()?, Duration::from_secs(300)));
+        }
+        let client_cert_header = match &args.client_cert_header {
+            Some(name) => Some((axum::http::HeaderName::try_from(name.as_str())?, args.client_cert_format)),
+            None => None,
+        };
+        Ok(Binding { dpop, client_cert_header })
+    }
+
+    fn apply<V: Validator>(&self, layer: BearerLayer<V>) -> BearerLayer<V> {
+        let layer = layer.dpop(self.dpop.clone());
+        match &self.client_cert_header {
+            Some((name, format)) => layer.trust_client_certificate_header(name.clone(), *format),
+            None => layer,
+        }
+    }
+}
+
+/// 32 bytes from the operating system, for the nonce key (each run has its own: nonces are
+/// not shared with other processes here).
+fn random_secret() -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
+}
+
 /// The API: one public route, one for any valid token, two that need scopes; and the RFC 9728
 /// metadata document, public, named in every challenge.
-fn app(validator: impl Validator + Clone, metadata: &ProtectedResource) -> Router {
+fn app(validator: impl Validator + Clone, metadata: &ProtectedResource, binding: &Binding) -> Router {
     let items_read = Router::new()
         .route("/items", get(|| async { Json(["apple", "pear"]) }))
         .route_layer(RequireScope::all(["items:read"]));
@@ -164,9 +260,9 @@ fn app(validator: impl Validator + Clone, metadata: &ProtectedResource) -> Route
         .route("/me", get(|p: Principal| async move { Json(p) }))
         .merge(items_read)
         .merge(items_write)
-        .layer(
+        .layer(binding.apply(
             BearerLayer::new(validator.clone()).realm("resource_server example").protected_resource(metadata),
-        );
+        ));
     // Anyone may call /hello; a valid token gets a personal greeting, a bad one still a 401.
     let greeting = Router::new()
         .route(
@@ -178,7 +274,7 @@ fn app(validator: impl Validator + Clone, metadata: &ProtectedResource) -> Route
                 }
             }),
         )
-        .layer(BearerLayer::new(validator).optional());
+        .layer(binding.apply(BearerLayer::new(validator).optional()));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route_service(metadata.well_known_path(), metadata.service())
@@ -195,6 +291,9 @@ fn metadata(resource: &str, issuers: &[&str]) -> Result<ProtectedResource, tower
         .resource_name("tower-bearer resource_server example")
         .build()
 }
+
+#[path = "support/tls.rs"]
+mod tls;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -214,9 +313,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr()?);
 
     let resource = args.resource.clone().unwrap_or_else(|| base.clone());
+    let binding = Binding::from_args(&args, &resource)?;
     let dev_only = args.dev_port.is_some() || args.write_tokens.is_some();
     // Kept alive for as long as the server runs: dropping it stops the JWKS endpoint.
     let mut dev_issuer = None;
@@ -232,7 +333,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let issuers: Vec<&str> = args.trust.iter().map(|(i, _)| i.as_str()).collect();
         println!("protecting {base} with tokens of {}", issuers.join(", "));
-        app(MultiIssuer::new(validators)?, &metadata(&resource, &issuers)?)
+        app(MultiIssuer::new(validators)?, &metadata(&resource, &issuers)?, &binding)
     } else if let (Some(issuer), Some(audience)) = (args.issuer.clone(), args.audience.clone()) {
         if dev_only {
             return usage("--dev-port and --write-tokens need the development issuer");
@@ -265,8 +366,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let metadata = metadata(&resource, &[&issuer])?;
         match introspection {
-            Some(opaque) => app(JwtOrOpaque::new(validator, opaque.build()?), &metadata),
-            None => app(validator, &metadata),
+            Some(opaque) => app(JwtOrOpaque::new(validator, opaque.build()?), &metadata, &binding),
+            None => app(validator, &metadata, &binding),
         }
     } else if args.issuer.is_none() && args.audience.is_none() && args.jwks_url.is_none() {
         let dev = DevIssuer::builder().port(args.dev_port.unwrap_or(0)).start().await?;
@@ -288,7 +389,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let metadata = metadata(&resource, &[dev.issuer()])?;
         dev_issuer = Some(dev);
-        app(JwtOrOpaque::new(validator, introspection), &metadata)
+        app(JwtOrOpaque::new(validator, introspection), &metadata, &binding)
     } else {
         return usage("--issuer and --audience go together (--jwks-url is optional)");
     };
@@ -296,7 +397,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.quiet {
         println!("listening on {base}");
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            let config = tls::server_config(chain, PrivateKeyDer::from_pem_file(key)?)?;
+            tokio::select! {
+                () = tls::serve(listener, config, app) => {}
+                () = shutdown() => {}
+            }
+        }
+        _ => axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?,
+    }
     Ok(())
 }
 

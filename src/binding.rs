@@ -2,24 +2,35 @@
 //! validators, checked by the layer on every request, cache hits included (the binding belongs to
 //! the request, not to the token).
 
+use crate::certificate::ClientCertificate;
 use crate::dpop::{Dpop, Proof, ReplayError};
 use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Unavailable};
 use crate::principal::Confirmation;
 
-/// Checks a token sent as `Bearer` (or from a cookie, query or form): only unbound tokens pass.
-pub(crate) fn check_bearer(cnf: &Confirmation) -> Result<(), AuthError> {
+/// Checks a token sent as `Bearer` (or from a cookie, query or form): unbound tokens pass, and
+/// tokens bound to the request's client certificate (RFC 8705 §3).
+pub(crate) fn check_bearer(cnf: &Confirmation, cert: Option<&ClientCertificate>) -> Result<(), AuthError> {
     match cnf {
         Confirmation::None => Ok(()),
         Confirmation::Jkt(_) => Err(InvalidToken::BoundTokenAsBearer.into()),
-        Confirmation::X5tS256(_) => Err(InvalidToken::CertificateBindingUnchecked.into()),
+        Confirmation::X5tS256(x5t) => match cert {
+            Some(cert) if cert.matches(x5t) => Ok(()),
+            Some(_) => Err(InvalidToken::ClientCertificateMismatch.into()),
+            None => Err(InvalidToken::MissingClientCertificate.into()),
+        },
         Confirmation::Other => Err(InvalidToken::UnknownConfirmation.into()),
     }
 }
 
-/// Checks the binding of a request's token: unbound for `Bearer` (`proof` is `None`), bound to
-/// the proof's key for `DPoP`, whose single use is recorded only then.
-pub(crate) fn check(cnf: &Confirmation, proof: Option<&Proof>, dpop: &Dpop) -> Result<(), AuthError> {
-    let Some(proof) = proof else { return check_bearer(cnf) };
+/// Checks the binding of a request's token: unbound or certificate-bound for `Bearer` (`proof`
+/// is `None`), bound to the proof's key for `DPoP`, whose single use is recorded only then.
+pub(crate) fn check(
+    cnf: &Confirmation,
+    proof: Option<&Proof>,
+    cert: Option<&ClientCertificate>,
+    dpop: &Dpop,
+) -> Result<(), AuthError> {
+    let Some(proof) = proof else { return check_bearer(cnf, cert) };
     match cnf {
         Confirmation::Jkt(jkt) if *jkt == proof.jkt => {
             match dpop.replay.record(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
@@ -29,7 +40,9 @@ pub(crate) fn check(cnf: &Confirmation, proof: Option<&Proof>, dpop: &Dpop) -> R
             }
         }
         Confirmation::Jkt(_) => Err(InvalidToken::ProofKeyMismatch.into()),
-        Confirmation::None => Err(InvalidToken::UnboundTokenAsDpop.into()),
-        other => check_bearer(other),
+        // The `DPoP` scheme is for DPoP-bound tokens (RFC 9449 §7.1), a certificate-bound one
+        // included.
+        Confirmation::None | Confirmation::X5tS256(_) => Err(InvalidToken::UnboundTokenAsDpop.into()),
+        Confirmation::Other => Err(InvalidToken::UnknownConfirmation.into()),
     }
 }

@@ -99,6 +99,11 @@ pub enum InvalidRequest {
     MultipleDpopProofs,
     /// A `Bearer` token together with a `DPoP` proof header.
     BearerWithDpopProof,
+    /// The trusted client-certificate header was sent more than once, or together with a
+    /// certificate from the TLS connection.
+    MultipleClientCertificates,
+    /// The trusted client-certificate header cannot be read as a certificate.
+    MalformedClientCertificate,
 }
 
 /// Why the token was refused (`401 invalid_token`).
@@ -143,9 +148,11 @@ pub enum InvalidToken {
     UnexpectedClaims,
     /// The token is bound to a DPoP key (`cnf.jkt`) but was sent as a bearer token.
     BoundTokenAsBearer,
-    /// The token is bound to a client certificate (`cnf["x5t#S256"]`), which this server does
-    /// not check (no mutual TLS): it is refused.
-    CertificateBindingUnchecked,
+    /// The token is bound to a client certificate (`cnf["x5t#S256"]`) and the request came
+    /// without one.
+    MissingClientCertificate,
+    /// The token is bound to another client certificate than the request's.
+    ClientCertificateMismatch,
     /// The token's `cnf` is one this crate cannot check.
     UnknownConfirmation,
     /// The DPoP proof was made with another key than the one the token is bound to.
@@ -233,6 +240,8 @@ impl AuthError {
                 InvalidRequest::MissingDpopProof => "missing_dpop_proof",
                 InvalidRequest::MultipleDpopProofs => "multiple_dpop_proofs",
                 InvalidRequest::BearerWithDpopProof => "bearer_with_dpop_proof",
+                InvalidRequest::MultipleClientCertificates => "multiple_client_certificates",
+                InvalidRequest::MalformedClientCertificate => "malformed_client_certificate",
             },
             AuthError::InvalidToken(r) => match r {
                 InvalidToken::Malformed => "malformed_token",
@@ -254,7 +263,8 @@ impl AuthError {
                 InvalidToken::Inactive => "inactive",
                 InvalidToken::UnexpectedClaims => "unexpected_claims",
                 InvalidToken::BoundTokenAsBearer => "bound_token_as_bearer",
-                InvalidToken::CertificateBindingUnchecked => "certificate_binding_unchecked",
+                InvalidToken::MissingClientCertificate => "missing_client_certificate",
+                InvalidToken::ClientCertificateMismatch => "client_certificate_mismatch",
                 InvalidToken::UnknownConfirmation => "unknown_cnf",
                 InvalidToken::ProofKeyMismatch => "dpop_key_mismatch",
                 InvalidToken::UnboundTokenAsDpop => "unbound_token_as_dpop",
@@ -306,6 +316,8 @@ impl AuthError {
                 InvalidRequest::MissingDpopProof => "the DPoP scheme needs a DPoP proof",
                 InvalidRequest::MultipleDpopProofs => "more than one DPoP header",
                 InvalidRequest::BearerWithDpopProof => "a bearer token cannot come with a DPoP proof",
+                InvalidRequest::MultipleClientCertificates => "more than one client certificate",
+                InvalidRequest::MalformedClientCertificate => "the forwarded client certificate is malformed",
             },
             AuthError::InvalidToken(r) => match r {
                 InvalidToken::Expired => "the access token expired",
@@ -315,7 +327,8 @@ impl AuthError {
                 InvalidToken::WrongIssuer => "the access token comes from an untrusted issuer",
                 InvalidToken::Malformed | InvalidToken::TooLarge => "the access token is malformed",
                 InvalidToken::BoundTokenAsBearer
-                | InvalidToken::CertificateBindingUnchecked
+                | InvalidToken::MissingClientCertificate
+                | InvalidToken::ClientCertificateMismatch
                 | InvalidToken::UnknownConfirmation
                 | InvalidToken::ProofKeyMismatch => "the access token is bound to another sender",
                 InvalidToken::UnboundTokenAsDpop => "the access token is not a DPoP-bound token",

@@ -19,6 +19,7 @@ use crate::body::{
     AuthBody, Dialect, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response,
     rejection_response_for,
 };
+use crate::certificate::{CertificateHeader, ClientCertificate, ForwardedCertificate};
 use crate::dpop::{DPOP, DPOP_NONCE, Dpop, Mode as DpopMode, Proof, Target, proof_header};
 use crate::error::{AuthError, ChallengeParams, InvalidRequest, Scheme};
 use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_credentials};
@@ -63,6 +64,8 @@ struct Shared<V> {
     optional: bool,
     max_header_bytes: usize,
     dpop: Arc<Dpop>,
+    // The gateway's client-certificate header, read only when configured.
+    forwarded_certificate: Option<Arc<ForwardedCertificate>>,
 }
 
 impl<V> Clone for Shared<V> {
@@ -75,6 +78,7 @@ impl<V> Clone for Shared<V> {
             optional: self.optional,
             max_header_bytes: self.max_header_bytes,
             dpop: self.dpop.clone(),
+            forwarded_certificate: self.forwarded_certificate.clone(),
         }
     }
 }
@@ -97,6 +101,7 @@ impl<V: Validator> BearerLayer<V> {
                 optional: false,
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
                 dpop: Arc::new(Dpop::off()),
+                forwarded_certificate: None,
             },
         }
     }
@@ -159,6 +164,44 @@ impl<V: Validator> BearerLayer<V> {
         self
     }
 
+    /// Trusts the client certificate a TLS-terminating gateway forwards in header `name`, in
+    /// `format`, for certificate-bound tokens (RFC 8705 `cnf["x5t#S256"]`).
+    ///
+    /// **Only when the service can be reached through that gateway alone** (a private network,
+    /// a loopback port, mutual TLS between gateway and service): anyone who can reach the service
+    /// directly can write the header. The gateway must also overwrite or remove the header a
+    /// client sends (`proxy_set_header` in nginx, `header_up` in Caddy, `SANITIZE_SET` in
+    /// Envoy).
+    ///
+    /// The header is read only on requests with a token. No header, or an empty one, is no
+    /// certificate. The header sent twice, or together with a certificate from the TLS
+    /// connection (a [`ClientCertificate`] already in the extensions), is `400 invalid_request`
+    /// (which one would be the client's?); so is a header that cannot be read as a certificate.
+    /// The certificate read is put in the request's extensions.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_bearer::{BearerLayer, CertificateHeader, JwtValidator};
+    ///
+    /// # fn layer() -> Result<(), tower_bearer::ConfigError> {
+    /// # let validator = JwtValidator::builder().issuer("https://issuer.example")
+    /// #     .audience("https://api.example").jwks_url("https://issuer.example/jwks").build()?;
+    /// // nginx: proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+    /// let layer = BearerLayer::new(validator).trust_client_certificate_header(
+    ///     HeaderName::from_static("x-client-cert"),
+    ///     CertificateHeader::EscapedPem,
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn trust_client_certificate_header(
+        mut self,
+        name: http::HeaderName,
+        format: CertificateHeader,
+    ) -> Self {
+        self.shared.forwarded_certificate = Some(Arc::new(ForwardedCertificate { name, format }));
+        self
+    }
+
     /// The DPoP policy (default [`Dpop::off`]). Whatever it is, a token bound to a key or a
     /// certificate (`cnf`) is never accepted as a bearer token. With DPoP on, challenges
     /// announce the `DPoP` scheme and its `algs`.
@@ -187,6 +230,7 @@ impl<V> fmt::Debug for BearerLayer<V> {
             .field("optional", &self.shared.optional)
             .field("max_header_bytes", &self.shared.max_header_bytes)
             .field("dpop", &self.shared.dpop)
+            .field("forwarded_certificate", &self.shared.forwarded_certificate)
             .finish_non_exhaustive()
     }
 }
@@ -291,6 +335,19 @@ fn dpop_proof<B>(dpop: &Dpop, req: &Request<B>, token: &str) -> Result<Proof, Au
     Ok(proof)
 }
 
+/// The certificate in the gateway's header, to be put in the request's extensions.
+fn forwarded_certificate<B>(
+    forwarded: &ForwardedCertificate,
+    req: &Request<B>,
+) -> Result<Option<ClientCertificate>, AuthError> {
+    let Some(cert) = forwarded.read(req.headers())? else { return Ok(None) };
+    // A certificate from the connection too: the header would override what TLS established.
+    if req.extensions().get::<ClientCertificate>().is_some() {
+        return Err(InvalidRequest::MultipleClientCertificates.into());
+    }
+    Ok(Some(cert))
+}
+
 fn log_rejection(err: &AuthError) {
     observe::rejected(err);
     if err.is_server_error() {
@@ -326,7 +383,7 @@ where
         let shared = &self.shared;
         let dpop = &*shared.dpop;
         let found = find_credentials(&req, &shared.sources, shared.max_header_bytes, dpop.is_on());
-        let (verdict, private, proof, scheme) = match found {
+        let (verdict, private, proof, scheme, forwarded) = match found {
             Ok((token, source, scheme)) => {
                 let proof = match scheme {
                     Scheme::Dpop => match dpop_proof(dpop, &req, &token) {
@@ -343,11 +400,18 @@ where
                     }
                     Scheme::Bearer => None,
                 };
+                let forwarded = match &shared.forwarded_certificate {
+                    Some(forwarded) => match forwarded_certificate(forwarded, &req) {
+                        Ok(cert) => cert,
+                        Err(err) => return self.reject(&err, &req, scheme),
+                    },
+                    None => None,
+                };
                 // RFC 9111 keeps shared caches off responses to `Authorization` requests only: a
                 // token from anywhere else makes the response just as personal, so it is marked
                 // `private`.
                 let verdict = shared.validator.validate(&token, &RequestView::of(&req));
-                (verdict, source != TokenSource::Header, proof, scheme)
+                (verdict, source != TokenSource::Header, proof, scheme, forwarded)
             }
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
@@ -362,10 +426,14 @@ where
             }
             Err(err) => return self.reject(&err, &req, Scheme::Bearer),
         };
+        if let Some(cert) = forwarded {
+            req.extensions_mut().insert(cert);
+        }
         match verdict {
             Verdict::Ready(Ok(principal)) => {
                 // The binding is the request's: checked on every request, cache hits included.
-                if let Err(err) = binding::check(principal.confirmation(), proof.as_ref(), dpop) {
+                let cert = req.extensions().get::<ClientCertificate>();
+                if let Err(err) = binding::check(principal.confirmation(), proof.as_ref(), cert, dpop) {
                     return self.reject(&err, &req, scheme);
                 }
                 let rejections =
@@ -475,7 +543,9 @@ where
                         pending.take().expect("polled after completion");
                     // The binding is the request's: checked on every request.
                     let result = result.and_then(|principal| {
-                        binding::check(principal.confirmation(), proof.as_ref(), &dpop).map(|()| principal)
+                        let cert = request.extensions().get::<ClientCertificate>();
+                        binding::check(principal.confirmation(), proof.as_ref(), cert, &dpop)
+                            .map(|()| principal)
                     });
                     match result {
                         Ok(principal) => {

@@ -90,7 +90,7 @@ mod axum;
 pub mod dev;
 
 pub use body::{AuthBody, ErrorBody, RenderFn};
-pub use certificate::ClientCertificate;
+pub use certificate::{CertificateHeader, ClientCertificate};
 pub use config::ConfigError;
 pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};
 pub use either::{JwtOrOpaque, TokenRouting};

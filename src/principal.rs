@@ -337,7 +337,7 @@ pub enum Confirmation {
     /// `cnf.jkt` (RFC 9449 §6): the RFC 7638 SHA-256 thumbprint of the DPoP key, base64url.
     Jkt(String),
     /// `cnf["x5t#S256"]` (RFC 8705 §3.1): the SHA-256 thumbprint of the client certificate.
-    /// Mutual TLS is not implemented yet: such tokens are refused.
+    /// The request must come with that certificate ([`ClientCertificate`](crate::ClientCertificate)).
     X5tS256(String),
     /// Any other `cnf` (another member, several members, not an object): refused, since this
     /// crate cannot check what it asks for.

@@ -14,10 +14,7 @@ use tower_bearer::{Algorithm, BearerLayer, Confirmation, Introspector};
 fn bound_cnfs() -> Vec<(Value, &'static str)> {
     vec![
         (json!({ "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" }), "bound_token_as_bearer"),
-        (
-            json!({ "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" }),
-            "certificate_binding_unchecked",
-        ),
+        (json!({ "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" }), "missing_client_certificate"),
         (json!({ "jwk": { "kty": "EC" } }), "unknown_cnf"),
         (json!({ "jkt": "a", "x5t#S256": "b" }), "unknown_cnf"),
         (json!({}), "unknown_cnf"),
@@ -67,7 +64,7 @@ async fn bound_jwts_are_refused_as_bearer_tokens_every_time() {
         assert!(principal.confirmation().is_bound(), "{cnf}");
         let err = tower_bearer::AuthError::InvalidToken(match reason {
             "bound_token_as_bearer" => tower_bearer::InvalidToken::BoundTokenAsBearer,
-            "certificate_binding_unchecked" => tower_bearer::InvalidToken::CertificateBindingUnchecked,
+            "missing_client_certificate" => tower_bearer::InvalidToken::MissingClientCertificate,
             _ => tower_bearer::InvalidToken::UnknownConfirmation,
         });
         assert_eq!(err.reason(), reason);

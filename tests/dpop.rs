@@ -1050,3 +1050,44 @@ async fn introspected_tokens_bound_to_a_key_need_its_proof() {
     assert_eq!(challenge_of(res.headers()), ("Bearer".into(), Some("invalid_token".into())));
     assert_eq!(dev.introspection_calls(), calls, "answered from the cache");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_100_000_valid_proofs_through_the_layer_never_evicts_a_live_entry() {
+    // A store of 50 000 entries, one live proof, then 100 000 valid proofs (every one signed by
+    // the bound key, so each passes every check up to single use), from four tasks at once: the
+    // store fills, the rest get 503, and the live proof is still a replay at the end.
+    let s = Arc::new(setup(|d| d.replay_store(InMemoryReplayStore::new(50_000)), true).await);
+    let key = Arc::new(Key::ed25519());
+    let token = s.token_for(&key);
+    let live = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
+    assert_eq!(s.send(dpop_request("GET", "/me", &token, &[&live])).await.0, StatusCode::OK);
+    let flood = (0..4).map(|_| {
+        let (s, key, token) = (s.clone(), key.clone(), token.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut unavailable) = (0u32, 0u32);
+            for _ in 0..25_000 {
+                let proof = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
+                match s.send(dpop_request("GET", "/me", &token, &[&proof])).await.0 {
+                    StatusCode::OK => ok += 1,
+                    StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+                    other => panic!("a valid proof got {other}"),
+                }
+            }
+            (ok, unavailable)
+        })
+    });
+    let (mut ok, mut unavailable) = (0, 0);
+    for task in flood.collect::<Vec<_>>() {
+        let (o, u) = task.await.unwrap();
+        ok += o;
+        unavailable += u;
+    }
+    assert_eq!((ok, unavailable), (49_999, 50_001));
+    let (status, headers) = s.send(dpop_request("GET", "/me", &token, &[&live])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the live entry was evicted");
+    assert_eq!(challenge_of(&headers).1.as_deref(), Some("invalid_dpop_proof"));
+    // Once the window is over the room is back.
+    s.clock.advance(61);
+    let later = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
+    assert_eq!(s.send(dpop_request("GET", "/me", &token, &[&later])).await.0, StatusCode::OK);
+}

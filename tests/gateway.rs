@@ -4,6 +4,7 @@
 #![cfg(all(feature = "gateway", feature = "dev", feature = "axum"))]
 
 mod common;
+mod dpop_key;
 mod gateway_support;
 
 use std::time::Duration;
@@ -494,4 +495,58 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert_eq!(res.status, 200, "{res:?}");
     let status = tokio::task::spawn_blocking(move || gw.process.wait()).await.expect("wait");
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
+    use base64::Engine;
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let extra = format!(
+        "[upstream]\nurl = \"{}\"\n\n[dpop]\norigin = \"https://api.example\"\n\n\
+         [client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"der-base64\"\n",
+        upstream.url()
+    );
+    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let http = common::client();
+    let key = dpop_key::DpopKey::new();
+    let token =
+        dev.token().subject("alice").scope("items:read").claim("cnf", json!({ "jkt": key.jkt() })).sign();
+    // htu is the configured public origin + the path the client called.
+    let htu = "https://api.example/items/1";
+    let dpop = |proof: String| {
+        http.get(gw.url("/items/1?q=1"))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+    };
+    let proof = key.proof("GET", htu, Some(&token), None);
+    let ok = common::send(dpop(proof.clone())).await;
+    assert_eq!(ok.status, http::StatusCode::OK, "{ok:?}");
+    assert_eq!(ok.json()["headers"]["x-auth-subject"][0], "alice");
+    let r = common::send(dpop(proof)).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("invalid_dpop_proof"), "{r:?}");
+    let elsewhere = key.proof("GET", "https://other.example/items/1", Some(&token), None);
+    let r = common::send(dpop(elsewhere)).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("invalid_dpop_proof"), "{r:?}");
+    let r = common::send(http.get(gw.url("/items/1")).bearer_auth(&token)).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
+
+    let der = b"\x30\x03\x02\x01\x07".to_vec();
+    let x5t = tower_bearer::ClientCertificate::from_der(der.clone()).thumbprint_sha256();
+    let bound =
+        dev.token().subject("alice").scope("items:read").claim("cnf", json!({ "x5t#S256": x5t })).sign();
+    let cert = base64::engine::general_purpose::STANDARD.encode(&der);
+    let with = |c: Option<&str>| {
+        let r = http.get(gw.url("/items/1")).bearer_auth(&bound);
+        match c {
+            Some(c) => r.header("x-client-cert", c.to_owned()),
+            None => r,
+        }
+    };
+    assert_eq!(common::send(with(Some(&cert))).await.status, http::StatusCode::OK);
+    assert_eq!(common::send(with(None)).await.status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(common::send(with(Some("MAMCAQg="))).await.status, http::StatusCode::UNAUTHORIZED);
 }

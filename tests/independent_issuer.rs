@@ -5,6 +5,9 @@
 //! it (authorization code + PKCE as the public client `rs-flow`, a 2-second access token, expiry
 //! → `invalid_token`, refresh → accepted again).
 //!
+//! A third test has it issue sender-constrained tokens, JWT and opaque: DPoP-bound (RFC 9449)
+//! and bound to a client certificate (RFC 8705), and checks what tower-bearer makes of them.
+//!
 //! Needs `node` on the PATH (or `$NODE`) and `tests/oidc/node_modules` (`.ci/install-oidc.sh`,
 //! or `npm ci --prefix tests/oidc`). Without them the test is skipped, unless `CI` is set: then
 //! it fails.
@@ -26,6 +29,9 @@ use tower_bearer::{
     BearerLayer, Clock, Introspector, JwtOrOpaque, JwtValidator, Principal, RequireScope, TypPolicy,
     Validator,
 };
+
+#[cfg(feature = "aws-lc-rs")]
+mod dpop_key;
 
 const CLIENT_ID: &str = "rs-test";
 /// The default secret of `rs-test` in `tests/oidc/server.mjs`.
@@ -628,4 +634,174 @@ async fn authorization_code_flow_with_oidc_provider() {
 
     drop(provider);
     eprintln!("independent_issuer: flow done in {:?}", started.elapsed());
+}
+
+/// A client_credentials token of a sender-constrained client: `(token_type, access_token)`.
+#[cfg(feature = "aws-lc-rs")]
+async fn bound_token(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    (client_id, secret): (&str, &str),
+    resource: &str,
+    extra: (&str, &str),
+) -> (String, String) {
+    let response = http
+        .post(token_endpoint)
+        .basic_auth(client_id, Some(secret))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(extra.0, extra.1)
+        .body(form(&[("grant_type", "client_credentials"), ("resource", resource), ("scope", SCOPE)]))
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).expect("JSON");
+    assert_eq!(status, StatusCode::OK, "{client_id} token for {resource}: {body}");
+    (body["token_type"].as_str().unwrap().to_owned(), body["access_token"].as_str().unwrap().to_owned())
+}
+
+#[cfg(feature = "aws-lc-rs")]
+#[tokio::test]
+async fn sender_constrained_tokens_from_oidc_provider() {
+    use dpop_key::DpopKey;
+    use tower_bearer::dpop::{Dpop, DpopNonces};
+    use tower_bearer::{CertificateHeader, ClientCertificate};
+
+    let Some(node) = prerequisites() else {
+        return;
+    };
+    let provider = OidcProvider::start(&node);
+    let issuer = provider.issuer.clone();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
+    let discovery = get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
+    let token_endpoint = discovery["token_endpoint"].as_str().unwrap().to_owned();
+    let introspection_endpoint = discovery["introspection_endpoint"].as_str().unwrap().to_owned();
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_owned();
+
+    // The resource server: JWTs for https://rs.test/es256, opaque tokens for
+    // https://rs.test/opaque through introspection; DPoP with nonces; client certificates from
+    // a header (what a TLS-terminating proxy in front of it would forward).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let jwt = JwtValidator::builder()
+        .issuer(issuer.as_str())
+        .audience(resource("es256"))
+        .jwks_url(jwks_uri.as_str())
+        .build()
+        .unwrap();
+    let introspector = Introspector::builder(introspection_endpoint)
+        .client_secret_basic("rs-introspect", "rs-introspect-secret")
+        .audience(resource("opaque"))
+        .build()
+        .unwrap();
+    let dpop = Dpop::allowed(&base)
+        .unwrap()
+        .nonces(DpopNonces::new(b"a secret for the interop test's nonces", Duration::from_secs(300)));
+    let app = Router::new()
+        .route("/me", get(|Extension(principal): Extension<Principal>| async move { Json(principal) }))
+        .layer(
+            BearerLayer::new(JwtOrOpaque::new(jwt, introspector))
+                .realm("interop")
+                .dpop(dpop)
+                .trust_client_certificate_header(
+                    http::HeaderName::from_static("x-client-cert"),
+                    CertificateHeader::DerBase64,
+                ),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let me = format!("{base}/me");
+    let send = |token: &str, scheme: &str, proof: Option<String>, cert: Option<&str>| {
+        let mut request = http.get(&me).header(header::AUTHORIZATION, format!("{scheme} {token}"));
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        if let Some(cert) = cert {
+            request = request.header("x-client-cert", cert);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            (status, headers, response.text().await.unwrap())
+        }
+    };
+    let challenge = |h: &http::HeaderMap| {
+        h.get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    };
+
+    for kind in ["es256", "opaque"] {
+        // DPoP: the token request carries a proof of the client's key.
+        let key = DpopKey::new();
+        let proof = key.proof("POST", &token_endpoint, None, None);
+        let (token_type, token) = bound_token(
+            &http,
+            &token_endpoint,
+            ("rs-dpop", "rs-dpop-secret"),
+            &resource(kind),
+            ("dpop", &proof),
+        )
+        .await;
+        assert_eq!(token_type, "DPoP", "{kind}");
+        // The first proof has no nonce: 401 use_dpop_nonce, and the nonce to use.
+        let (status, headers, _) =
+            send(&token, "DPoP", Some(key.proof("GET", &me, Some(&token), None)), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
+        assert!(challenge(&headers).contains("use_dpop_nonce"), "{kind}: {}", challenge(&headers));
+        let nonce = headers.get("dpop-nonce").expect("DPoP-Nonce").to_str().unwrap().to_owned();
+        let proof = key.proof("GET", &me, Some(&token), Some(&nonce));
+        let (status, headers, body) = send(&token, "DPoP", Some(proof.clone()), None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: bound token and its proof: {body}");
+        assert!(headers.get("dpop-nonce").is_some(), "{kind}: a fresh nonce");
+        let principal: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(principal["client_id"], "rs-dpop", "{kind}: {principal}");
+        // Replayed proof.
+        let (status, headers, _) = send(&token, "DPoP", Some(proof), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: replay");
+        assert!(challenge(&headers).contains("invalid_dpop_proof"), "{kind}: {}", challenge(&headers));
+        // As a bearer token.
+        let (status, headers, _) = send(&token, "Bearer", None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: as Bearer");
+        assert!(challenge(&headers).contains("invalid_token"), "{kind}: {}", challenge(&headers));
+        // Stolen: a perfectly good proof by the thief's own key.
+        let thief = DpopKey::new();
+        let (status, headers, _) =
+            send(&token, "DPoP", Some(thief.proof("GET", &me, Some(&token), Some(&nonce))), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: stolen");
+        assert!(challenge(&headers).contains("invalid_token"), "{kind}: {}", challenge(&headers));
+
+        // mTLS: the token request comes with the client's certificate.
+        let made = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert =
+                rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+            cert.der().to_vec()
+        };
+        let (alice, mallory) = (made("alice"), made("mallory"));
+        let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+        let (token_type, token) = bound_token(
+            &http,
+            &token_endpoint,
+            ("rs-mtls", "rs-mtls-secret"),
+            &resource(kind),
+            ("x-client-cert", &b64(&alice)),
+        )
+        .await;
+        assert_eq!(token_type, "Bearer", "{kind}");
+        if kind == "es256" {
+            let [_, payload, _] = segments(&token);
+            let thumbprint = ClientCertificate::from_der(alice.clone()).thumbprint_sha256();
+            assert_eq!(
+                decode_segment(payload)["cnf"]["x5t#S256"],
+                thumbprint.as_str(),
+                "the same thumbprint"
+            );
+        }
+        let (status, _, body) = send(&token, "Bearer", None, Some(&b64(&alice))).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: the right certificate: {body}");
+        for (who, cert) in [("another certificate", Some(b64(&mallory))), ("no certificate", None)] {
+            let (status, headers, _) = send(&token, "Bearer", None, cert.as_deref()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: {who}");
+            assert!(challenge(&headers).contains("invalid_token"), "{kind}: {who}: {}", challenge(&headers));
+        }
+    }
 }

@@ -56,6 +56,18 @@ fn dpop(validator: JwtValidator) -> Result<Router> {
         .layer(layer))
 }
 
+fn client_certificate_header(validator: JwtValidator) -> Router {
+    use http::HeaderName;
+    use tower_bearer::CertificateHeader;
+    let layer = BearerLayer::new(validator).trust_client_certificate_header(
+        HeaderName::from_static("x-client-cert"), // nginx: proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+        CertificateHeader::EscapedPem,            // Caddy: DerBase64; Envoy: EnvoyXfcc
+    );
+    Router::new()
+        .route("/me", get(|p: Principal| async move { format!("{:?}", p.confirmation()) }))
+        .layer(layer)
+}
+
 fn opaque_tokens(validator: JwtValidator, secret: String) -> Result<Router> {
     let opaque = Introspector::builder("https://as.example/introspect")
         .client_secret_basic("my-api", secret) // or client_secret_post, bearer_auth
@@ -427,6 +439,27 @@ async fn hyper_snippet_serves_the_principal() {
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+}
+
+#[tokio::test]
+async fn client_certificate_header_snippet_reads_the_forwarded_certificate() {
+    let (dev, validator) = dev().await;
+    let app = client_certificate_header(validator);
+    let bound = dev.token().claim("cnf", serde_json::json!({ "x5t#S256": "abc" })).sign();
+    let get = |cert: &str| {
+        Request::get("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {bound}"))
+            .header("x-client-cert", cert)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    // Not a PEM certificate: the header was read, and refused.
+    let res = app.clone().oneshot(get("garbage")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // A readable certificate, not the one the token names.
+    let pem = "-----BEGIN%20CERTIFICATE-----%0AMAMCAfv/Pg==%0A-----END%20CERTIFICATE-----%0A";
+    let res = app.oneshot(get(pem)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// Every ```rust block of the README appears in this file, paragraph by paragraph (a run of

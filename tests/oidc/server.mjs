@@ -27,6 +27,16 @@
 //                                         own credentials for the introspection endpoint
 //   rs-flow                               public (native) client, PKCE; authorization_code and
 //                                         refresh_token; redirect URI http://127.0.0.1/callback
+//   rs-dpop / rs-dpop-secret              client_secret_basic; client_credentials; DPoP-bound
+//                                         tokens only (RFC 9449: a DPoP proof to /token)
+//   rs-mtls / rs-mtls-secret              client_secret_basic; client_credentials; tokens bound
+//                                         to its client certificate (RFC 8705
+//                                         tls_client_certificate_bound_access_tokens)
+//
+// Sender-constrained tokens: DPoP is on (`features.dPoP`), and so are certificate-bound tokens
+// (`features.mTLS.certificateBoundAccessTokens`). There is no TLS here: the client certificate
+// of a token request is read from the `X-Client-Cert` request header (DER, standard base64), as
+// a TLS-terminating proxy would pass it. Test configuration only.
 //
 // The authorization code flow needs no browser: the interaction URL (/interaction/UID) is
 // answered by this script itself, which signs in the fixed development user `alice` and grants
@@ -55,7 +65,7 @@
 // Signing keys (RSA 2048, EC P-256, Ed25519) are generated at every start; the public halves
 // are served at the `jwks_uri` of the discovery document.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -152,6 +162,24 @@ const provider = new Provider(issuer, {
       redirect_uris: ['http://127.0.0.1/callback'],
     },
     {
+      client_id: 'rs-dpop',
+      client_secret: 'rs-dpop-secret',
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      dpop_bound_access_tokens: true,
+    },
+    {
+      client_id: 'rs-mtls',
+      client_secret: 'rs-mtls-secret',
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      tls_client_certificate_bound_access_tokens: true,
+    },
+    {
       client_id: 'rs-introspect',
       client_secret: 'rs-introspect-secret',
       token_endpoint_auth_method: 'client_secret_basic',
@@ -172,6 +200,20 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      getCertificate(ctx) {
+        const der = ctx.get('x-client-cert');
+        if (!der) return undefined;
+        try {
+          return new X509Certificate(Buffer.from(der, 'base64'));
+        } catch {
+          return undefined;
+        }
+      },
+    },
     resourceIndicators: {
       enabled: true,
       // A token request without `resource` gets the default resource (and so a JWT).

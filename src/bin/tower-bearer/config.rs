@@ -42,6 +42,10 @@ pub struct Config {
     pub introspection_ttl: Option<Duration>,
     pub path_prefix: Option<String>,
     pub upstream: Option<Upstream>,
+    /// `[dpop]`, unless absent or off.
+    pub dpop: Option<tower_bearer::dpop::Dpop>,
+    /// `[client_certificate]`: the gateway's forwarded-certificate header.
+    pub client_certificate: Option<(HeaderName, tower_bearer::CertificateHeader)>,
 }
 
 #[derive(Debug)]
@@ -368,6 +372,15 @@ impl Checker<'_> {
             }
         };
 
+        let dpop = match &file.dpop {
+            None => None,
+            Some(d) => crate::sender::dpop(d).map_err(|(key, e)| self.nowhere(key, e))?,
+        };
+        let client_certificate = match &file.client_certificate {
+            None => None,
+            Some(c) => Some(crate::sender::client_certificate(c).map_err(|(key, e)| self.nowhere(key, e))?),
+        };
+
         Ok(Config {
             listen,
             realm: file.realm,
@@ -383,6 +396,8 @@ impl Checker<'_> {
             introspection_ttl: file.cache.introspection_ttl_secs.map(Duration::from_secs),
             path_prefix,
             upstream,
+            dpop,
+            client_certificate,
         })
     }
 }
@@ -485,5 +500,33 @@ access = { all = ["items:read"] }
     fn reserved_identity_headers() {
         let e = err(&format!("{GOOD}\n[headers]\nsubject = \"Authorization\"\n"));
         assert!(e.contains("headers.subject"), "{e}");
+    }
+
+    #[test]
+    fn dpop_and_client_certificate() {
+        let config = parse(&format!("{GOOD}\n[dpop]\norigin = \"https://api.example\"\n"), "t.toml").unwrap();
+        assert!(config.dpop.is_some());
+        let off = parse(&format!("{GOOD}\n[dpop]\nmode = \"off\"\n"), "t.toml").unwrap();
+        assert!(off.dpop.is_none());
+        assert!(err(&format!("{GOOD}\n[dpop]\nmode = \"allowed\"\n")).contains("dpop.origin"));
+        assert!(
+            err(&format!("{GOOD}\n[dpop]\nmode = \"maybe\"\norigin = \"https://a\"\n")).contains("dpop.mode")
+        );
+        assert!(err(&format!("{GOOD}\n[dpop]\norigin = \"ftp://a\"\n")).contains("dpop.origin"));
+        let e = err(&format!(
+            "{GOOD}\n[dpop]\norigin = \"https://a\"\nnonce_secret_env = \"TOWER_BEARER_NO_SUCH_VAR\"\n"
+        ));
+        assert!(e.contains("dpop.nonce_secret_env"), "{e}");
+        let cert = parse(
+            &format!("{GOOD}\n[client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"der-base64\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cert.client_certificate,
+            Some((HeaderName::from_static("x-client-cert"), tower_bearer::CertificateHeader::DerBase64))
+        );
+        let e = err(&format!("{GOOD}\n[client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"pem\"\n"));
+        assert!(e.contains("client_certificate.format"), "{e}");
     }
 }

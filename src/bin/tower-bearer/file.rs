@@ -33,6 +33,8 @@ pub struct File {
     #[serde(default)]
     pub auth: AuthFile,
     pub upstream: Option<UpstreamFile>,
+    pub dpop: Option<crate::sender::DpopFile>,
+    pub client_certificate: Option<crate::sender::ClientCertificateFile>,
 }
 
 #[derive(Debug, Deserialize)]

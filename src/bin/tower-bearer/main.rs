@@ -11,6 +11,7 @@ mod hop_by_hop;
 mod normalize;
 mod proxy;
 mod rules;
+mod sender;
 mod server;
 
 use std::path::PathBuf;
@@ -214,6 +215,12 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             }
             if let Some(u) = &config.upstream {
                 println!("  upstream: {}", u.url);
+            }
+            if let Some(dpop) = &config.dpop {
+                println!("  dpop: {dpop:?}");
+            }
+            if let Some((header, format)) = &config.client_certificate {
+                println!("  client certificate: header {header} ({format:?}), trusted from the gateway");
             }
             return ExitCode::SUCCESS;
         }

@@ -294,6 +294,12 @@ impl App {
         if let Some(realm) = &config.realm {
             layer = layer.realm(realm);
         }
+        if let Some(dpop) = &config.dpop {
+            layer = layer.dpop(dpop.clone());
+        }
+        if let Some((name, format)) = &config.client_certificate {
+            layer = layer.trust_client_certificate_header(name.clone(), *format);
+        }
         App {
             mode,
             rules: config.rules.clone(),
@@ -375,6 +381,18 @@ impl App {
                 return plain(StatusCode::BAD_REQUEST, "cannot tell which request to authorize\n");
             }
         };
+        // The gateway's sub-request stands for the original request: the layer judges that one
+        // (a DPoP proof's `htm` and `htu` name the client's method and URI, not ours).
+        if self.mode == Mode::Auth {
+            match target.parse::<http::Uri>() {
+                Ok(uri) if target.starts_with('/') => *req.uri_mut() = uri,
+                _ => {
+                    set_reason("bad_original_uri");
+                    return plain(StatusCode::BAD_REQUEST, "cannot tell which request to authorize\n");
+                }
+            }
+            *req.method_mut() = method.clone();
+        }
         let (raw_path, query) = split_target(&target);
         let normal = match normalize(raw_path) {
             Ok(p) => p,

@@ -1,0 +1,100 @@
+//! Sender-constrained tokens in the configuration: `[dpop]` (RFC 9449) and
+//! `[client_certificate]` (RFC 8705 through the gateway's forwarded header).
+
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::Deserialize;
+use tower_bearer::CertificateHeader;
+use tower_bearer::dpop::{Dpop, DpopNonces};
+
+/// `[dpop]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopFile {
+    /// `off`, `allowed` (default) or `required`.
+    pub mode: Option<String>,
+    /// The public origin clients see (`https://api.example`): `htu` is it plus the original path.
+    pub origin: Option<String>,
+    /// How far a proof's `iat` may be from now, either way.
+    pub iat_window_secs: Option<u64>,
+    /// Server nonces on, keyed by the secret in this environment variable (the same on every
+    /// replica).
+    pub nonce_secret_env: Option<String>,
+    /// The same, with the secret in this file.
+    pub nonce_secret_file: Option<std::path::PathBuf>,
+}
+
+/// `[client_certificate]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateFile {
+    /// The header the gateway forwards the client certificate in.
+    pub header: String,
+    /// `escaped-pem` (nginx), `der-base64` (Caddy) or `envoy-xfcc`.
+    pub format: String,
+}
+
+/// The checked `[dpop]` table; `Ok(None)` when absent or `off`. Errors are `(key, message)`.
+pub fn dpop(file: &DpopFile) -> Result<Option<Dpop>, (&'static str, String)> {
+    let mode = file.mode.as_deref().unwrap_or("allowed");
+    if mode == "off" {
+        return Ok(None);
+    }
+    let origin = file
+        .origin
+        .as_deref()
+        .ok_or(("dpop.origin", "the public origin is required (e.g. https://api.example)".to_owned()))?;
+    let dpop = match mode {
+        "allowed" => Dpop::allowed(origin),
+        "required" => Dpop::required(origin),
+        other => return Err(("dpop.mode", format!("`{other}`: expected off, allowed or required"))),
+    }
+    .map_err(|e| ("dpop.origin", e.to_string()))?;
+    let dpop = match file.iat_window_secs {
+        Some(0) => return Err(("dpop.iat_window_secs", "must be at least 1".to_owned())),
+        Some(secs) => dpop.iat_window(Duration::from_secs(secs)),
+        None => dpop,
+    };
+    let (key, secret) = match (&file.nonce_secret_env, &file.nonce_secret_file) {
+        (None, None) => return Ok(Some(dpop)),
+        (Some(var), None) => (
+            "dpop.nonce_secret_env",
+            std::env::var(var)
+                .map_err(|_| ("dpop.nonce_secret_env", format!("environment variable `{var}` is not set")))?,
+        ),
+        (None, Some(path)) => (
+            "dpop.nonce_secret_file",
+            std::fs::read_to_string(path)
+                .map_err(|e| ("dpop.nonce_secret_file", format!("cannot read {}: {e}", path.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        _ => return Err(("dpop", "give at most one of nonce_secret_env and nonce_secret_file".to_owned())),
+    };
+    if secret.len() < 32 {
+        return Err((key, "the nonce secret must hold at least 32 bytes".to_owned()));
+    }
+    Ok(Some(dpop.nonces(DpopNonces::new(secret.as_bytes(), Duration::from_secs(300)))))
+}
+
+/// The checked `[client_certificate]` table.
+pub fn client_certificate(
+    file: &ClientCertificateFile,
+) -> Result<(HeaderName, CertificateHeader), (&'static str, String)> {
+    let name = HeaderName::try_from(file.header.as_str()).map_err(|_| {
+        ("client_certificate.header", format!("`{}` is not a valid header name", file.header))
+    })?;
+    let format = match file.format.as_str() {
+        "escaped-pem" => CertificateHeader::EscapedPem,
+        "der-base64" => CertificateHeader::DerBase64,
+        "envoy-xfcc" => CertificateHeader::EnvoyXfcc,
+        other => {
+            return Err((
+                "client_certificate.format",
+                format!("`{other}`: expected escaped-pem, der-base64 or envoy-xfcc"),
+            ));
+        }
+    };
+    Ok((name, format))
+}
