@@ -243,6 +243,16 @@ async fn run(setup: &Setup, browser: &Client) {
     let (status, body) = setup.call(reqwest::Method::GET, access).await;
     assert_eq!((status, body["for"].as_str()), (StatusCode::OK, Some("bob")));
     assert_eq!(setup.call(reqwest::Method::POST, access).await.0, StatusCode::CREATED);
+    // The token debugger, next to the API: paste the token, see it verified.
+    browser.goto(&format!("{}/debug", setup.dev.issuer())).await.expect("open /debug");
+    browser.find(Locator::Id("token")).await.expect("token field").send_keys(access).await.expect("paste");
+    browser.find(Locator::Id("inspect")).await.expect("inspect button").click().await.expect("inspect");
+    let signature =
+        browser.find(Locator::Id("signature")).await.expect("signature line").text().await.expect("text");
+    assert!(signature.starts_with("valid: signed by this server's key es256-1"), "{signature}");
+    let shown = browser.find(Locator::Id("claims")).await.expect("claims").text().await.expect("text");
+    assert!(shown.contains("\"sub\": \"bob\""), "{shown}");
+    screenshot(browser, "token-debugger").await;
 
     // 2. Narrowed: items:write unticked, and a typed subject.
     let pkce = Pkce::new();

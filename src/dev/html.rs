@@ -28,6 +28,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f3f4f
 main{max-width:34rem;margin:3rem auto;background:#fff;border-radius:12px;padding:2rem 2.25rem;\
 box-shadow:0 1px 3px rgba(0,0,0,.12)}
 h1{font-size:1.35rem;margin:0 0 .25rem}
+h2{font-size:1rem;margin:1.2rem 0 .4rem}
 .dev{background:#fef3c7;color:#92400e;border-radius:6px;padding:.4rem .7rem;font-size:.85rem;margin-bottom:1.2rem}
 .muted{color:#6b7280;font-size:.9rem}
 fieldset{border:1px solid #e5e7eb;border-radius:8px;margin:1rem 0;padding:.6rem 1rem}
@@ -36,6 +37,7 @@ label{display:block;margin:.35rem 0}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
 pre{background:#f9fafb;border:1px solid #e5e7eb;border-radius:6px;padding:.6rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 input[type=text],textarea{width:100%;box-sizing:border-box;padding:.45rem;border:1px solid #d1d5db;border-radius:6px;font:inherit}
+textarea{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.8rem;word-break:break-all}
 .buttons{display:flex;gap:.75rem;margin-top:1.2rem}
 button{font:inherit;padding:.55rem 1.3rem;border-radius:6px;border:1px solid #d1d5db;background:#fff;cursor:pointer}
 button.primary{background:#2563eb;border-color:#2563eb;color:#fff}

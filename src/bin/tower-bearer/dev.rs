@@ -329,6 +329,14 @@ mod tests {
         let setup = file_setup(&path, None).expect("valid file");
         assert_eq!(setup.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(setup.users, ["ann"]);
+        // The README's example file is a valid one.
+        let readme = include_str!("../../../README.md");
+        let (_, after) = readme.split_once("-c dev.toml`:\n\n```toml\n").expect("the README's dev.toml");
+        let (example, _) = after.split_once("```").expect("end of block");
+        std::fs::write(&path, example).expect("write");
+        let setup = file_setup(&path, None).expect("the README's dev.toml");
+        assert_eq!(setup.clients.len(), 2);
+        assert_eq!(setup.audience, "tower-bearer-dev");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
