@@ -16,10 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::authorize::{Authorization, approve};
 use super::endpoints::same;
 use super::html::{self, escape};
-use super::store::{Pending, hash, secret_value};
+use super::redirect::approve;
+use super::store::{Authorization, Pending, hash, secret_value};
 use super::users::valid_subject;
 use super::{Shared, lock};
 

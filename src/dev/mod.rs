@@ -58,6 +58,7 @@ mod html;
 mod keys;
 mod mint;
 mod pkce;
+mod redirect;
 mod store;
 mod token;
 mod token_error;

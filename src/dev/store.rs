@@ -45,10 +45,22 @@ pub(crate) struct Code {
     pub family: Option<u64>,
 }
 
+/// A valid authorization request, before the resource owner's decision.
+pub(crate) struct Authorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The RFC 7636 S256 `code_challenge`.
+    pub challenge: String,
+    /// The requested scope (or the client's default), all known and allowed.
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub state: Option<String>,
+}
+
 /// An authorization request waiting for the person on the sign-in page (stored under the hash
 /// of its id; single use).
 pub(crate) struct Pending {
-    pub request: crate::dev::authorize::Authorization,
+    pub request: Authorization,
     /// The anti-forgery value of its form (and cookie).
     pub csrf: String,
     /// Unix time (seconds) from which the page is stale.
