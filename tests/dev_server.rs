@@ -511,3 +511,33 @@ async fn the_token_debugger_checks_signatures_and_escapes() {
     let page = inspect("<script>alert(1)</script>".into()).await;
     assert!(page.contains("&lt;script&gt;") && !page.contains("<script>"), "{page}");
 }
+
+/// The one request value the sign-in page shows that the client does not register: `resource`
+/// (any absolute URI when no audiences are configured). Shown as text, never as markup. (The
+/// library in-process: the program always has a fixed set of clients.)
+#[tokio::test]
+async fn request_text_on_the_sign_in_page_is_escaped() {
+    let dev = tower_bearer::dev::DevIssuer::builder()
+        .algorithms([tower_bearer::Algorithm::ES256])
+        .interactive(true)
+        .start()
+        .await
+        .expect("dev server");
+    let hostile = "urn:x:\"><script>alert(1)</script><img/src='x'>";
+    let url = authorize_url(
+        dev.issuer(),
+        "dev-public-client",
+        "http://127.0.0.1/callback",
+        &[("resource", hostile)],
+    );
+    let page = Page::open(&http(), &url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains("<script>") && !page.body.contains("<img"), "{}", page.body);
+    assert!(
+        page.body.contains("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img/src=&#39;x&#39;&gt;"),
+        "{}",
+        page.body
+    );
+    // With no users configured, the subject field offers the development user.
+    assert!(page.body.contains("name=\"subject\" value=\"alice\""), "{}", page.body);
+}

@@ -532,7 +532,9 @@ impl DevIssuer {
     }
 
     /// Makes the development user deny (true) or approve (false, the default) every
-    /// authorization request: denied requests are redirected with `error=access_denied`.
+    /// authorization request: denied requests are redirected with `error=access_denied`. In
+    /// [interactive](DevIssuerBuilder::interactive) mode the person on the sign-in page decides
+    /// instead.
     pub fn set_consent_denied(&self, denied: bool) {
         self.shared.auth.consent_denied.store(denied, Ordering::SeqCst);
     }
