@@ -19,7 +19,9 @@
 //!
 //! Given only `--issuer URL --audience AUD`, the keys (and, with `--client-id`/`--client-secret`,
 //! the introspection endpoint) are found through the issuer's metadata (OpenID Connect discovery
-//! or RFC 8414). Several issuers at once: `--trust ISSUER=AUDIENCE`, repeated; each token is
+//! or RFC 8414). That includes the development authorization server run as a program:
+//! `tower-bearer dev` (see the README), then `--issuer http://127.0.0.1:8000 --audience
+//! tower-bearer-dev`; sign in at its `/authorize` page and call this API with the token. Several issuers at once: `--trust ISSUER=AUDIENCE`, repeated; each token is
 //! verified with its own issuer's keys only.
 //!
 //! Every mode serves its RFC 9728 protected-resource metadata at

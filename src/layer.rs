@@ -328,7 +328,7 @@ fn fresh_nonce(dpop: &Dpop) -> Option<HeaderValue> {
 fn dpop_proof<B>(dpop: &Dpop, req: &Request<B>, token: &str) -> Result<Proof, AuthError> {
     let proof = proof_header(req.headers(), dpop.max_proof_bytes)?;
     let target = Target { method: req.method(), uri: req.uri(), headers: req.headers() };
-    let proof = dpop.verify(proof, token, &target, dpop.clock.unix_now())?;
+    let proof = dpop.verify(proof, Some(token), &target, dpop.clock.unix_now())?;
     if !proof.nonce_ok {
         return Err(AuthError::UseDpopNonce);
     }

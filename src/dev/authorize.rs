@@ -2,7 +2,9 @@
 //! (RFC 7636; `plain` refused), exact `redirect_uri` matching, `state` echoed, `scope` and
 //! `resource` (RFC 8707) honoured, and the issuer in the response (RFC 9207).
 //!
-//! Consent is automatic: the configured development user approves every valid request (unless
+//! In [interactive](super::DevIssuerBuilder::interactive) mode a valid request gets the sign-in
+//! and consent page (see `consent`); otherwise consent is automatic: the configured development
+//! user approves every valid request (unless
 //! [`DevIssuer::set_consent_denied`](super::DevIssuer::set_consent_denied)), so tests and demos
 //! need no browser. Errors are redirected to the client per §4.1.2.1, except those about the
 //! client or its redirect URI, which get a `400` page (§4.1.2.1: never redirect to an
@@ -12,34 +14,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 
-use super::pkce;
-use super::store::{Code, hash, secret_value};
+use super::redirect::{approve, redirect};
+use super::store::Authorization;
 use super::token::{params, parse_scope, valid_resource};
-use super::{Shared, lock};
+use super::{Shared, consent, html, pkce};
 
 /// A `400` page for errors that must not be redirected.
 fn error_page(description: &str) -> Response {
-    (
+    html::error_page(
         StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
-        format!("invalid authorization request: {description}\n"),
+        "invalid_request",
+        &format!("invalid authorization request: {description}"),
     )
-        .into_response()
-}
-
-/// A `302 Found` to `redirect_uri` with `pairs` added to its query.
-fn redirect(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in pairs {
-        query.append_pair(name, value);
-    }
-    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
-    let location = format!("{redirect_uri}{separator}{}", query.finish());
-    (StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store".to_owned())])
-        .into_response()
 }
 
 pub(crate) async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
@@ -107,33 +96,23 @@ pub(crate) async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query)
     if resource.is_some_and(|r| !valid_resource(r)) {
         return fail("invalid_target", "resource must be an absolute URI without a fragment");
     }
-    if config.consent_denied.load(Ordering::SeqCst) {
-        return fail("access_denied", "the resource owner denied the request");
+    if resource.is_some_and(|r| !config.resource_allowed(r)) {
+        return fail("invalid_target", "resource is not an audience of this server");
     }
-
-    let now = config.clock.unix_now();
-    let mut store = lock(&config.store);
-    // Unauthenticated requests must not grow the store without bound: at capacity (with
-    // nothing expired to forget), refuse as RFC 6749 §4.1.2.1 provides for.
-    if !store.room_for_code(now) {
-        return fail("temporarily_unavailable", "too many outstanding authorization codes; retry later");
-    }
-    let code = secret_value();
-    let grant = Code {
+    let request = Authorization {
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.to_owned(),
         challenge: challenge.to_owned(),
         scope,
         resource: resource.map(str::to_owned),
-        subject: config.user.clone(),
-        expires: now.saturating_add(i64::try_from(config.code_ttl.as_secs()).unwrap_or(i64::MAX)),
-        consumed: false,
-        family: None,
+        state: state.map(str::to_owned),
     };
-    store.codes.insert(hash(&code), grant);
-    drop(store);
-    let mut pairs = vec![("code", code.as_str())];
-    pairs.extend(state.map(|s| ("state", s)));
-    pairs.push(("iss", shared.issuer.as_str()));
-    redirect(redirect_uri, &pairs)
+    if config.interactive {
+        return consent::show(&shared, request);
+    }
+    if config.consent_denied.load(Ordering::SeqCst) {
+        return request.fail(&shared.issuer, "access_denied", "the resource owner denied the request");
+    }
+    let scope = request.scope.clone();
+    approve(&shared, request, &config.user, scope)
 }

@@ -29,6 +29,10 @@ pub struct DevClient {
     pub(crate) grant_types: Vec<String>,
     /// Scopes the client may be granted; `None`: every scope of the server.
     pub(crate) scope: Option<Vec<String>>,
+    /// Overrides the server's access token lifetime.
+    pub(crate) access_ttl: Option<std::time::Duration>,
+    /// Overrides the server's access token format (true: opaque).
+    pub(crate) opaque: Option<bool>,
 }
 
 impl std::fmt::Debug for DevClient {
@@ -40,6 +44,8 @@ impl std::fmt::Debug for DevClient {
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
             .field("scope", &self.scope)
+            .field("access_ttl", &self.access_ttl)
+            .field("opaque", &self.opaque)
             .finish()
     }
 }
@@ -56,6 +62,8 @@ impl DevClient {
                 .map(String::from)
                 .into(),
             scope: None,
+            access_ttl: None,
+            opaque: None,
         }
     }
 
@@ -68,6 +76,8 @@ impl DevClient {
             redirect_uris: Vec::new(),
             grant_types: ["authorization_code", "refresh_token"].map(String::from).into(),
             scope: None,
+            access_ttl: None,
+            opaque: None,
         }
     }
 
@@ -87,6 +97,20 @@ impl DevClient {
     /// Restricts the scopes the client may be granted (default: every scope of the server).
     pub fn scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
         self.scope = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// This client's access tokens live `ttl` (default: the server's
+    /// [`access_token_ttl`](super::DevIssuerBuilder::access_token_ttl)).
+    pub fn access_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.access_ttl = Some(ttl);
+        self
+    }
+
+    /// This client's access tokens are opaque (true) or JWTs (false) (default: the server's
+    /// [`opaque_access_tokens`](super::DevIssuerBuilder::opaque_access_tokens)).
+    pub fn opaque_access_tokens(mut self, opaque: bool) -> Self {
+        self.opaque = Some(opaque);
         self
     }
 

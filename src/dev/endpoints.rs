@@ -123,8 +123,10 @@ pub(super) async fn introspect(
         None => match lock(&shared.auth.store).active_access(token, now) {
             Some(claims) => {
                 let mut claims = claims.clone();
+                // A token bound to a DPoP key (`cnf.jkt`, RFC 9449 §6.2) is a DPoP token.
+                let token_type = if claims.contains_key("cnf") { "DPoP" } else { "Bearer" };
                 claims.insert("active".into(), true.into());
-                claims.insert("token_type".into(), "Bearer".into());
+                claims.insert("token_type".into(), token_type.into());
                 Value::Object(claims)
             }
             None => json!({"active": false}),

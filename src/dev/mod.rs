@@ -3,7 +3,9 @@
 //! test or a demo needs, and runs the OAuth 2.0 flow end to end.
 //!
 //! **Not for production.** Keys, codes and tokens live in memory and die with the process; the
-//! server binds to 127.0.0.1 only; consent is automatic for a configured development user.
+//! server binds to 127.0.0.1 unless told otherwise; consent is automatic for a configured
+//! development user, or given on a sign-in page in [interactive](DevIssuerBuilder::interactive)
+//! mode.
 //! Within those limits it follows the standards, so that clients and resource servers tested
 //! against it behave with real authorization servers too:
 //!
@@ -15,6 +17,8 @@
 //! | `GET /.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | metadata (RFC 8414) |
 //! | `POST /introspect` | RFC 7662 (authenticate as [`RESOURCE_CLIENT_ID`]) |
 //! | `POST /revoke` | RFC 7009; a refresh token revokes its whole family |
+//! | `POST /authorize/decision` | the sign-in page's answer, in [interactive](DevIssuerBuilder::interactive) mode |
+//! | `GET`/`POST /debug` | the token debugger: header, claims, signature check against this server's keys, expiry |
 //!
 //! Clients registered by default: [`DEV_CLIENT_ID`] (confidential) and [`DEV_PUBLIC_CLIENT_ID`]
 //! (public), both with the redirect URI [`DEV_REDIRECT_URI`]; more with
@@ -40,20 +44,25 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 mod authorize;
 mod clients;
+mod consent;
+mod debugger;
 mod endpoints;
+mod html;
 mod keys;
 mod mint;
 mod pkce;
+mod redirect;
 mod store;
 mod token;
 mod token_error;
+mod users;
 
 pub use clients::{DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevClient};
 use endpoints::{introspect, jwks, metadata, revoke};
@@ -62,6 +71,7 @@ use keys::{DevKey, b64};
 use mint::Kid;
 pub use mint::{OpaqueTokenBuilder, TokenBuilder};
 pub use pkce::{Pkce, s256};
+pub use users::DevUser;
 
 use aws_lc_rs::rand::SystemRandom;
 use axum::Router;
@@ -99,6 +109,8 @@ struct Shared {
     last_introspection_auth: RwLock<Option<&'static str>>,
     /// The authorization server part.
     auth: AuthServer,
+    /// DPoP proofs at the token endpoint (RFC 9449 §5): `htu` is this issuer's `/token`.
+    dpop: crate::dpop::Dpop,
 }
 
 /// Settings and state of the authorization server endpoints.
@@ -106,6 +118,12 @@ struct AuthServer {
     clients: Vec<DevClient>,
     scopes: Vec<String>,
     user: String,
+    /// Interactive mode: `GET /authorize` shows the sign-in page.
+    interactive: bool,
+    users: Vec<DevUser>,
+    /// The `aud` of tokens issued without `resource`, and the only `resource` values accepted
+    /// when configured.
+    audiences: Option<Vec<String>>,
     access_ttl: Duration,
     refresh_ttl: Duration,
     code_ttl: Duration,
@@ -113,6 +131,23 @@ struct AuthServer {
     clock: crate::Clock,
     consent_denied: AtomicBool,
     store: Mutex<store::Store>,
+}
+
+impl AuthServer {
+    /// The `aud` of a token requested without `resource`.
+    fn default_audience(&self) -> &str {
+        self.audiences.as_ref().and_then(|a| a.first()).map_or(DEFAULT_AUDIENCE, String::as_str)
+    }
+
+    /// Whether `resource` names one of the configured audiences (any, when none are).
+    fn resource_allowed(&self, resource: &str) -> bool {
+        self.audiences.as_ref().is_none_or(|a| a.iter().any(|x| x == resource))
+    }
+
+    /// The claims of the user `subject` (none for a typed subject or a client).
+    fn user_claims(&self, subject: &str) -> Option<&Map<String, Value>> {
+        self.users.iter().find(|u| u.subject == subject).map(|u| &u.claims)
+    }
 }
 
 impl Shared {
@@ -150,9 +185,13 @@ pub struct DevIssuerBuilder {
     pin_alg: bool,
     jwks_max_age: u64,
     port: u16,
+    ip: IpAddr,
     clients: Vec<DevClient>,
     scopes: Vec<String>,
     user: String,
+    interactive: bool,
+    users: Vec<DevUser>,
+    audiences: Option<Vec<String>>,
     access_ttl: Duration,
     refresh_ttl: Duration,
     code_ttl: Duration,
@@ -168,9 +207,13 @@ impl Default for DevIssuerBuilder {
             pin_alg: true,
             jwks_max_age: 300,
             port: 0,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             clients: clients::default_clients(),
             scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
             user: "alice".into(),
+            interactive: false,
+            users: Vec::new(),
+            audiences: None,
             access_ttl: Duration::from_secs(300),
             refresh_ttl: Duration::from_secs(24 * 3600),
             code_ttl: Duration::from_secs(60),
@@ -201,6 +244,45 @@ impl DevIssuerBuilder {
     /// Port on 127.0.0.1 (default 0: any free port).
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// The address to listen on (default `127.0.0.1`, with [`port`](Self::port)). Anything but
+    /// a loopback address exposes a server that signs in anyone who asks: development only.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.ip = addr.ip();
+        self.port = addr.port();
+        self
+    }
+
+    /// Interactive mode (default false): `GET /authorize` shows a sign-in and consent page
+    /// where a person picks or types a user, sees the client and the requested scopes, and
+    /// approves (some or all of the scopes) or denies. Off, every valid request is approved at
+    /// once by the [`user`](Self::user), as tests without a browser need.
+    pub fn interactive(mut self, interactive: bool) -> Self {
+        self.interactive = interactive;
+        self
+    }
+
+    /// The users offered on the sign-in page, with the claims their tokens carry (default
+    /// none: the page only has a field to type a subject).
+    pub fn users(mut self, users: impl IntoIterator<Item = DevUser>) -> Self {
+        self.users = users.into_iter().collect();
+        self
+    }
+
+    /// The audiences of the server: the first is the `aud` of tokens requested without
+    /// `resource` (default [`DEFAULT_AUDIENCE`]), and a `resource` (RFC 8707) must be one of
+    /// them (default: any absolute URI).
+    pub fn audiences<S: Into<String>>(mut self, audiences: impl IntoIterator<Item = S>) -> Self {
+        let audiences: Vec<String> = audiences.into_iter().map(Into::into).collect();
+        self.audiences = (!audiences.is_empty()).then_some(audiences);
+        self
+    }
+
+    /// Replaces every registered client, the default ones included.
+    pub fn clients(mut self, clients: impl IntoIterator<Item = DevClient>) -> Self {
+        self.clients = clients.into_iter().collect();
         self
     }
 
@@ -273,7 +355,7 @@ impl DevIssuerBuilder {
                 "the dev issuer needs at least one algorithm",
             ));
         }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
+        let listener = tokio::net::TcpListener::bind((self.ip, self.port)).await?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
         let keys = self
@@ -283,7 +365,11 @@ impl DevIssuerBuilder {
                 Arc::new(DevKey::generate(alg, format!("{}-1", alg_name(alg).to_lowercase()), self.pin_alg))
             })
             .collect();
+        let dpop = crate::dpop::Dpop::allowed(&issuer)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+            .clock(self.clock.clone());
         let shared = Arc::new(Shared {
+            dpop,
             issuer,
             keys: RwLock::new(keys),
             retired: RwLock::new(Vec::new()),
@@ -299,6 +385,9 @@ impl DevIssuerBuilder {
                 clients: self.clients,
                 scopes: self.scopes,
                 user: self.user,
+                interactive: self.interactive,
+                users: self.users,
+                audiences: self.audiences,
                 access_ttl: self.access_ttl,
                 refresh_ttl: self.refresh_ttl,
                 code_ttl: self.code_ttl,
@@ -315,6 +404,8 @@ impl DevIssuerBuilder {
             .route("/introspect", post(introspect))
             .route("/revoke", post(revoke))
             .route("/authorize", get(authorize::authorize))
+            .route("/authorize/decision", post(consent::decide))
+            .route("/debug", get(debugger::show).post(debugger::inspect))
             .route("/token", post(token::token))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -441,7 +532,9 @@ impl DevIssuer {
     }
 
     /// Makes the development user deny (true) or approve (false, the default) every
-    /// authorization request: denied requests are redirected with `error=access_denied`.
+    /// authorization request: denied requests are redirected with `error=access_denied`. In
+    /// [interactive](DevIssuerBuilder::interactive) mode the person on the sign-in page decides
+    /// instead.
     pub fn set_consent_denied(&self, denied: bool) {
         self.shared.auth.consent_denied.store(denied, Ordering::SeqCst);
     }

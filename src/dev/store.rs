@@ -45,6 +45,28 @@ pub(crate) struct Code {
     pub family: Option<u64>,
 }
 
+/// A valid authorization request, before the resource owner's decision.
+pub(crate) struct Authorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The RFC 7636 S256 `code_challenge`.
+    pub challenge: String,
+    /// The requested scope (or the client's default), all known and allowed.
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub state: Option<String>,
+}
+
+/// An authorization request waiting for the person on the sign-in page (stored under the hash
+/// of its id; single use).
+pub(crate) struct Pending {
+    pub request: Authorization,
+    /// The anti-forgery value of its form (and cookie).
+    pub csrf: String,
+    /// Unix time (seconds) from which the page is stale.
+    pub expires: i64,
+}
+
 /// Everything issued from one authorization grant: revoked together (RFC 9700 §4.14.2).
 pub(crate) struct Family {
     pub client_id: String,
@@ -53,6 +75,8 @@ pub(crate) struct Family {
     pub scope: Vec<String>,
     pub resource: Option<String>,
     pub revoked: bool,
+    /// The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5).
+    pub jkt: Option<String>,
 }
 
 /// A refresh token; `rotated` once it has been exchanged for a new one.
@@ -81,6 +105,7 @@ pub(crate) struct Store {
     pub refresh: HashMap<Hash, Refresh>,
     pub families: HashMap<u64, Family>,
     pub access: HashMap<Hash, Access>,
+    pub pending: HashMap<Hash, Pending>,
     next_family: u64,
     /// Most entries of each of `codes`, `refresh` and `access`. (`families` needs no bound of
     /// its own: a family is dropped once no code or token refers to it.)
@@ -97,6 +122,7 @@ impl Store {
             refresh: HashMap::new(),
             families: HashMap::new(),
             access: HashMap::new(),
+            pending: HashMap::new(),
             next_family: 0,
             capacity,
             prune_at: PRUNE_FROM.min(capacity),
@@ -108,6 +134,12 @@ impl Store {
     pub fn room_for_code(&mut self, now: i64) -> bool {
         self.prune_if_grown(now);
         self.codes.len() < self.capacity
+    }
+
+    /// Whether one more pending sign-in fits (like [`Self::room_for_code`]).
+    pub fn room_for_pending(&mut self, now: i64) -> bool {
+        self.prune_if_grown(now);
+        self.pending.len() < self.capacity
     }
 
     /// Whether one more access token and one more refresh token fit (call before a grant: each
@@ -126,7 +158,7 @@ impl Store {
     }
 
     fn largest(&self) -> usize {
-        self.codes.len().max(self.refresh.len()).max(self.access.len())
+        self.codes.len().max(self.refresh.len()).max(self.access.len()).max(self.pending.len())
     }
 
     /// Drops expired codes and tokens (they would be refused anyway), then the families no
@@ -134,6 +166,7 @@ impl Store {
     /// reads as revoked (see `Store::family_revoked`).
     fn prune(&mut self, now: i64) {
         self.codes.retain(|_, c| now < c.expires);
+        self.pending.retain(|_, p| now < p.expires);
         // Rotated refresh tokens stay until they expire: their reuse still revokes the family.
         self.refresh.retain(|_, r| now < r.expires);
         self.access.retain(|_, a| a.claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| now < exp));
@@ -218,6 +251,7 @@ mod tests {
             scope: Vec::new(),
             resource: None,
             revoked: false,
+            jkt: None,
         }
     }
 

@@ -6,21 +6,27 @@ use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::clients::{self, DevClient};
 use super::store::{Access, Code, Family, Refresh, Store, hash, secret_value};
 use super::token_error::{TokenError, no_store};
-use super::{DEFAULT_AUDIENCE, Shared, lock, pkce, random_id};
+use super::users::RESERVED;
+use super::{Shared, lock, pkce, random_id};
+use crate::dpop::ReplayError;
+use crate::dpop::{Target, proof_header};
 
 pub(crate) async fn token(
     State(shared): State<std::sync::Arc<Shared>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle(&shared, &headers, &body) {
+    let target = Target { method: &method, uri: &uri, headers: &headers };
+    match handle(&shared, &target, &body) {
         Ok(answer) => (StatusCode::OK, no_store(), axum::Json(answer)).into_response(),
         Err(error) => error.into_response(),
     }
@@ -59,7 +65,28 @@ pub(crate) fn valid_resource(resource: &str) -> bool {
     scheme_ok && !rest.is_empty() && !resource.contains('#') && !resource.contains(' ')
 }
 
-fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, TokenError> {
+/// The thumbprint of the key of the request's DPoP proof, if it has one (RFC 9449 §5): checked
+/// like a resource server checks one, without `ath`, and used once.
+fn dpop_key(shared: &Shared, target: &Target<'_>) -> Result<Option<String>, TokenError> {
+    if target.headers.get(crate::dpop::DPOP).is_none() {
+        return Ok(None);
+    }
+    let invalid = || TokenError::new("invalid_dpop_proof", "the DPoP proof is invalid");
+    let dpop = &shared.dpop;
+    let proof = proof_header(target.headers, dpop.max_proof_bytes).map_err(|_| invalid())?;
+    let now = shared.auth.clock.unix_now();
+    let proof = dpop.verify(proof, None, target, now).map_err(|_| invalid())?;
+    match dpop.replay.record(proof.replay_key, proof.expires_at, now) {
+        Ok(()) => Ok(Some(proof.jkt)),
+        Err(ReplayError::Full) => {
+            Err(TokenError::temporarily_unavailable("too many DPoP proofs; retry later"))
+        }
+        Err(_) => Err(TokenError::new("invalid_dpop_proof", "the DPoP proof was already used")),
+    }
+}
+
+fn handle(shared: &Shared, target: &Target<'_>, body: &[u8]) -> Result<Value, TokenError> {
+    let headers = target.headers;
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -83,6 +110,11 @@ fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, To
     if resource.is_some_and(|r| !valid_resource(r)) {
         return Err(TokenError::new("invalid_target", "resource must be an absolute URI without a fragment"));
     }
+    if resource.is_some_and(|r| !shared.auth.resource_allowed(r)) {
+        return Err(TokenError::new("invalid_target", "resource is not an audience of this server"));
+    }
+    let jkt = dpop_key(shared, target)?;
+    let jkt = jkt.as_deref();
     let mut store = lock(&config.store);
     // Every grant below inserts at most one access token and one refresh token: refuse before
     // anything is consumed when the store is full (see `Store::room_for_tokens`).
@@ -90,9 +122,9 @@ fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, To
         return Err(TokenError::temporarily_unavailable("too many outstanding tokens; retry later"));
     }
     match grant {
-        "authorization_code" => authorization_code(shared, &mut store, client, &get),
-        "refresh_token" => refresh_token(shared, &mut store, client, &get),
-        _ => client_credentials(shared, &mut store, client, &get),
+        "authorization_code" => authorization_code(shared, &mut store, client, &get, jkt),
+        "refresh_token" => refresh_token(shared, &mut store, client, &get, jkt),
+        _ => client_credentials(shared, &mut store, client, &get, jkt),
     }
 }
 
@@ -103,6 +135,7 @@ fn authorization_code(
     store: &mut Store,
     client: &DevClient,
     get: &Get<'_>,
+    jkt: Option<&str>,
 ) -> Result<Value, TokenError> {
     let code = get("code").ok_or(TokenError::invalid_request("code is required"))?;
     let redirect_uri = get("redirect_uri").ok_or(TokenError::invalid_request("redirect_uri is required"))?;
@@ -143,12 +176,16 @@ fn authorization_code(
         scope: scope.clone(),
         resource: resource.clone(),
         revoked: false,
+        // RFC 9449 §5: a public client's refresh tokens are bound to its DPoP key.
+        jkt: jkt.filter(|_| client.is_public()).map(str::to_owned),
     });
     if let Some(grant) = store.codes.get_mut(&hash(code)) {
         grant.family = Some(family);
     }
     let refresh = client.allows_grant("refresh_token");
-    Ok(issue(shared, store, &client.id, &subject, &scope, resource.as_deref(), Some(family), refresh))
+    let grant =
+        Grant { client_id: &client.id, subject: &subject, scope: &scope, resource: resource.as_deref(), jkt };
+    Ok(issue(shared, store, grant, Some(family), refresh))
 }
 
 fn refresh_token(
@@ -156,6 +193,7 @@ fn refresh_token(
     store: &mut Store,
     client: &DevClient,
     get: &Get<'_>,
+    jkt: Option<&str>,
 ) -> Result<Value, TokenError> {
     let token = get("refresh_token").ok_or(TokenError::invalid_request("refresh_token is required"))?;
     let key = hash(token);
@@ -191,6 +229,9 @@ fn refresh_token(
             requested
         }
     };
+    if family.jkt.as_deref().is_some_and(|bound| jkt != Some(bound)) {
+        return Err(TokenError::new("invalid_dpop_proof", "the refresh token is bound to another DPoP key"));
+    }
     if get("resource").is_some_and(|r| Some(r) != family.resource.as_deref()) {
         return Err(TokenError::new("invalid_target", "resource differs from the original grant"));
     }
@@ -198,7 +239,9 @@ fn refresh_token(
     if let Some(old) = store.refresh.get_mut(&key) {
         old.rotated = true;
     }
-    Ok(issue(shared, store, &client.id, &subject, &scope, resource.as_deref(), Some(family_id), true))
+    let grant =
+        Grant { client_id: &client.id, subject: &subject, scope: &scope, resource: resource.as_deref(), jkt };
+    Ok(issue(shared, store, grant, Some(family_id), true))
 }
 
 fn client_credentials(
@@ -206,6 +249,7 @@ fn client_credentials(
     store: &mut Store,
     client: &DevClient,
     get: &Get<'_>,
+    jkt: Option<&str>,
 ) -> Result<Value, TokenError> {
     if client.is_public() {
         return Err(TokenError::new("unauthorized_client", "public clients cannot use client_credentials"));
@@ -222,38 +266,52 @@ fn client_credentials(
         }
     };
     // RFC 6749 §4.4.3: no refresh token.
-    Ok(issue(shared, store, &client.id, &client.id, &scope, get("resource"), None, false))
+    let grant =
+        Grant { client_id: &client.id, subject: &client.id, scope: &scope, resource: get("resource"), jkt };
+    Ok(issue(shared, store, grant, None, false))
+}
+
+/// What an access token is issued for.
+struct Grant<'a> {
+    client_id: &'a str,
+    subject: &'a str,
+    scope: &'a [String],
+    resource: Option<&'a str>,
+    /// The DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6).
+    jkt: Option<&'a str>,
 }
 
 /// Issues an access token (JWT or opaque) and optionally a refresh token in `family`; returns
 /// the RFC 6749 §5.1 response.
-#[allow(clippy::too_many_arguments)]
-fn issue(
-    shared: &Shared,
-    store: &mut Store,
-    client_id: &str,
-    subject: &str,
-    scope: &[String],
-    resource: Option<&str>,
-    family: Option<u64>,
-    refresh: bool,
-) -> Value {
+fn issue(shared: &Shared, store: &mut Store, grant: Grant<'_>, family: Option<u64>, refresh: bool) -> Value {
+    let Grant { client_id, subject, scope, resource, jkt } = grant;
     let config = &shared.auth;
     let now = config.clock.unix_now();
-    let ttl = config.access_ttl.as_secs();
+    let client = config.clients.iter().find(|c| c.id == client_id);
+    let access_ttl = client.and_then(|c| c.access_ttl).unwrap_or(config.access_ttl);
+    let opaque = client.and_then(|c| c.opaque).unwrap_or(config.opaque_access_tokens);
+    let ttl = access_ttl.as_secs();
     let mut claims = Map::new();
     claims.insert("iss".into(), shared.issuer.clone().into());
     claims.insert("sub".into(), subject.into());
-    claims.insert("aud".into(), resource.unwrap_or(DEFAULT_AUDIENCE).into());
+    claims.insert("aud".into(), resource.unwrap_or(config.default_audience()).into());
     claims.insert("client_id".into(), client_id.into());
     claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), now.saturating_add(secs(config.access_ttl)).into());
+    claims.insert("exp".into(), now.saturating_add(secs(access_ttl)).into());
     claims.insert("jti".into(), random_id().into());
     let scope = scope.join(" ");
     if !scope.is_empty() {
         claims.insert("scope".into(), scope.clone().into());
     }
-    let access_token = if config.opaque_access_tokens {
+    if let Some(jkt) = jkt {
+        claims.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
+    for (name, value) in config.user_claims(subject).into_iter().flatten() {
+        if !RESERVED.contains(&name.as_str()) {
+            claims.insert(name.clone(), value.clone());
+        }
+    }
+    let access_token = if opaque {
         secret_value()
     } else {
         let mut builder = shared.token();
@@ -265,7 +323,7 @@ fn issue(
     store.access.insert(hash(&access_token), Access { claims, family, revoked: false });
     let mut answer = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": ttl,
     });
     if !scope.is_empty() {

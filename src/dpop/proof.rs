@@ -173,10 +173,12 @@ pub(crate) struct Target<'a> {
 
 impl Dpop {
     /// Every RFC 9449 §4.3 check of `proof` for `token` sent with `target`, but single use.
+    /// `token` is `None` at a token endpoint (§5), where no access token exists yet: `ath` is
+    /// then not checked.
     pub(crate) fn verify(
         &self,
         proof: &str,
-        token: &str,
+        token: Option<&str>,
         target: &Target<'_>,
         now: i64,
     ) -> Result<Proof, Why> {
@@ -235,9 +237,11 @@ impl Dpop {
         if !self.htu_matches(&htu, target) {
             return Err(Why::WrongUri);
         }
-        let ath = claims.ath.ok_or(Why::WrongTokenHash)?;
-        if ath != URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())) {
-            return Err(Why::WrongTokenHash);
+        if let Some(token) = token {
+            let ath = claims.ath.ok_or(Why::WrongTokenHash)?;
+            if ath != URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())) {
+                return Err(Why::WrongTokenHash);
+            }
         }
         let nonce_ok = match &self.nonces {
             None => true,

@@ -6,6 +6,8 @@
 //! dependency in every `cargo install`.
 
 mod config;
+#[cfg(feature = "dev")]
+mod dev;
 mod file;
 mod hop_by_hop;
 mod normalize;
@@ -42,6 +44,10 @@ COMMANDS:
     proxy          Verifying reverse proxy in front of the [upstream] of the configuration:
                    allowed requests are forwarded with identity headers, others answered.
     check-config   Reads and checks the configuration, prints a summary, exits 0 if good.
+    dev            A DEVELOPMENT authorization server (feature `dev`): sign-in page, code +
+                   PKCE, refresh, client credentials, JWKS, introspection, a token debugger.
+                   Listens on 127.0.0.1:8000 unless --listen; clients, users and audiences
+                   from -c dev.toml, or two clients and two users printed at start.
 
 OPTIONS:
     -c, --config <FILE>       Configuration file [default: tower-bearer.toml,
@@ -71,6 +77,9 @@ struct Args {
     config: PathBuf,
     listen: Option<String>,
     json_logs: bool,
+    /// `-c` as given on the command line (not the default or the environment): `dev` has no
+    /// default file.
+    explicit_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +87,7 @@ enum Command {
     Auth,
     Proxy,
     CheckConfig,
+    Dev,
 }
 
 enum Parsed {
@@ -91,6 +101,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
     let mut config = std::env::var_os("TOWER_BEARER_CONFIG").map(PathBuf::from);
     let mut listen = None;
     let mut json_logs = false;
+    let mut explicit_config = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -102,7 +113,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         match name.as_str() {
             "-h" | "--help" | "help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
-            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "-c" | "--config" => {
+                let path = PathBuf::from(value("--config")?);
+                explicit_config = Some(path.clone());
+                config = Some(path);
+            }
             "--listen" => listen = Some(value("--listen")?),
             "--log-format" => {
                 json_logs = match value("--log-format")?.as_str() {
@@ -111,10 +126,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
                     other => return Err(format!("--log-format: `{other}`: expected text or json")),
                 }
             }
-            "auth" | "proxy" | "check-config" if command.is_none() => {
+            "auth" | "proxy" | "check-config" | "dev" if command.is_none() => {
                 command = Some(match name.as_str() {
                     "auth" => Command::Auth,
                     "proxy" => Command::Proxy,
+                    "dev" => Command::Dev,
                     _ => Command::CheckConfig,
                 })
             }
@@ -122,12 +138,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
-    let command = command.ok_or("missing command: auth, proxy or check-config")?;
+    let command = command.ok_or("missing command: auth, proxy, check-config or dev")?;
     Ok(Parsed::Run(Args {
         command,
         config: config.unwrap_or_else(|| PathBuf::from("tower-bearer.toml")),
         listen,
         json_logs,
+        explicit_config,
     }))
 }
 
@@ -158,6 +175,17 @@ fn main() -> ExitCode {
         }
     };
     init_logs(args.json_logs);
+    if args.command == Command::Dev {
+        #[cfg(feature = "dev")]
+        return dev::run(args.explicit_config.as_deref(), args.listen.as_deref());
+        #[cfg(not(feature = "dev"))]
+        {
+            eprintln!(
+                "tower-bearer: `dev` needs the `dev` feature (cargo install tower-bearer --features gateway,dev)"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let mut config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -226,6 +254,7 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
         }
         Command::Auth => Mode::Auth,
         Command::Proxy => Mode::Proxy,
+        Command::Dev => unreachable!("handled before the configuration is read"),
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -295,5 +324,10 @@ mod tests {
         assert!(parse(&["auth", "proxy"]).is_err());
         assert!(parse(&["auth", "--log-format", "xml"]).is_err());
         assert!(parse(&["auth", "--config"]).is_err());
+        let Ok(Parsed::Run(a)) = parse(&["dev", "--listen", "127.0.0.1:0"]) else { panic!() };
+        assert_eq!(
+            (a.command, a.explicit_config, a.listen.as_deref()),
+            (Command::Dev, None, Some("127.0.0.1:0"))
+        );
     }
 }
