@@ -19,13 +19,17 @@ use crate::error::{AuthError, InvalidRequest};
 /// Insert it in the request extensions before the layer runs, once per connection: with
 /// tokio-rustls, from the accepted stream
 ///
-/// ```ignore
+/// ```no_run
+/// # use tower_bearer::ClientCertificate;
+/// # async fn accept(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream) -> std::io::Result<()> {
 /// let tls = acceptor.accept(tcp).await?;
 /// let cert = tls.get_ref().1.peer_certificates()
 ///     .and_then(|chain| chain.first())
 ///     .map(|der| ClientCertificate::from_der(der.to_vec()));
 /// // then, for every request of this connection (hyper-util / axum):
 /// // if let Some(cert) = &cert { req.extensions_mut().insert(cert.clone()); }
+/// # drop(cert);
+/// # Ok(()) }
 /// ```
 ///
 /// `examples/mtls.rs` is a complete axum server doing this.
