@@ -107,6 +107,11 @@ async fn a_proof_at_the_token_endpoint_binds_the_token_to_the_key() {
         request
     };
 
+    // The metadata says so (RFC 9449 §5.1).
+    let (_, metadata) = post(http.get(dev.metadata_url())).await;
+    let algs = metadata["dpop_signing_alg_values_supported"].as_array().expect("DPoP algorithms");
+    assert!(algs.iter().any(|a| a == "ES256"), "{metadata}");
+
     // Without a proof: a bearer token, as before.
     let (status, body) = post(client_credentials(None)).await;
     assert_eq!((status, body["token_type"].as_str()), (StatusCode::OK, Some("Bearer")));

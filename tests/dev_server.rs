@@ -541,3 +541,24 @@ async fn request_text_on_the_sign_in_page_is_escaped() {
     // With no users configured, the subject field offers the development user.
     assert!(page.body.contains("name=\"subject\" value=\"alice\""), "{}", page.body);
 }
+
+/// Reached under another name than its listening address: the issuer and every endpoint of the
+/// metadata use that name.
+#[tokio::test]
+async fn the_issuer_url_can_be_set() {
+    let dev = tower_bearer::dev::DevIssuer::builder()
+        .algorithms([tower_bearer::Algorithm::ES256])
+        .issuer_url("http://auth.localhost:8000/")
+        .start()
+        .await
+        .expect("dev server");
+    assert_eq!(dev.issuer(), "http://auth.localhost:8000");
+    let response = http()
+        .get(format!("http://{}/.well-known/oauth-authorization-server", dev.addr()))
+        .send()
+        .await
+        .expect("metadata");
+    let metadata: Value = serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+    assert_eq!(metadata["issuer"], "http://auth.localhost:8000");
+    assert_eq!(metadata["token_endpoint"], "http://auth.localhost:8000/token");
+}

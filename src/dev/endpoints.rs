@@ -51,6 +51,9 @@ pub(super) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9449 §5.1: the token endpoint binds tokens to DPoP proofs of these algorithms.
+        "dpop_signing_alg_values_supported":
+            shared.dpop.algorithms.iter().map(|a| alg_name(*a)).collect::<Vec<_>>(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }))

@@ -186,6 +186,7 @@ pub struct DevIssuerBuilder {
     jwks_max_age: u64,
     port: u16,
     ip: IpAddr,
+    issuer_url: Option<String>,
     clients: Vec<DevClient>,
     scopes: Vec<String>,
     user: String,
@@ -208,6 +209,7 @@ impl Default for DevIssuerBuilder {
             jwks_max_age: 300,
             port: 0,
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            issuer_url: None,
             clients: clients::default_clients(),
             scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
             user: "alice".into(),
@@ -252,6 +254,14 @@ impl DevIssuerBuilder {
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.ip = addr.ip();
         self.port = addr.port();
+        self
+    }
+
+    /// The issuer identifier, and the base of every endpoint URL in the metadata (default
+    /// `http://ADDR`, the address listened on). For a server reached under another name than
+    /// its listening address (`0.0.0.0`, a container, a tunnel). A trailing `/` is dropped.
+    pub fn issuer_url(mut self, url: impl Into<String>) -> Self {
+        self.issuer_url = Some(url.into().trim_end_matches('/').to_owned());
         self
     }
 
@@ -357,7 +367,7 @@ impl DevIssuerBuilder {
         }
         let listener = tokio::net::TcpListener::bind((self.ip, self.port)).await?;
         let addr = listener.local_addr()?;
-        let issuer = format!("http://{addr}");
+        let issuer = self.issuer_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let keys = self
             .algorithms
             .iter()
@@ -452,7 +462,8 @@ impl DevIssuer {
         DevIssuerBuilder::default()
     }
 
-    /// The issuer identifier (`iss`), `http://127.0.0.1:PORT`.
+    /// The issuer identifier (`iss`), `http://127.0.0.1:PORT` unless
+    /// [`issuer_url`](DevIssuerBuilder::issuer_url) says otherwise.
     pub fn issuer(&self) -> &str {
         &self.shared.issuer
     }

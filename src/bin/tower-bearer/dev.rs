@@ -31,6 +31,9 @@ const DEFAULT_REDIRECTS: [&str; 4] = [
 #[serde(deny_unknown_fields)]
 struct DevFile {
     listen: Option<String>,
+    /// The issuer identifier and base URL, when clients reach the server under another name
+    /// than `http://LISTEN` (default).
+    issuer: Option<String>,
     /// The scopes the server knows.
     scopes: Option<Vec<String>>,
     /// The first is the default `aud`; `resource` must be one of them.
@@ -124,6 +127,9 @@ fn file_setup(path: &Path, listen: Option<SocketAddr>) -> Result<Setup, String> 
         (None, None) => DEFAULT_LISTEN.parse().map_err(|e| format!("{e}"))?,
     };
     let mut builder = DevIssuer::builder();
+    if let Some(issuer) = &file.issuer {
+        builder = builder.issuer_url(issuer);
+    }
     let audience = file.audiences.as_ref().and_then(|a| a.first()).map_or(DEFAULT_AUDIENCE, String::as_str);
     let audience = audience.to_owned();
     if let Some(scopes) = file.scopes {
@@ -197,7 +203,7 @@ fn banner(dev: &DevIssuer, setup: &Setup) -> String {
     }
     out.push_str(&format!(
         "issuer        {iss}\nmetadata      {}\njwks          {}\nsign-in       {}\ntoken         {}\n\
-         introspection {} (as dev-resource-server / dev-resource-server-secret)\ntoken debugger {iss}/debug\n\n",
+         introspection {} (as dev-resource-server / dev-resource-server-secret)\ndebugger      {iss}/debug\n\n",
         dev.metadata_url(),
         dev.jwks_url(),
         dev.authorization_url(),
@@ -292,7 +298,7 @@ pub fn run(config: Option<&Path>, listen: Option<&str>) -> ExitCode {
         let dev = match builder.start().await {
             Ok(dev) => dev,
             Err(e) => {
-                eprintln!("tower-bearer: cannot listen on {}: {e}", setup.listen);
+                eprintln!("tower-bearer: cannot start the development server on {}: {e}", setup.listen);
                 return ExitCode::FAILURE;
             }
         };

@@ -66,6 +66,7 @@ EXAMPLES:
     tower-bearer check-config -c examples/gateways/tower-bearer.toml
     tower-bearer auth -c examples/gateways/tower-bearer.toml
     tower-bearer proxy -c tower-bearer.toml --listen 0.0.0.0:8080 --log-format json
+    tower-bearer dev -c dev.toml
 
 Example configurations for the gateways: examples/gateways/ in the source repository.
 Exit codes: 0 ok, 1 runtime failure (e.g. cannot listen), 2 bad usage or configuration.
