@@ -7,20 +7,25 @@
 
 mod config;
 mod file;
+mod forwarded;
 mod hop_by_hop;
+mod listen;
 mod normalize;
 mod proxy;
+mod reload;
 mod rules;
 mod server;
+mod tls;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use axum::extract::Request;
 use tracing_subscriber::EnvFilter;
 
-use crate::server::{App, Mode};
+use crate::listen::Shared;
+use crate::server::Mode;
 
 const HELP: &str = "\
 tower-bearer: an OAuth 2.0 resource server for APIs that do not check tokens themselves.
@@ -173,11 +178,10 @@ fn main() -> ExitCode {
             }
         }
     }
-    if args.command == Command::Proxy && config.upstream.is_none() {
-        eprintln!(
-            "tower-bearer: configuration error: {}: upstream: proxy mode needs an [upstream] table with `url`",
-            args.config.display()
-        );
+    if args.command == Command::Proxy
+        && let Err(e) = reload::check_upstreams(&config, &args.config)
+    {
+        eprintln!("tower-bearer: configuration error: {e}");
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -192,13 +196,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
     // Building validators needs the runtime (discovery starts in the background).
-    let (validator, validators) = match server::build_validator(&config) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
-    };
+    if let Err(e) = server::build_validator(&config) {
+        eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+        return ExitCode::from(2);
+    }
     let mode = match args.command {
         Command::CheckConfig => {
             println!("{}: ok", args.config.display());
@@ -215,10 +216,30 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             if let Some(u) = &config.upstream {
                 println!("  upstream: {}", u.url);
             }
+            for u in &config.upstreams {
+                println!("  upstream {}: {}", u.name.as_deref().unwrap_or_default(), u.url);
+            }
+            if let Some(t) = &config.tls {
+                println!("  tls: {}", t.cert.display());
+            }
             return ExitCode::SUCCESS;
         }
         Command::Auth => Mode::Auth,
         Command::Proxy => Mode::Proxy,
+    };
+    let tls = match config.tls.clone().map(tls::Tls::new).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {}: tls: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let running = match reload::running(mode, &config, &args.config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -228,44 +249,25 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-    server::preload_keys(&validators);
-    let app = Arc::new(App::new(mode, &config, validator, validators));
-    let router = axum::Router::new().fallback(move |req: Request| {
-        let app = app.clone();
-        async move { app.serve_one(req).await }
-    });
-    tracing::info!(mode = ?mode, %addr, "listening");
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
+    let shared = Arc::new(Shared { running: std::sync::RwLock::new(Arc::new(running)), tls });
+    let from_file = args.listen.is_none().then_some(config.listen);
+    tokio::spawn(reload::on_sighup(args.config.clone(), mode, shared.clone(), from_file));
+    tracing::info!(mode = ?mode, %addr, tls = shared.tls.is_some(), "listening");
     // One line on stdout for scripts and tests that started us with port 0.
     println!("listening on {addr}");
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-        server::shutdown_signal().await;
-        let _ = stopping.send(());
-    });
     let grace = config.shutdown_grace;
-    let deadline = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = serve => match result {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tower-bearer: server error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period: exiting");
-            ExitCode::SUCCESS
-        }
+    if listen::serve(listener, shared, server::shutdown_signal(), grace).await {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still in flight after the grace period: exiting"
+        );
     }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
