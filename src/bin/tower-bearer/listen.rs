@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use http::Request;
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower_bearer::ClientCertificate;
 
-use crate::proxy::Connected;
+use crate::guard::{self, Guarded};
+use crate::proxy::{Connected, plain};
 use crate::server::App;
 use crate::tls::Tls;
 
@@ -74,6 +76,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let running = shared.current();
             let Some(tls) = &shared.tls else {
+                let stream = Guarded::new(stream, running.max_header_bytes, running.header_read_timeout);
                 connection(stream, Connected { peer, tls: false }, None, running, shared.clone(), watcher)
                     .await;
                 return;
@@ -97,7 +100,16 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| ClientCertificate::from_der(c.to_vec()));
-            connection(stream, Connected { peer, tls: true }, cert, running, shared.clone(), watcher).await;
+            if let Some(cert) = &cert {
+                tracing::debug!(%peer, thumbprint = cert.thumbprint_sha256(), "client certificate");
+            }
+            let connected = Connected { peer, tls: true };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                connection(stream, connected, cert, running, shared.clone(), watcher).await;
+            } else {
+                let stream = Guarded::new(stream, running.max_header_bytes, running.header_read_timeout);
+                connection(stream, connected, cert, running, shared.clone(), watcher).await;
+            }
         });
     }
     drop(listener);
@@ -129,12 +141,21 @@ async fn connection<I>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(running.max_header_bytes).unwrap_or(u32::MAX));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let smuggling = req.headers().contains_key(guard::MARKER);
         req.extensions_mut().insert(connected);
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
         let app = shared.current().app.clone();
-        async move { Ok::<_, Infallible>(app.serve_one(req.map(Body::new)).await) }
+        async move {
+            if smuggling {
+                tracing::warn!(peer = %connected.peer, "request with both Content-Length and Transfer-Encoding: refused");
+                let mut res = plain(StatusCode::BAD_REQUEST, "ambiguous request framing\n");
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok(res);
+            }
+            Ok::<_, Infallible>(app.serve_one(req.map(Body::new)).await)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

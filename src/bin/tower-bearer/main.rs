@@ -8,6 +8,7 @@
 mod config;
 mod file;
 mod forwarded;
+mod guard;
 mod hop_by_hop;
 mod listen;
 mod normalize;

@@ -455,6 +455,7 @@ impl App {
     /// Handles one request, with a log line carrying the decision and its reason (never the token).
     pub async fn serve_one(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
         let method = req.method().clone();
+        let version = req.version();
         let uri_path = req.uri().path().to_owned();
         let nginx = self.mode == Mode::Auth && req.headers().get(REQUEST_MODE).is_some_and(|v| v == "nginx");
         let app = self.clone();
@@ -474,9 +475,9 @@ impl App {
         if matches!(uri_path.as_str(), "/healthz" | "/readyz") {
             tracing::debug!(path = %uri_path, status, "health check");
         } else if res.status().is_server_error() {
-            tracing::warn!(method, path, status, reason, rule, "request answered");
+            tracing::warn!(method, path, status, reason, rule, ?version, "request answered");
         } else {
-            tracing::info!(method, path, status, reason, rule, "request answered");
+            tracing::info!(method, path, status, reason, rule, ?version, "request answered");
         }
         let status = res.status();
         if nginx && !status.is_success() {
