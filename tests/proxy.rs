@@ -7,6 +7,10 @@
 mod common;
 mod gateway_support;
 
+#[allow(dead_code)]
+#[path = "../examples/grpc.rs"]
+mod grpc_example;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -160,6 +164,34 @@ async fn plain_listener_speaks_h2c_with_prior_knowledge() {
         client.get(gw.url("/items/1")).bearer_auth(token(&dev, "items:read")).send().await.expect("h2c");
     assert_eq!((res.version(), res.status().as_u16()), (reqwest::Version::HTTP_2, 200));
     assert_eq!(json(res).await["headers"]["x-forwarded-proto"][0], "http");
+}
+
+#[tokio::test]
+async fn grpc_passes_over_http2_both_ways() {
+    let dev = issuer().await;
+    // The example's tonic server (h2c, its own bearer layer) as the upstream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = listener.local_addr().unwrap();
+    tokio::spawn(grpc_example::serve(listener, common::validator(&dev)));
+    let routes = "[[routes]]\npath = \"/demo.Items/*\"\naccess = \"authenticated\"\n";
+    let text = dev_config(&dev, &format!("[upstream]\nurl = \"http://{grpc_addr}\"\nhttp2 = true\n"))
+        .replacen("[headers.claims]", &format!("{routes}\n[headers.claims]"), 1);
+    let gw = Gateway::start("proxy", &text);
+    wait_for_ok(&gw.url("/readyz")).await;
+    let channel = common::guarded(grpc_example::connect(gw.addr)).await.expect("connect to the proxy");
+    let mut client = grpc_example::ItemsClient::new(channel);
+    let t = format!("Bearer {}", dev.token().subject("alice").scope("items:read").sign());
+    let item = common::guarded(client.call(grpc_example::GET, "7", Some(&t)))
+        .await
+        .expect("a call through the proxy");
+    assert_eq!(item.get_ref().id, "7");
+    // Refused by the proxy, as a gRPC status (trailers-only).
+    let status = common::guarded(client.call(grpc_example::GET, "7", None)).await.expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // Refused by the upstream's own layer (scope), its status and trailers passed through.
+    let status =
+        common::guarded(client.call(grpc_example::DELETE, "7", Some(&t))).await.expect_err("no scope");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
 }
 
 #[tokio::test]
@@ -499,6 +531,27 @@ async fn sighup_reloads_a_good_file_and_refuses_a_bad_one() {
     assert!(log.contains(reason_in_log), "the log lacks {reason_in_log:?}: {log}");
     assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 200, "the good configuration stays");
     assert!(gw.process.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_with_watch_config() {
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let first = dev_config(&dev, &upstream_table(&upstream));
+    let gw = Gateway::start_with("proxy", &first, &["--watch-config"]);
+    wait_for_ok(&gw.url("/readyz")).await;
+    assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 401);
+    // A bad file first: refused, nothing changes.
+    std::fs::write(&gw.config, first.replace("[[routes]]", "[[routez]]")).unwrap();
+    wait_for_log(&gw.process, "configuration refused").await;
+    assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 401);
+    // Then a good one. Its size differs from the bad one's, so the change is seen even within
+    // the file system's timestamp resolution.
+    std::fs::write(&gw.config, first.replace("access = { all = [\"items:read\"] }", "access = \"public\""))
+        .unwrap();
+    wait_for_log(&gw.process, "configuration reloaded (file changed)").await;
+    wait_for_ok(&gw.url("/readyz")).await;
+    assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 200);
 }
 
 // ---------------------------------------------------------------------------------------------

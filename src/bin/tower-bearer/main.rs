@@ -54,6 +54,7 @@ OPTIONS:
         --listen <ADDR>       Overrides `listen` (e.g. 127.0.0.1:9090)
         --log-format <FMT>    text (default) or json; filter with $TOWER_BEARER_LOG
                               (e.g. TOWER_BEARER_LOG=debug)
+        --watch-config        Reloads the configuration when the file changes (as on SIGHUP)
     -h, --help                This text
     -V, --version             The version
 
@@ -76,6 +77,7 @@ struct Args {
     config: PathBuf,
     listen: Option<String>,
     json_logs: bool,
+    watch_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
     let mut config = std::env::var_os("TOWER_BEARER_CONFIG").map(PathBuf::from);
     let mut listen = None;
     let mut json_logs = false;
+    let mut watch_config = false;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -109,6 +112,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
             "-V" | "--version" => return Ok(Parsed::Version),
             "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--listen" => listen = Some(value("--listen")?),
+            "--watch-config" => watch_config = true,
             "--log-format" => {
                 json_logs = match value("--log-format")?.as_str() {
                     "json" => true,
@@ -133,6 +137,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         config: config.unwrap_or_else(|| PathBuf::from("tower-bearer.toml")),
         listen,
         json_logs,
+        watch_config,
     }))
 }
 
@@ -256,6 +261,9 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
     let shared = Arc::new(Shared { running: std::sync::RwLock::new(Arc::new(running)), tls });
     let from_file = args.listen.is_none().then_some(config.listen);
     tokio::spawn(reload::on_sighup(args.config.clone(), mode, shared.clone(), from_file));
+    if args.watch_config {
+        tokio::spawn(reload::on_change(args.config.clone(), mode, shared.clone(), from_file));
+    }
     tracing::info!(mode = ?mode, %addr, tls = shared.tls.is_some(), "listening");
     // One line on stdout for scripts and tests that started us with port 0.
     println!("listening on {addr}");

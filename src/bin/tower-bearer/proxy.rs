@@ -136,10 +136,21 @@ impl Forwarder {
             .remove(header::HOST)
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let connected = req.extensions().get::<Connected>().copied();
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers expect it.
+        let trailers = req
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(req.headers_mut());
         let headers = req.headers_mut();
         if let Some(c) = connected {
             forwarding.apply(headers, c.peer, if c.tls { "https" } else { "http" }, original_host);
+        }
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(protocol) = &upgrade {
             headers.insert(header::UPGRADE, protocol.clone());

@@ -62,6 +62,25 @@ fn reload(
     Ok(())
 }
 
+/// Reloads when the file's modification time or size changes (`--watch-config`), looked at
+/// every two seconds: polling needs no platform watcher and a configuration changes rarely.
+pub async fn on_change(path: PathBuf, mode: Mode, shared: Arc<Shared>, listen: Option<std::net::SocketAddr>) {
+    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = stamp(&path);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = stamp(&path);
+        if now == last || now.is_none() {
+            continue;
+        }
+        last = now;
+        match reload(&path, mode, &shared, listen) {
+            Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded (file changed)"),
+            Err(e) => tracing::error!(error = %e, "configuration refused: the running one stays"),
+        }
+    }
+}
+
 /// Reloads on every `SIGHUP` for as long as the process runs.
 pub async fn on_sighup(path: PathBuf, mode: Mode, shared: Arc<Shared>, listen: Option<std::net::SocketAddr>) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
