@@ -273,9 +273,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
                 }
             }
             let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            let n = {
+                let mut read = ReadBuf::new(&mut chunk);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+                read.filled().len()
+            };
+            if n == 0 {
                 // End of stream: hand over a partial block for hyper to judge.
                 if this.head.is_empty() {
                     return Poll::Ready(Ok(()));
@@ -283,8 +286,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
                 this.out.append(&mut this.head);
                 continue;
             }
-            let filled = read.filled().to_vec();
-            this.feed(&filled);
+            this.feed(&chunk[..n]);
         }
     }
 }

@@ -201,13 +201,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
-    // Building validators needs the runtime (discovery starts in the background).
-    if let Err(e) = server::build_validator(&config) {
-        eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
-        return ExitCode::from(2);
-    }
     let mode = match args.command {
         Command::CheckConfig => {
+            // Building validators needs the runtime (discovery starts in the background); the
+            // other commands build theirs below.
+            if let Err(e) = server::build_validator(&config) {
+                eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
             println!("{}: ok", args.config.display());
             println!("  listen: {}", config.listen);
             for i in &config.issuers {
