@@ -20,6 +20,8 @@
 #   MEMORY=1         0 skips the memory floods
 #   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
 #   GATEWAY=1        0 skips the gateways (and the build of the tower-bearer binary)
+#   PROXY_TLS=1      0 skips benches/proxy_tls.sh (the proxy over TLS and HTTP/2 against nginx
+#                    with TLS; needs h2load and openssl)
 #   GATEWAY_LOG=warn TOWER_BEARER_LOG of the auth service and the proxy (`info` logs one line a
 #                    request, as by default; nginx runs its shipped config: access_log off)
 #   DEV_PORT=        port of the development issuer (default: a free one)
@@ -546,6 +548,13 @@ PY
     stop "$proxy_pid"
     stop "$upstream_pid"
     "$NGINX" -v 2>"$work/nginx-version.txt" || true
+fi
+
+# --- the proxy as a TLS front, HTTP/1.1 and HTTP/2, against nginx with TLS (issue 19) ----------
+# Its own script and table (benches/proxy_tls.sh); PROXY_TLS=0 skips it.
+if [ "$GATEWAY" != 0 ] && [ "${PROXY_TLS:-1}" != 0 ]; then
+    DURATION="$DURATION" CONNECTIONS="$CONNECTIONS" WARMUP="$WARMUP" GATEWAY_LOG="$GATEWAY_LOG" \
+        bash "$root/benches/proxy_tls.sh"
 fi
 
 # --- memory ------------------------------------------------------------------------------------

@@ -417,7 +417,10 @@ async fn proxy_mode_failures_are_ours() {
     // Upstream down: 502, not 401.
     let down = common::closed_port_url("").await;
     let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{down}\"")));
-    wait_for_ok(&gw.url("/readyz")).await;
+    wait_for_log(&gw.process, "key set loaded").await;
+    // Not ready while the upstream is down, and /readyz says why.
+    let ready = raw_get(gw.addr, "/readyz", None, &[]).await;
+    assert_eq!((ready.status, ready.body.as_str()), (503, "upstream default unreachable\n"), "{ready:?}");
     let r = raw_get(gw.addr, "/items/1", Some(&token(&dev, "items:read")), &[]).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.all("www-authenticate").is_empty());

@@ -154,6 +154,17 @@ impl Process {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -HUP {}", self.child.id()))
+            .stdin(Stdio::null())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     /// Waits for the process to exit (bounded by the hang guard).
     pub fn wait(&mut self) -> ExitStatus {
         for _ in 0..(HANG_GUARD.as_millis() / 10) {
@@ -195,6 +206,8 @@ fn kill_term(pid: u32) -> std::io::Result<ExitStatus> {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
+    /// The configuration file it was started with.
+    pub config: PathBuf,
 }
 
 impl Gateway {
@@ -235,7 +248,7 @@ impl Gateway {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("a socket address");
-        Gateway { process, addr }
+        Gateway { process, addr, config: path }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -46,6 +46,12 @@ pub struct Config {
     pub dpop: Option<tower_bearer::dpop::Dpop>,
     /// `[client_certificate]`: the gateway's forwarded-certificate header.
     pub client_certificate: Option<(HeaderName, tower_bearer::CertificateHeader)>,
+    /// Named upstreams (`[upstreams.NAME]`).
+    pub upstreams: Vec<Upstream>,
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub forwarding: crate::forwarded::Forwarding,
 }
 
 #[derive(Debug)]
@@ -89,9 +95,15 @@ impl IdentityHeaders {
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// `None` for the `[upstream]` table.
+    pub name: Option<String>,
     pub url: http::Uri,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// PEM file of the CAs trusted for an `https://` upstream (system roots otherwise).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub http2: bool,
+    pub pool_max_idle: usize,
 }
 
 /// Reads and checks `path`. `env` looks up environment variables (secrets).
@@ -136,6 +148,34 @@ impl Checker<'_> {
             ));
         }
         Ok(value.get_ref().clone())
+    }
+
+    fn upstream(&self, u: &crate::file::UpstreamFile, name: Option<&str>) -> Result<Upstream, ConfigError> {
+        let key = |k: &str| match name {
+            Some(n) => format!("upstreams.{n}.{k}"),
+            None => format!("upstream.{k}"),
+        };
+        let url = self.url(&u.url, &key("url"))?;
+        let uri: http::Uri =
+            url.parse().map_err(|e| self.at(u.url.span(), &key("url"), format!("invalid URL: {e}")))?;
+        if uri.query().is_some() {
+            return Err(self.at(u.url.span(), &key("url"), "must not have a query"));
+        }
+        if let Some(ca) = &u.ca_file {
+            if uri.scheme_str() != Some("https") {
+                return Err(self.nowhere(&key("ca_file"), "only for an https:// upstream"));
+            }
+            crate::tls::read_certs(ca).map_err(|e| self.nowhere(&key("ca_file"), e))?;
+        }
+        Ok(Upstream {
+            name: name.map(str::to_owned),
+            url: uri,
+            connect_timeout: Duration::from_secs(u.connect_timeout_secs.unwrap_or(5)),
+            timeout: Duration::from_secs(u.timeout_secs.unwrap_or(60)),
+            ca_file: u.ca_file.clone(),
+            http2: u.http2,
+            pool_max_idle: u.pool_max_idle.unwrap_or(32),
+        })
     }
 
     fn header(&self, value: &str, key: &str) -> Result<HeaderName, ConfigError> {
@@ -297,7 +337,18 @@ impl Checker<'_> {
                     Access::Scopes(RequireScope::any(s.iter().cloned()), format!("any of {}", s.join(", ")))
                 }
             };
-            rules.push(Rule { method, pattern, access, path: r.path.get_ref().clone(), index: i });
+            let upstream = match &r.upstream {
+                None => None,
+                Some(name) if file.upstreams.contains_key(name.get_ref()) => Some(name.get_ref().clone()),
+                Some(name) => {
+                    return Err(self.at(
+                        name.span(),
+                        &key("upstream"),
+                        format!("no [upstreams.{}] table", name.get_ref()),
+                    ));
+                }
+            };
+            rules.push(Rule { method, pattern, access, path: r.path.get_ref().clone(), index: i, upstream });
         }
 
         let h = &file.headers;
@@ -347,30 +398,34 @@ impl Checker<'_> {
             }
         };
 
-        let upstream = match &file.upstream {
+        let upstream = file.upstream.as_ref().map(|u| self.upstream(u, None)).transpose()?;
+        let upstreams = file
+            .upstreams
+            .iter()
+            .map(|(name, u)| self.upstream(u, Some(name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match &file.tls {
             None => None,
-            Some(u) => {
-                let url = self.url(&u.url, "upstream.url")?;
-                let uri: http::Uri = url
-                    .parse()
-                    .map_err(|e| self.at(u.url.span(), "upstream.url", format!("invalid URL: {e}")))?;
-                if uri.scheme_str() != Some("http") {
-                    return Err(self.at(
-                        u.url.span(),
-                        "upstream.url",
-                        "only http:// upstreams are supported",
-                    ));
+            Some(t) => {
+                let files = crate::tls::TlsFiles {
+                    cert: t.cert_file.clone(),
+                    key: t.key_file.clone(),
+                    client_ca: t.client_ca_file.clone(),
+                    require_client_cert: t.require_client_cert,
+                };
+                if files.client_ca.is_none() && files.require_client_cert {
+                    return Err(self.nowhere("tls.require_client_cert", "needs tls.client_ca_file"));
                 }
-                if uri.query().is_some() {
-                    return Err(self.at(u.url.span(), "upstream.url", "must not have a query"));
-                }
-                Some(Upstream {
-                    url: uri,
-                    connect_timeout: Duration::from_secs(u.connect_timeout_secs.unwrap_or(5)),
-                    timeout: Duration::from_secs(u.timeout_secs.unwrap_or(60)),
-                })
+                files.server_config().map_err(|e| self.nowhere("tls", e))?;
+                Some(files)
             }
         };
+        let forwarding = crate::forwarded::Forwarding::from_file(&file.forwarded)
+            .map_err(|(span, key, e)| self.at(span, key, e))?;
+        let max_header_bytes = file.listener.max_header_bytes.unwrap_or(16 * 1024);
+        if max_header_bytes < 8192 {
+            return Err(self.nowhere("listener.max_header_bytes", "must be at least 8192"));
+        }
 
         let dpop = match &file.dpop {
             None => None,
@@ -398,6 +453,13 @@ impl Checker<'_> {
             upstream,
             dpop,
             client_certificate,
+            upstreams,
+            tls,
+            header_read_timeout: Duration::from_secs(
+                file.listener.header_read_timeout_secs.unwrap_or(10).max(1),
+            ),
+            max_header_bytes,
+            forwarding,
         })
     }
 }

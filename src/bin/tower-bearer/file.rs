@@ -35,6 +35,15 @@ pub struct File {
     pub upstream: Option<UpstreamFile>,
     pub dpop: Option<crate::sender::DpopFile>,
     pub client_certificate: Option<crate::sender::ClientCertificateFile>,
+    /// Named upstreams that route rules may send to (`upstream = "api"`).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    /// A TLS listener (certificate and key in PEM files).
+    pub tls: Option<TlsFile>,
+    #[serde(default)]
+    pub listener: ListenerFile,
+    #[serde(default)]
+    pub forwarded: ForwardedFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +71,8 @@ pub struct RouteFile {
     pub method: Option<Spanned<String>>,
     pub path: Spanned<String>,
     pub access: AccessFile,
+    /// The named upstream this route goes to (proxy mode); the `[upstream]` table otherwise.
+    pub upstream: Option<Spanned<String>>,
 }
 
 /// `access = "public" | "authenticated" | { all = [..] } | { any = [..] }`.
@@ -164,4 +175,42 @@ pub struct UpstreamFile {
     pub connect_timeout_secs: Option<u64>,
     /// Longest wait for the upstream's response headers.
     pub timeout_secs: Option<u64>,
+    /// PEM file of the CA(s) to trust for an `https://` upstream instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// HTTP/2 to the upstream: prior knowledge (`h2c`) for `http://`, offered by ALPN for `https://`.
+    #[serde(default)]
+    pub http2: bool,
+    /// Idle connections kept per upstream host.
+    pub pool_max_idle: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Asks clients for a certificate signed by these CAs (PEM).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate (default: optional).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// A client must have sent its whole header block within this time (slowloris).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Largest request header block accepted.
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedFile {
+    /// `x-forwarded` (default: X-Forwarded-For/-Proto/-Host) or `forwarded` (RFC 7239).
+    pub style: Option<Spanned<String>>,
+    /// Peers (IP addresses or CIDR blocks) whose forwarding headers are extended, not replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }

@@ -9,21 +9,27 @@ mod config;
 #[cfg(feature = "dev")]
 mod dev;
 mod file;
+mod forwarded;
+mod guard;
 mod hop_by_hop;
+mod listen;
 mod normalize;
 mod proxy;
+mod reload;
 mod rules;
 mod sender;
 mod server;
+mod tls;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use axum::extract::Request;
 use tracing_subscriber::EnvFilter;
 
-use crate::server::{App, Mode};
+use crate::listen::Shared;
+use crate::server::Mode;
 
 const HELP: &str = "\
 tower-bearer: an OAuth 2.0 resource server for APIs that do not check tokens themselves.
@@ -55,6 +61,7 @@ OPTIONS:
         --listen <ADDR>       Overrides `listen` (e.g. 127.0.0.1:9090)
         --log-format <FMT>    text (default) or json; filter with $TOWER_BEARER_LOG
                               (e.g. TOWER_BEARER_LOG=debug)
+        --watch-config        Reloads the configuration when the file changes (as on SIGHUP)
     -h, --help                This text
     -V, --version             The version
 
@@ -81,6 +88,7 @@ struct Args {
     /// `-c` as given on the command line (not the default or the environment): `dev` has no
     /// default file.
     explicit_config: Option<PathBuf>,
+    watch_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +111,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
     let mut listen = None;
     let mut json_logs = false;
     let mut explicit_config = None;
+    let mut watch_config = false;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
@@ -120,6 +129,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
                 config = Some(path);
             }
             "--listen" => listen = Some(value("--listen")?),
+            "--watch-config" => watch_config = true,
             "--log-format" => {
                 json_logs = match value("--log-format")?.as_str() {
                     "json" => true,
@@ -146,6 +156,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         listen,
         json_logs,
         explicit_config,
+        watch_config,
     }))
 }
 
@@ -203,11 +214,10 @@ fn main() -> ExitCode {
             }
         }
     }
-    if args.command == Command::Proxy && config.upstream.is_none() {
-        eprintln!(
-            "tower-bearer: configuration error: {}: upstream: proxy mode needs an [upstream] table with `url`",
-            args.config.display()
-        );
+    if args.command == Command::Proxy
+        && let Err(e) = reload::check_upstreams(&config, &args.config)
+    {
+        eprintln!("tower-bearer: configuration error: {e}");
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -221,16 +231,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
-    // Building validators needs the runtime (discovery starts in the background).
-    let (validator, validators) = match server::build_validator(&config) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
-    };
     let mode = match args.command {
         Command::CheckConfig => {
+            // Building validators needs the runtime (discovery starts in the background); the
+            // other commands build theirs below.
+            if let Err(e) = server::build_validator(&config) {
+                eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
             println!("{}: ok", args.config.display());
             println!("  listen: {}", config.listen);
             for i in &config.issuers {
@@ -251,11 +259,31 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             if let Some((header, format)) = &config.client_certificate {
                 println!("  client certificate: header {header} ({format:?}), trusted from the gateway");
             }
+            for u in &config.upstreams {
+                println!("  upstream {}: {}", u.name.as_deref().unwrap_or_default(), u.url);
+            }
+            if let Some(t) = &config.tls {
+                println!("  tls: {}", t.cert.display());
+            }
             return ExitCode::SUCCESS;
         }
         Command::Auth => Mode::Auth,
         Command::Proxy => Mode::Proxy,
         Command::Dev => unreachable!("handled before the configuration is read"),
+    };
+    let tls = match config.tls.clone().map(tls::Tls::new).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {}: tls: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let running = match reload::running(mode, &config, &args.config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tower-bearer: configuration error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -265,44 +293,28 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-    server::preload_keys(&validators);
-    let app = Arc::new(App::new(mode, &config, validator, validators));
-    let router = axum::Router::new().fallback(move |req: Request| {
-        let app = app.clone();
-        async move { app.serve_one(req).await }
-    });
-    tracing::info!(mode = ?mode, %addr, "listening");
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
+    let shared = Arc::new(Shared { running: std::sync::RwLock::new(Arc::new(running)), tls });
+    let from_file = args.listen.is_none().then_some(config.listen);
+    tokio::spawn(reload::on_sighup(args.config.clone(), mode, shared.clone(), from_file));
+    if args.watch_config {
+        tokio::spawn(reload::on_change(args.config.clone(), mode, shared.clone(), from_file));
+    }
+    tracing::info!(mode = ?mode, %addr, tls = shared.tls.is_some(), "listening");
     // One line on stdout for scripts and tests that started us with port 0.
     println!("listening on {addr}");
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-        server::shutdown_signal().await;
-        let _ = stopping.send(());
-    });
     let grace = config.shutdown_grace;
-    let deadline = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = serve => match result {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tower-bearer: server error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period: exiting");
-            ExitCode::SUCCESS
-        }
+    if listen::serve(listener, shared, server::shutdown_signal(), grace).await {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still in flight after the grace period: exiting"
+        );
     }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

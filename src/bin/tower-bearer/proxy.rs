@@ -1,28 +1,45 @@
-//! Forwarding to the upstream: hyper-util's pooled client, bodies streamed both ways,
-//! hop-by-hop headers removed (RFC 9110 §7.6.1).
+//! Forwarding to the upstreams: one pooled hyper-util client each (HTTP/1.1, or HTTP/2 where
+//! configured; TLS with the system roots or a configured CA), bodies streamed both ways,
+//! hop-by-hop headers removed (RFC 9110 §7.6.1), upgrades spliced.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Upstream;
+use crate::forwarded::Forwarding;
 use crate::hop_by_hop::strip_hop_by_hop;
 
-/// The upstream and how to reach it.
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// One upstream and how to reach it.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     /// `scheme://authority` of the upstream.
     base: String,
     /// The upstream URL's path without its trailing `/` (`""` for the root).
     prefix: String,
     authority: HeaderValue,
+    /// `host:port` for the health check.
+    address: String,
     timeout: Duration,
+    connect_timeout: Duration,
+    /// Prior-knowledge HTTP/2: no Host header, no upgrades.
+    h2c: bool,
+    pub name: String,
 }
 
 /// Why forwarding failed.
@@ -31,49 +48,139 @@ pub enum ForwardError {
     Unreachable(hyper_util::client::legacy::Error),
     /// No response headers within the timeout: `504`.
     Timeout,
+    /// An upgrade to an upstream that speaks HTTP/2 only: `502`.
+    NoUpgrade,
 }
 
 impl Forwarder {
-    pub fn new(upstream: &Upstream) -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+    pub fn new(upstream: &Upstream) -> Result<Forwarder, String> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(upstream.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = upstream.url.scheme_str() == Some("https");
+        let builder = match &upstream.ca_file {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in crate::tls::read_certs(ca)? {
+                    roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+                }
+                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+            None => HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(crate::tls::provider())
+                .map_err(|e| format!("system root certificates: {e}"))?,
+        };
+        // SNI is the upstream URL's host (hyper-rustls' default).
+        let builder = builder.https_or_http().enable_http1();
+        let connector = if upstream.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(upstream.pool_max_idle)
+            .http2_only(upstream.http2 && !https)
+            .build(connector);
         let authority = upstream.url.authority().expect("checked: the upstream URL has a host");
-        Forwarder {
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Forwarder {
             client,
-            base: format!("http://{authority}"),
+            base: format!("{}://{authority}", if https { "https" } else { "http" }),
             prefix: upstream.url.path().trim_end_matches('/').to_owned(),
             authority: HeaderValue::from_str(authority.as_str())
                 .expect("an authority is a valid header value"),
+            address: format!("{}:{port}", authority.host().trim_start_matches('[').trim_end_matches(']')),
             timeout: upstream.timeout,
-        }
+            connect_timeout: upstream.connect_timeout,
+            h2c: upstream.http2 && !https,
+            name: upstream.name.clone().unwrap_or_else(|| "default".to_owned()),
+        })
     }
 
-    /// Sends `req` (headers already prepared by the caller except hop-by-hop ones) to the
-    /// upstream at `path_and_query`.
+    /// Whether the upstream accepts TCP connections now (for `/readyz`).
+    pub async fn reachable(&self) -> bool {
+        let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+        let port: u16 = self.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(80);
+        matches!(
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect((host, port))).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Sends `req` (identity headers already set by the caller) to the upstream at `path_and_query`.
     pub async fn forward(
         &self,
         mut req: Request<Body>,
         path_and_query: &str,
+        forwarding: &Forwarding,
     ) -> Result<Response<Body>, ForwardError> {
         let uri: Uri = format!("{}{}{}", self.base, self.prefix, path_and_query)
             .parse()
             .expect("normalised paths and the client's query make a valid URI");
-        let original_host = req.headers_mut().remove(header::HOST);
+        let upgrade = crate::upgrade::requested(&req);
+        if upgrade.is_some() && self.h2c {
+            return Err(ForwardError::NoUpgrade);
+        }
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        // HTTP/2 clients name the host in the URI (`:authority`), HTTP/1.1 clients in `Host`.
+        let original_host = req
+            .headers_mut()
+            .remove(header::HOST)
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let connected = req.extensions().get::<Connected>().copied();
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers expect it.
+        let trailers = req
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(req.headers_mut());
         let headers = req.headers_mut();
-        if let Some(host) = original_host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        if let Some(c) = connected {
+            forwarding.apply(headers, c.peer, if c.tls { "https" } else { "http" }, original_host);
         }
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-        headers.insert(header::HOST, self.authority.clone());
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(protocol) = &upgrade {
+            headers.insert(header::UPGRADE, protocol.clone());
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if !self.h2c {
+            headers.insert(header::HOST, self.authority.clone());
+        }
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(ForwardError::Timeout),
             Ok(Err(e)) => Err(ForwardError::Unreachable(e)),
-            Ok(Ok(res)) => {
+            Ok(Ok(mut res)) => {
+                if res.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client) = client_upgrade
+                {
+                    let kept = (
+                        res.headers().get(header::UPGRADE).cloned(),
+                        res.headers().get(header::CONNECTION).cloned(),
+                    );
+                    crate::upgrade::splice(client, hyper::upgrade::on(&mut res));
+                    let mut res = res.map(Body::new);
+                    strip_hop_by_hop(res.headers_mut());
+                    if let (Some(up), Some(conn)) = kept {
+                        res.headers_mut().insert(header::UPGRADE, up);
+                        res.headers_mut().insert(header::CONNECTION, conn);
+                    }
+                    return Ok(res);
+                }
                 let mut res = res.map(Body::new);
                 strip_hop_by_hop(res.headers_mut());
                 Ok(res)

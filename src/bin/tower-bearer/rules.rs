@@ -111,6 +111,8 @@ pub struct Rule {
     pub path: String,
     /// Position in the file (0-based), for logs.
     pub index: usize,
+    /// The named upstream of the route (proxy mode); `None`: the `[upstream]` table.
+    pub upstream: Option<String>,
 }
 
 impl Rule {
@@ -199,6 +201,7 @@ mod tests {
     fn case_insensitive_rules() {
         let rules = Rules {
             rules: vec![Arc::new(Rule {
+                upstream: None,
                 method: Some(Method::GET),
                 pattern: Pattern::parse("/Admin/**", true).unwrap(),
                 access: Access::Authenticated,

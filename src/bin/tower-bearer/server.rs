@@ -21,6 +21,7 @@ use tower_bearer::{
 use tower_layer::Layer;
 
 use crate::config::{Config, IdentityHeaders};
+use crate::forwarded::Forwarding;
 use crate::normalize::{normalize, split_target};
 use crate::proxy::{ForwardError, Forwarder, plain};
 use crate::rules::{Access, Rule, Rules};
@@ -141,13 +142,17 @@ pub fn preload_keys(validators: &[JwtValidator]) {
 struct Dispatch {
     mode: Mode,
     headers: IdentityHeaders,
-    forwarder: Option<Forwarder>,
+    /// The `[upstream]` table's, then the named ones (proxy mode).
+    forwarders: Vec<Forwarder>,
+    forwarding: Forwarding,
 }
 
 /// Where the request was really going: method and normalised path with the client's query.
 #[derive(Clone, Debug)]
 struct Target {
     path_and_query: String,
+    /// The named upstream of the matched rule.
+    upstream: Option<String>,
 }
 
 impl Dispatch {
@@ -203,8 +208,12 @@ impl Dispatch {
                 for (name, value) in identity {
                     req.headers_mut().insert(name, value);
                 }
-                let forwarder = self.forwarder.as_ref().expect("proxy mode has an upstream");
-                match forwarder.forward(req, &target.path_and_query).await {
+                let name = target.upstream.as_deref().unwrap_or("default");
+                let Some(forwarder) = self.forwarders.iter().find(|f| f.name == name) else {
+                    set_reason("no_upstream");
+                    return plain(StatusCode::BAD_GATEWAY, "no upstream for this route\n");
+                };
+                match forwarder.forward(req, &target.path_and_query, &self.forwarding).await {
                     Ok(res) => res,
                     Err(ForwardError::Timeout) => {
                         set_reason("upstream_timeout");
@@ -215,6 +224,10 @@ impl Dispatch {
                         set_reason("upstream_unreachable");
                         tracing::warn!(error = %e, "upstream unreachable");
                         plain(StatusCode::BAD_GATEWAY, "the upstream cannot be reached\n")
+                    }
+                    Err(ForwardError::NoUpgrade) => {
+                        set_reason("upstream_no_upgrade");
+                        plain(StatusCode::BAD_GATEWAY, "the upstream speaks HTTP/2 only: no upgrades\n")
                     }
                 }
             }
@@ -274,11 +287,19 @@ impl App {
         config: &Config,
         validator: Arc<dyn Validator>,
         validators: Vec<JwtValidator>,
-    ) -> App {
+    ) -> Result<App, String> {
+        let mut forwarders = Vec::new();
+        if mode == Mode::Proxy {
+            for u in config.upstream.iter().chain(&config.upstreams) {
+                let key = u.name.as_ref().map_or_else(|| "upstream".to_owned(), |n| format!("upstreams.{n}"));
+                forwarders.push(Forwarder::new(u).map_err(|e| format!("{key}: {e}"))?);
+            }
+        }
         let dispatch = Arc::new(Dispatch {
             mode,
             headers: config.headers.clone(),
-            forwarder: config.upstream.as_ref().filter(|_| mode == Mode::Proxy).map(Forwarder::new),
+            forwarders,
+            forwarding: config.forwarding.clone(),
         });
         // The body the library's default gives, plus the reason code for our log line.
         let body = ErrorBody::custom(|err| {
@@ -300,7 +321,7 @@ impl App {
         if let Some((name, format)) = &config.client_certificate {
             layer = layer.trust_client_certificate_header(name.clone(), *format);
         }
-        App {
+        Ok(App {
             mode,
             rules: config.rules.clone(),
             path_prefix: config.path_prefix.clone(),
@@ -308,11 +329,21 @@ impl App {
             bearer: layer.layer(Protected(dispatch.clone())),
             dispatch,
             validators,
-        }
+        })
     }
 
-    fn ready(&self) -> bool {
-        self.validators.iter().all(|v| v.key_set().is_none_or(|k| k.is_loaded()))
+    /// `None` when ready, or what is missing.
+    async fn not_ready(&self) -> Option<String> {
+        if !self.validators.iter().all(|v| v.key_set().is_none_or(|k| k.is_loaded())) {
+            return Some("key sets not loaded yet\n".to_owned());
+        }
+        let mut down = String::new();
+        for f in &self.dispatch.forwarders {
+            if !f.reachable().await {
+                down.push_str(&format!("upstream {} unreachable\n", f.name));
+            }
+        }
+        (!down.is_empty()).then_some(down)
     }
 
     /// The method and request target the decision is about.
@@ -368,10 +399,13 @@ impl App {
             return plain(StatusCode::OK, "ok\n");
         }
         if path == "/readyz" {
-            return if self.ready() {
-                plain(StatusCode::OK, "ready\n")
-            } else {
-                plain(StatusCode::SERVICE_UNAVAILABLE, "key sets not loaded yet\n")
+            return match self.not_ready().await {
+                None => plain(StatusCode::OK, "ready\n"),
+                Some(why) => {
+                    let mut res = plain(StatusCode::SERVICE_UNAVAILABLE, "");
+                    *res.body_mut() = Body::from(why);
+                    res
+                }
             };
         }
         let (method, target) = match self.target(&req) {
@@ -422,7 +456,7 @@ impl App {
             Some(q) => format!("{normal}?{q}"),
             None => normal,
         };
-        req.extensions_mut().insert(Target { path_and_query });
+        req.extensions_mut().insert(Target { path_and_query, upstream: rule.upstream.clone() });
         if matches!(rule.access, Access::Public) {
             set_reason("public");
             return self.dispatch.allow(req, None).await;
@@ -439,6 +473,7 @@ impl App {
     /// Handles one request, with a log line carrying the decision and its reason (never the token).
     pub async fn serve_one(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
         let method = req.method().clone();
+        let version = req.version();
         let uri_path = req.uri().path().to_owned();
         let nginx = self.mode == Mode::Auth && req.headers().get(REQUEST_MODE).is_some_and(|v| v == "nginx");
         let app = self.clone();
@@ -458,9 +493,9 @@ impl App {
         if matches!(uri_path.as_str(), "/healthz" | "/readyz") {
             tracing::debug!(path = %uri_path, status, "health check");
         } else if res.status().is_server_error() {
-            tracing::warn!(method, path, status, reason, rule, "request answered");
+            tracing::warn!(method, path, status, reason, rule, ?version, "request answered");
         } else {
-            tracing::info!(method, path, status, reason, rule, "request answered");
+            tracing::info!(method, path, status, reason, rule, ?version, "request answered");
         }
         let status = res.status();
         if nginx && !status.is_success() {

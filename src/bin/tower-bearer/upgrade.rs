@@ -1,0 +1,41 @@
+//! Protocol upgrades (WebSockets): an authorised `Upgrade` request goes to the upstream with
+//! its `Upgrade` header, and once both sides have switched protocols the two connections are
+//! spliced. The token was checked once, at the upgrade request.
+
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderValue, Request, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// The `Upgrade` header of an HTTP/1.1 request that asks for one (`Connection: upgrade`).
+pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(UPGRADE).cloned()).flatten()
+}
+
+/// Copies bytes both ways once the client and the upstream have switched.
+pub fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "upgraded connection closed"),
+            Err(e) => tracing::debug!(error = %e, "upgraded connection broke"),
+        }
+    });
+}
