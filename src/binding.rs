@@ -2,9 +2,18 @@
 //! validators, checked by the layer on every request, cache hits included (the binding belongs to
 //! the request, not to the token).
 
-use crate::dpop::{Dpop, Proof, ReplayError};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::dpop::{Dpop, Proof, Recording, ReplayError};
 use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Unavailable};
 use crate::principal::Confirmation;
+
+/// The outcome of a binding check: known now, or once a shared replay store answered.
+pub(crate) enum Checked {
+    Done(Result<(), AuthError>),
+    Pending(Pin<Box<dyn Future<Output = Result<(), AuthError>> + Send>>),
+}
 
 /// Checks a token sent as `Bearer` (or from a cookie, query or form): only unbound tokens pass.
 pub(crate) fn check_bearer(cnf: &Confirmation) -> Result<(), AuthError> {
@@ -18,18 +27,28 @@ pub(crate) fn check_bearer(cnf: &Confirmation) -> Result<(), AuthError> {
 
 /// Checks the binding of a request's token: unbound for `Bearer` (`proof` is `None`), bound to
 /// the proof's key for `DPoP`, whose single use is recorded only then.
-pub(crate) fn check(cnf: &Confirmation, proof: Option<&Proof>, dpop: &Dpop) -> Result<(), AuthError> {
-    let Some(proof) = proof else { return check_bearer(cnf) };
+pub(crate) fn check(cnf: &Confirmation, proof: Option<&Proof>, dpop: &Dpop) -> Checked {
+    let Some(proof) = proof else { return Checked::Done(check_bearer(cnf)) };
     match cnf {
         Confirmation::Jkt(jkt) if *jkt == proof.jkt => {
-            match dpop.replay.record(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
-                Ok(()) => Ok(()),
-                Err(ReplayError::Replayed) => Err(InvalidDpopProof::Replayed.into()),
-                Err(_) => Err(Unavailable::ReplayStoreFull.into()),
+            match dpop.replay.begin(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
+                Recording::Done(recorded) => Checked::Done(recorded.map_err(refusal)),
+                Recording::Pending(recording) => {
+                    Checked::Pending(Box::pin(async move { recording.await.map_err(refusal) }))
+                }
             }
         }
-        Confirmation::Jkt(_) => Err(InvalidToken::ProofKeyMismatch.into()),
-        Confirmation::None => Err(InvalidToken::UnboundTokenAsDpop.into()),
-        other => check_bearer(other),
+        Confirmation::Jkt(_) => Checked::Done(Err(InvalidToken::ProofKeyMismatch.into())),
+        Confirmation::None => Checked::Done(Err(InvalidToken::UnboundTokenAsDpop.into())),
+        other => Checked::Done(check_bearer(other)),
+    }
+}
+
+/// A store's refusal: only a replay is the client's fault.
+fn refusal(err: ReplayError) -> AuthError {
+    match err {
+        ReplayError::Replayed => InvalidDpopProof::Replayed.into(),
+        ReplayError::Full => Unavailable::ReplayStoreFull.into(),
+        ReplayError::Unavailable => Unavailable::ReplayStore.into(),
     }
 }

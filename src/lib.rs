@@ -75,10 +75,12 @@ pub mod introspect;
 mod issuers;
 mod jwt;
 mod layer;
+mod mac;
 mod observe;
 pub mod outbound;
 mod principal;
 pub mod resource_metadata;
+mod revocation;
 pub mod scope;
 mod throttle;
 mod time;
@@ -88,6 +90,8 @@ mod validate;
 mod axum;
 #[cfg(feature = "dev")]
 pub mod dev;
+#[cfg(feature = "redis")]
+pub mod fleet;
 
 pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use certificate::ClientCertificate;
@@ -96,7 +100,10 @@ pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata}
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};
-pub use introspect::{ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder};
+pub use introspect::{
+    ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder, SharedAnswer,
+    SharedLookup, SharedTier,
+};
 pub use issuers::MultiIssuer;
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, KeySetStats, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
@@ -106,6 +113,7 @@ pub use outbound::{HttpClient, HttpClientBuilder, TransportError};
 pub use principal::Confirmation;
 pub use principal::{Principal, PrincipalBuilder, Scopes, TokenKind};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
+pub use revocation::Revocations;
 pub use scope::RequireScope;
 pub use time::Clock;
 pub use validate::{RequestView, ValidationFuture, Validator, Verdict};
