@@ -42,6 +42,7 @@ pub struct Config {
     pub introspection_ttl: Option<Duration>,
     pub path_prefix: Option<String>,
     pub upstream: Option<Upstream>,
+    pub redis: Option<crate::fleet::RedisConfig>,
 }
 
 #[derive(Debug)]
@@ -383,6 +384,11 @@ impl Checker<'_> {
             introspection_ttl: file.cache.introspection_ttl_secs.map(Duration::from_secs),
             path_prefix,
             upstream,
+            redis: file
+                .redis
+                .as_ref()
+                .map(|r| crate::fleet::check(r, |k, m| self.nowhere(k, m)))
+                .transpose()?,
         })
     }
 }

@@ -33,6 +33,8 @@ pub struct File {
     #[serde(default)]
     pub auth: AuthFile,
     pub upstream: Option<UpstreamFile>,
+    /// Fleet state shared through Redis.
+    pub redis: Option<crate::fleet::RedisFile>,
 }
 
 #[derive(Debug, Deserialize)]

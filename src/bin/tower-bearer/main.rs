@@ -7,9 +7,11 @@
 
 mod config;
 mod file;
+mod fleet;
 mod hop_by_hop;
 mod normalize;
 mod proxy;
+mod revoke;
 mod rules;
 mod server;
 
@@ -41,6 +43,8 @@ COMMANDS:
     proxy          Verifying reverse proxy in front of the [upstream] of the configuration:
                    allowed requests are forwarded with identity headers, others answered.
     check-config   Reads and checks the configuration, prints a summary, exits 0 if good.
+    revoke         Revokes tokens on every replica sharing the [redis] of the configuration
+                   (--jti ID | --sub S | --client-id C [--for SECS]); see `revoke --help`.
 
 OPTIONS:
     -c, --config <FILE>       Configuration file [default: tower-bearer.toml,
@@ -141,6 +145,9 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("revoke") {
+        return revoke::main(std::env::args().skip(2));
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
@@ -191,6 +198,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
+    if args.command != Command::CheckConfig
+        && let Some(redis) = &config.redis
+        && let Err(e) = fleet::install(redis)
+    {
+        eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+        return ExitCode::from(2);
+    }
     // Building validators needs the runtime (discovery starts in the background).
     let (validator, validators) = match server::build_validator(&config) {
         Ok(v) => v,
@@ -214,6 +228,9 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             }
             if let Some(u) = &config.upstream {
                 println!("  upstream: {}", u.url);
+            }
+            if let Some(redis) = &config.redis {
+                println!("  {}", redis.summary());
             }
             return ExitCode::SUCCESS;
         }

@@ -101,6 +101,15 @@ pub fn build_validator(config: &Config) -> Result<(Arc<dyn Validator>, Vec<JwtVa
             if let Some(ttl) = config.introspection_ttl {
                 b = b.max_ttl(ttl);
             }
+            #[cfg(feature = "redis")]
+            if let Some(tier) = config
+                .redis
+                .as_ref()
+                .filter(|r| r.shared_introspection)
+                .and_then(|_| crate::fleet::introspection_tier())
+            {
+                b = b.shared_tier(tier);
+            }
             opaque = Some(b.build().map_err(fail)?);
         }
     }
@@ -293,6 +302,12 @@ impl App {
         let mut layer = BearerLayer::new(validator).error_body(body);
         if let Some(realm) = &config.realm {
             layer = layer.realm(realm);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(deny) =
+            config.redis.as_ref().filter(|r| r.revocations).and_then(|_| crate::fleet::deny_list())
+        {
+            layer = layer.revocations(deny);
         }
         App {
             mode,
