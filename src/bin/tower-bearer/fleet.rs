@@ -268,7 +268,7 @@ mod tests {
         let key_line = format!("key_file = \"{}\"", key.display());
         for (text, error) in [
             (format!("url = \"http://x\"\n{key_line}"), "redis.url"),
-            (format!("{key_line}"), "exactly one of `url` and `cluster`"),
+            (key_line.clone(), "exactly one of `url` and `cluster`"),
             ("url = \"redis://x\"".to_owned(), "key_env and key_file"),
             (format!("url = \"redis://x\"\n{key_line}\nreplay = \"maybe\""), "redis.replay"),
             (format!("url = \"redis://x\"\n{key_line}\nheartbeat_ms = 5000"), "shorter than max_staleness"),
