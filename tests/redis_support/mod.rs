@@ -61,6 +61,29 @@ impl RedisServer {
         Some(server)
     }
 
+    /// A node for a Redis Cluster: cluster mode on, and a port whose bus port (+10000) is free.
+    pub async fn start_cluster_node() -> Option<RedisServer> {
+        let binary = redis_server_binary()?;
+        let port = loop {
+            let port = free_port();
+            if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                break port;
+            }
+        };
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        let mut server =
+            RedisServer { binary, port, child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        server.spawn().await;
+        Some(server)
+    }
+
     async fn spawn(&mut self) {
         let dir = std::env::temp_dir().join(format!("tb-redis-{}-{}", std::process::id(), self.port));
         std::fs::create_dir_all(&dir).expect("redis work dir");
@@ -157,4 +180,39 @@ pub async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     started.elapsed()
+}
+
+/// A 3-master Redis Cluster on loopback, made by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Option<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_cluster_node().await?);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        for node in &nodes {
+            wait_until("the cluster is ok", async || {
+                node.cli(&["CLUSTER", "INFO"]).is_some_and(|info| info.contains("cluster_state:ok"))
+            })
+            .await;
+        }
+        Some(RedisCluster { nodes })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
 }
