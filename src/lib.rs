@@ -56,6 +56,7 @@
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
 //! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
 //! | `tower_bearer_introspection_duration_seconds` | histogram | — |
+//! | `tower_bearer_fleet_total` | counter | `event` (`error`, `timeout`, `circuit_open`, `replay_local_only`), feature `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

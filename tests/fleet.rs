@@ -244,3 +244,37 @@ async fn flushed_or_full_redis_is_never_a_replay_or_a_revocation() {
     })
     .await;
 }
+
+/// What the deadline protects from: redis-rs's `ConnectionManager` with its default settings,
+/// asked while its server is gone, waits for its own reconnect attempts. Measured and printed
+/// (the number depends on the client's back-off); ours is bounded by `deadline` (see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_own_reconnect_is_measured() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut manager = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg(1).query_async(&mut manager).await.unwrap();
+    redis.kill9();
+    let started = Instant::now();
+    let first: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg("k").query_async(&mut manager).await;
+    let second_started = Instant::now();
+    let second = tokio::time::timeout(
+        redis_support::HANG_GUARD,
+        redis::cmd("GET").arg("k").query_async::<Option<String>>(&mut manager),
+    )
+    .await;
+    println!(
+        "redis-rs ConnectionManager defaults, server killed: first call failed after {:?} ({}), \
+         the next one waited {:?} ({})",
+        second_started - started,
+        if first.is_err() { "error" } else { "answered" },
+        second_started.elapsed(),
+        match &second {
+            Ok(Ok(_)) => "answered",
+            Ok(Err(_)) => "error",
+            Err(_) => "still waiting at the hang guard",
+        }
+    );
+    assert!(first.is_err(), "the server is gone");
+}

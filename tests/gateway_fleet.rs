@@ -99,6 +99,10 @@ async fn three_replicas_behind_nginx_share_introspection_and_revocations() {
         let send = async |token: &str| {
             client.get(&me).bearer_auth(token).send().await.expect("through nginx").status().as_u16()
         };
+        // Ready: keys loaded, and (with Redis) the deny-list too.
+        for r in &replicas {
+            gateway_support::wait_for_ok(&r.url("/readyz")).await;
+        }
         assert_eq!(send(&token).await, 200);
         if shared {
             wait_until("the answer is shared", async || {

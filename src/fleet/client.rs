@@ -2,6 +2,7 @@
 //! and a circuit breaker so that a Redis that is gone costs nothing but a skipped lookup.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -132,11 +133,13 @@ impl Breaker {
         self.open_until.store(0, Ordering::Release);
     }
 
-    fn failed(&self) {
+    /// Counts a failure; the consecutive failures so far.
+    fn failed(&self) -> u32 {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         if failures >= self.threshold {
             self.open_until.store(self.now_ms().saturating_add(self.cool_down_ms()), Ordering::Release);
         }
+        failures
     }
 
     pub(super) fn is_open(&self) -> bool {
@@ -144,9 +147,17 @@ impl Breaker {
     }
 }
 
+/// Consecutive timeouts after which the connection is replaced: a connection to a server that
+/// vanished without a word (a partition, a host gone) never errors, it only times out.
+const RENEW_AFTER_TIMEOUTS: u32 = 8;
+
+/// Makes a new connection (same settings).
+pub(super) type Connect = Box<dyn Fn() -> Option<Connection> + Send + Sync>;
+
 /// The client of the shared state: connection, deadline, breaker, fleet key, key prefix.
 pub(super) struct Client {
-    pub(super) connection: Connection,
+    connection: arc_swap::ArcSwap<Connection>,
+    connect: Connect,
     /// For the deny-list's subscription (pub/sub needs a connection of its own).
     pub(super) pubsub: redis::Client,
     pub(super) breaker: Breaker,
@@ -161,17 +172,20 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// `None` if the first connection cannot even be set up (a bad URL: nothing is dialled yet).
     pub(super) fn new(
-        connection: Connection,
+        connect: Connect,
         pubsub: redis::Client,
         breaker: Breaker,
         deadline: Duration,
         connect_timeout: Duration,
         key: [u8; 32],
         prefix: String,
-    ) -> Self {
-        Client {
-            connection,
+    ) -> Option<Self> {
+        let connection = Arc::new(connect()?);
+        Some(Client {
+            connection: arc_swap::ArcSwap::new(connection),
+            connect,
             pubsub,
             breaker,
             deadline,
@@ -182,7 +196,7 @@ impl Client {
             failures: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             replay_local_only: AtomicU64::new(0),
-        }
+        })
     }
 
     /// One command, within the deadline, unless the breaker is open.
@@ -202,19 +216,35 @@ impl Client {
             return Err(FleetError::CircuitOpen);
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = match tokio::time::timeout(deadline, self.connection.query(cmd)).await {
+        let connection = self.connection.load_full();
+        let result = match tokio::time::timeout(deadline, connection.query(cmd)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(FleetError::Redis(e)),
             Err(_) => Err(FleetError::Timeout),
         };
         match &result {
             Ok(_) => self.breaker.succeeded(),
-            // An error *answer* (e.g. OOM under maxmemory) comes from a live server: it counts
-            // as a failure of this call, and towards the breaker like any other.
+            // An error *answer* (e.g. OOM under maxmemory) comes from a live server: the call
+            // failed, but Redis is there; only silence and broken connections trip the breaker.
+            Err(FleetError::Redis(e))
+                if !(e.is_io_error() || e.is_connection_refusal() || e.is_timeout()) =>
+            {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                crate::observe::fleet("error");
+                self.breaker.succeeded();
+            }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                crate::observe::fleet(if matches!(e, FleetError::Timeout) { "timeout" } else { "error" });
-                self.breaker.failed();
+                let timeout = matches!(e, FleetError::Timeout);
+                crate::observe::fleet(if timeout { "timeout" } else { "error" });
+                let failures = self.breaker.failed();
+                if timeout
+                    && failures.is_multiple_of(RENEW_AFTER_TIMEOUTS)
+                    && let Some(fresh) = (self.connect)()
+                {
+                    tracing::info!(failures, "redis connection replaced after consecutive timeouts");
+                    self.connection.store(Arc::new(fresh));
+                }
             }
         }
         result

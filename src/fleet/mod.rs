@@ -303,6 +303,9 @@ impl FleetBuilder {
     /// down, handled by the policies. Must be called within a tokio runtime.
     pub fn build(self) -> Result<Fleet, ConfigError> {
         let key = self.key.ok_or(ConfigError::Missing("fleet key (at least 16 bytes)"))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::Invalid("fleet: build it within a tokio runtime"));
+        }
         if self.heartbeat.is_zero() || self.heartbeat >= self.max_staleness {
             return Err(ConfigError::Invalid("fleet heartbeat must be shorter than max_staleness"));
         }
@@ -313,33 +316,47 @@ impl FleetBuilder {
         let invalid =
             |e: redis::RedisError| ConfigError::InvalidUrl { what: "redis url", reason: e.to_string() };
         let pubsub = redis::Client::open(first.as_str()).map_err(invalid)?;
-        let connection = if self.cluster {
-            let client = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
+        // Each call is bounded by our own deadline; the client's response timeout only catches
+        // what outlives the longest of them (a reload).
+        let response_timeout = self.deadline.saturating_mul(20).max(Duration::from_secs(1));
+        let connect: client::Connect = if self.cluster {
+            let cluster = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
                 .connection_timeout(self.connect_timeout)
-                .response_timeout(self.deadline)
+                .response_timeout(response_timeout)
                 .retries(1)
                 .build()
                 .map_err(invalid)?;
-            Connection::Cluster(Box::new(Cluster { client, connection: tokio::sync::OnceCell::new() }))
+            Box::new(move || {
+                Some(Connection::Cluster(Box::new(Cluster {
+                    client: cluster.clone(),
+                    connection: tokio::sync::OnceCell::new(),
+                })))
+            })
         } else {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.deadline))
+                .set_response_timeout(Some(response_timeout))
                 .set_number_of_retries(2)
                 .set_max_delay(self.heartbeat);
-            Connection::Single(
-                ConnectionManager::new_lazy_with_config(pubsub.clone(), config).map_err(invalid)?,
-            )
+            let single = pubsub.clone();
+            Box::new(move || {
+                ConnectionManager::new_lazy_with_config(single.clone(), config.clone())
+                    .ok()
+                    .map(Connection::Single)
+            })
         };
-        let client = Arc::new(Client::new(
-            connection,
-            pubsub,
-            Breaker::new(self.breaker_failures, self.breaker_cool_down),
-            self.deadline,
-            self.connect_timeout,
-            key,
-            self.prefix,
-        ));
+        let client = Arc::new(
+            Client::new(
+                connect,
+                pubsub,
+                Breaker::new(self.breaker_failures, self.breaker_cool_down),
+                self.deadline,
+                self.connect_timeout,
+                key,
+                self.prefix,
+            )
+            .ok_or(ConfigError::Invalid("redis: cannot set up the connection"))?,
+        );
         tokio::spawn(heartbeat(Arc::downgrade(&client), self.heartbeat));
         Ok(Fleet {
             inner: Arc::new(Inner {

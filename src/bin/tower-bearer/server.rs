@@ -321,6 +321,11 @@ impl App {
     }
 
     fn ready(&self) -> bool {
+        // With [redis], requests get 503 until the deny-list is loaded: not ready before.
+        #[cfg(feature = "redis")]
+        if crate::fleet::deny_list().is_some_and(|d| !d.is_current()) {
+            return false;
+        }
         self.validators.iter().all(|v| v.key_set().is_none_or(|k| k.is_loaded()))
     }
 
