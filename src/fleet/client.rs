@@ -165,6 +165,8 @@ pub(super) struct Client {
     pub(super) connect_timeout: Duration,
     pub(super) key: [u8; 32],
     pub(super) prefix: String,
+    /// Where background work runs (the runtime `build` was called in), whichever thread asks.
+    pub(super) runtime: tokio::runtime::Handle,
     calls: AtomicU64,
     failures: AtomicU64,
     skipped: AtomicU64,
@@ -172,7 +174,7 @@ pub(super) struct Client {
 }
 
 impl Client {
-    /// `None` if the first connection cannot even be set up (a bad URL: nothing is dialled yet).
+    /// `None` outside a tokio runtime, or if the first connection cannot even be set up.
     pub(super) fn new(
         connect: Connect,
         pubsub: redis::Client,
@@ -182,6 +184,7 @@ impl Client {
         key: [u8; 32],
         prefix: String,
     ) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let connection = Arc::new(connect()?);
         Some(Client {
             connection: arc_swap::ArcSwap::new(connection),
@@ -192,6 +195,7 @@ impl Client {
             connect_timeout,
             key,
             prefix,
+            runtime,
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             skipped: AtomicU64::new(0),

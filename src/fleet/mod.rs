@@ -147,14 +147,14 @@ impl Fleet {
     }
 
     /// The revocation deny-list, for [`BearerLayer::revocations`](crate::BearerLayer::revocations).
-    /// The first call starts its subscription (in the current tokio runtime); until the list is
-    /// first loaded, requests get `503`.
+    /// The first call starts its subscription (in the runtime the fleet was built in); until
+    /// the list is first loaded, requests get `503`.
     pub fn deny_list(&self) -> DenyList {
         self.inner
             .deny_list
             .get_or_init(|| {
                 let list = DenyList::new(self.inner.clock.clone(), self.inner.max_staleness);
-                tokio::spawn(deny::keep_current(
+                self.inner.client.runtime.spawn(deny::keep_current(
                     Arc::downgrade(&self.inner.client),
                     list.clone(),
                     self.inner.heartbeat,
@@ -303,9 +303,9 @@ impl FleetBuilder {
     /// down, handled by the policies. Must be called within a tokio runtime.
     pub fn build(self) -> Result<Fleet, ConfigError> {
         let key = self.key.ok_or(ConfigError::Missing("fleet key (at least 16 bytes)"))?;
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(ConfigError::Invalid("fleet: build it within a tokio runtime"));
-        }
+        };
         if self.heartbeat.is_zero() || self.heartbeat >= self.max_staleness {
             return Err(ConfigError::Invalid("fleet heartbeat must be shorter than max_staleness"));
         }
@@ -357,7 +357,7 @@ impl FleetBuilder {
             )
             .ok_or(ConfigError::Invalid("redis: cannot set up the connection"))?,
         );
-        tokio::spawn(heartbeat(Arc::downgrade(&client), self.heartbeat));
+        runtime.spawn(heartbeat(Arc::downgrade(&client), self.heartbeat));
         Ok(Fleet {
             inner: Arc::new(Inner {
                 client,

@@ -92,7 +92,7 @@ impl SharedTier for IntrospectionTier {
         let value = self.seal(&key, answer.fresh_until_ms, &answer.body);
         let client = self.client.clone();
         // The request has its answer already: sharing it must not delay it.
-        tokio::spawn(async move {
+        self.client.runtime.spawn(async move {
             let mut set = redis::cmd("SET");
             set.arg(&key).arg(value).arg("PX").arg(left);
             if let Err(e) = client.run::<()>(&set).await {
