@@ -2,10 +2,19 @@
 //! validators, checked by the layer on every request, cache hits included (the binding belongs to
 //! the request, not to the token).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::certificate::ClientCertificate;
-use crate::dpop::{Dpop, Proof, ReplayError};
+use crate::dpop::{Dpop, Proof, Recording, ReplayError};
 use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Unavailable};
 use crate::principal::Confirmation;
+
+/// The outcome of a binding check: known now, or once a shared replay store answered.
+pub(crate) enum Checked {
+    Done(Result<(), AuthError>),
+    Pending(Pin<Box<dyn Future<Output = Result<(), AuthError>> + Send>>),
+}
 
 /// Checks a token sent as `Bearer` (or from a cookie, query or form): unbound tokens pass, and
 /// tokens bound to the request's client certificate (RFC 8705 §3).
@@ -29,20 +38,32 @@ pub(crate) fn check(
     proof: Option<&Proof>,
     cert: Option<&ClientCertificate>,
     dpop: &Dpop,
-) -> Result<(), AuthError> {
-    let Some(proof) = proof else { return check_bearer(cnf, cert) };
+) -> Checked {
+    let Some(proof) = proof else { return Checked::Done(check_bearer(cnf, cert)) };
     match cnf {
         Confirmation::Jkt(jkt) if *jkt == proof.jkt => {
-            match dpop.replay.record(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
-                Ok(()) => Ok(()),
-                Err(ReplayError::Replayed) => Err(InvalidDpopProof::Replayed.into()),
-                Err(_) => Err(Unavailable::ReplayStoreFull.into()),
+            match dpop.replay.begin(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
+                Recording::Done(recorded) => Checked::Done(recorded.map_err(refusal)),
+                Recording::Pending(recording) => {
+                    Checked::Pending(Box::pin(async move { recording.await.map_err(refusal) }))
+                }
             }
         }
-        Confirmation::Jkt(_) => Err(InvalidToken::ProofKeyMismatch.into()),
+        Confirmation::Jkt(_) => Checked::Done(Err(InvalidToken::ProofKeyMismatch.into())),
         // The `DPoP` scheme is for DPoP-bound tokens (RFC 9449 §7.1), a certificate-bound one
         // included.
-        Confirmation::None | Confirmation::X5tS256(_) => Err(InvalidToken::UnboundTokenAsDpop.into()),
-        Confirmation::Other => Err(InvalidToken::UnknownConfirmation.into()),
+        Confirmation::None | Confirmation::X5tS256(_) => {
+            Checked::Done(Err(InvalidToken::UnboundTokenAsDpop.into()))
+        }
+        Confirmation::Other => Checked::Done(Err(InvalidToken::UnknownConfirmation.into())),
+    }
+}
+
+/// A store's refusal: only a replay is the client's fault.
+fn refusal(err: ReplayError) -> AuthError {
+    match err {
+        ReplayError::Replayed => InvalidDpopProof::Replayed.into(),
+        ReplayError::Full => Unavailable::ReplayStoreFull.into(),
+        ReplayError::Unavailable => Unavailable::ReplayStore.into(),
     }
 }

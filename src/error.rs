@@ -155,6 +155,8 @@ pub enum InvalidToken {
     ClientCertificateMismatch,
     /// The token's `cnf` is one this crate cannot check.
     UnknownConfirmation,
+    /// The token, its subject or its client is on the deny-list (revoked before it expires).
+    Revoked,
     /// The DPoP proof was made with another key than the one the token is bound to.
     ProofKeyMismatch,
     /// The token was sent with the `DPoP` scheme but is not bound to a DPoP key.
@@ -176,6 +178,11 @@ pub enum Unavailable {
     IntrospectionBusy,
     /// The DPoP replay store is full of live entries: refusing is safer than forgetting one.
     ReplayStoreFull,
+    /// The shared DPoP replay store did not answer in time and the policy is strict: a proof
+    /// that cannot be recorded is not accepted.
+    ReplayStore,
+    /// The revocation deny-list has not been confirmed current for longer than its bound.
+    Revocations,
 }
 
 impl AuthError {
@@ -268,6 +275,7 @@ impl AuthError {
                 InvalidToken::UnknownConfirmation => "unknown_cnf",
                 InvalidToken::ProofKeyMismatch => "dpop_key_mismatch",
                 InvalidToken::UnboundTokenAsDpop => "unbound_token_as_dpop",
+                InvalidToken::Revoked => "revoked",
             },
             AuthError::Unavailable(r) => match r {
                 Unavailable::KeySet => "key_set_unavailable",
@@ -275,6 +283,8 @@ impl AuthError {
                 Unavailable::Discovery => "discovery_unavailable",
                 Unavailable::IntrospectionBusy => "introspection_busy",
                 Unavailable::ReplayStoreFull => "dpop_replay_store_full",
+                Unavailable::ReplayStore => "dpop_replay_store_unavailable",
+                Unavailable::Revocations => "revocations_unavailable",
             },
             AuthError::UseDpopNonce => "dpop_nonce_required",
             AuthError::InvalidDpopProof(r) => match r {
@@ -332,6 +342,7 @@ impl AuthError {
                 | InvalidToken::UnknownConfirmation
                 | InvalidToken::ProofKeyMismatch => "the access token is bound to another sender",
                 InvalidToken::UnboundTokenAsDpop => "the access token is not a DPoP-bound token",
+                InvalidToken::Revoked => "the access token was revoked",
                 _ => "the access token is invalid",
             },
             AuthError::Unavailable(_) => "authorization is temporarily unavailable",

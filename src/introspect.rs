@@ -2,6 +2,8 @@
 //! SHA-256 of the token (never the token itself).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -108,6 +110,38 @@ pub struct IntrospectionStats {
     pub calls: u64,
     /// Answers cached now (approximate: moka updates its count lazily).
     pub cached_entries: u64,
+    /// Answers taken from the [shared tier](IntrospectorBuilder::shared_tier) instead of a call.
+    pub shared_hits: u64,
+}
+
+/// An answer of the introspection endpoint as a [`SharedTier`] keeps it: the response body and
+/// the time after which no replica may use it (at most the token's `exp` and
+/// [`max_ttl`](IntrospectorBuilder::max_ttl) after the call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedAnswer {
+    /// Unix time in milliseconds after which the answer must not be used.
+    pub fresh_until_ms: i64,
+    /// The endpoint's response body, exactly as received (it is checked again on every use).
+    pub body: Vec<u8>,
+}
+
+/// What a [`SharedTier`] lookup waits for.
+pub type SharedLookup = Pin<Box<dyn Future<Output = Option<SharedAnswer>> + Send>>;
+
+/// A second cache tier shared by replicas (e.g. [`fleet::IntrospectionTier`] with the `redis`
+/// feature), consulted after the in-process cache and before the endpoint.
+///
+/// The introspector hands it a SHA-256 of the token (never the token) and a name for the
+/// endpoint, so that two endpoints' answers are never confused. A tier answers in bounded time
+/// and treats its own failures as misses: the introspector then calls the endpoint as if the
+/// tier were absent.
+///
+/// [`fleet::IntrospectionTier`]: crate::fleet::IntrospectionTier
+pub trait SharedTier: Send + Sync + 'static {
+    /// The answer stored for this endpoint and token, if any and still fresh.
+    fn get(&self, endpoint: &str, token_hash: &[u8; 32]) -> SharedLookup;
+    /// Stores an answer (in the background: the request does not wait for it).
+    fn put(&self, endpoint: &str, token_hash: &[u8; 32], answer: SharedAnswer);
 }
 
 /// Validates opaque tokens through an RFC 7662 introspection endpoint.
@@ -151,6 +185,14 @@ struct Inner {
     admission: Semaphore,
     precheck: Option<Precheck>,
     calls: AtomicU64,
+    shared: Option<Shared>,
+}
+
+/// The shared tier, with the name of the endpoint its keys are made of.
+struct Shared {
+    tier: Arc<dyn SharedTier>,
+    endpoint: String,
+    hits: AtomicU64,
 }
 
 /// A cheap test of whether a string can be one of the issuer's tokens at all.
@@ -213,6 +255,15 @@ pub struct IntrospectorBuilder {
     max_in_flight: usize,
     max_queued: usize,
     precheck: Option<Precheck>,
+    shared_tier: Option<SharedTierConfig>,
+}
+
+struct SharedTierConfig(Arc<dyn SharedTier>);
+
+impl fmt::Debug for SharedTierConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedTier(..)")
+    }
 }
 
 impl IntrospectorBuilder {
@@ -334,6 +385,16 @@ impl IntrospectorBuilder {
         self
     }
 
+    /// A second cache tier shared by the replicas of a fleet (with the `redis` feature:
+    /// [`Fleet::introspection_tier`](crate::fleet::Fleet::introspection_tier)). An answer is
+    /// then fetched once per fleet instead of once per replica; a replica keeps a copy only as
+    /// long as the shared answer stays fresh, so [`max_ttl`](Self::max_ttl) still bounds how
+    /// long a revoked token passes.
+    pub fn shared_tier(mut self, tier: impl SharedTier) -> Self {
+        self.shared_tier = Some(SharedTierConfig(Arc::new(tier)));
+        self
+    }
+
     /// Builds the introspector.
     pub fn build(self) -> Result<Introspector, ConfigError> {
         let endpoint = match self.endpoint {
@@ -353,8 +414,17 @@ impl IntrospectorBuilder {
         } else {
             AudiencePolicy::OneOf(self.audiences)
         };
+        let shared = self.shared_tier.map(|SharedTierConfig(tier)| Shared {
+            tier,
+            endpoint: match &endpoint {
+                Endpoint::Fixed(url) => url.as_str().to_owned(),
+                Endpoint::Discovered(discovery) => format!("discovered:{}", discovery.issuer()),
+            },
+            hits: AtomicU64::new(0),
+        });
         Ok(Introspector {
             inner: Arc::new(Inner {
+                shared,
                 endpoint,
                 client,
                 auth,
@@ -417,6 +487,7 @@ impl Introspector {
             max_in_flight: defaults::MAX_IN_FLIGHT,
             max_queued: defaults::MAX_QUEUED,
             precheck: None,
+            shared_tier: None,
         }
     }
 
@@ -425,6 +496,7 @@ impl Introspector {
         IntrospectionStats {
             calls: self.inner.calls.load(Ordering::Relaxed),
             cached_entries: self.inner.cache.entry_count(),
+            shared_hits: self.inner.shared.as_ref().map_or(0, |s| s.hits.load(Ordering::Relaxed)),
         }
     }
 
@@ -442,7 +514,7 @@ impl Introspector {
             inner.cache.invalidate(&key).await;
         }
         let token = token.to_owned();
-        match inner.cache.try_get_with(key, inner.call(token)).await {
+        match inner.cache.try_get_with(key, inner.load(key, token)).await {
             Ok(entry) => inner.finish(entry.principal),
             Err(err) if matches!(*err, IntrospectionError::Busy) => {
                 static BUSY: Throttle = Throttle::new();
@@ -478,7 +550,39 @@ impl Inner {
         Ok(principal)
     }
 
-    async fn call(&self, token: String) -> Result<Entry, IntrospectionError> {
+    /// The answer for an uncached token: from the shared tier if it has a fresh one, else from
+    /// the endpoint (and then shared).
+    async fn load(&self, key: [u8; 32], token: String) -> Result<Entry, IntrospectionError> {
+        let Some(shared) = &self.shared else { return self.call(token).await.map(|(entry, _)| entry) };
+        if let Some(answer) = shared.tier.get(&shared.endpoint, &key).await
+            && let Some(entry) = self.entry_from_shared(answer)
+        {
+            shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(entry);
+        }
+        let (entry, body) = self.call(token).await?;
+        let fresh_until = entry.stale_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let fresh_until_ms = i64::try_from(fresh_until.as_millis()).unwrap_or(i64::MAX);
+        shared.tier.put(&shared.endpoint, &key, SharedAnswer { fresh_until_ms, body });
+        Ok(entry)
+    }
+
+    /// A shared answer read as if it came from the endpoint now, but never fresh for longer
+    /// than it is in the tier: the copy here inherits only what remains.
+    fn entry_from_shared(&self, answer: SharedAnswer) -> Option<Entry> {
+        let now = self.clock.now();
+        let until = std::time::UNIX_EPOCH
+            .checked_add(Duration::from_millis(u64::try_from(answer.fresh_until_ms).ok()?))?;
+        let left = until.duration_since(now).ok().filter(|left| !left.is_zero())?;
+        let mut entry = self.entry_from(answer.body).ok()?;
+        if entry.stale_at > until {
+            entry.stale_at = until;
+            entry.ttl = entry.ttl.min(left).max(Duration::from_millis(1));
+        }
+        Some(entry)
+    }
+
+    async fn call(&self, token: String) -> Result<(Entry, Vec<u8>), IntrospectionError> {
         // Refused at once when the calls under way and the queue are full; otherwise wait for a
         // call slot. Both are held until the call ends (or this request is dropped).
         let Ok(_admitted) = self.admission.try_acquire() else {
@@ -491,7 +595,7 @@ impl Inner {
         let started = std::time::Instant::now();
         let result = self.exchange(token).await;
         let outcome = match &result {
-            Ok(entry) if entry.principal.is_ok() => "active",
+            Ok((entry, _)) if entry.principal.is_ok() => "active",
             Ok(_) => "inactive",
             Err(_) => "error",
         };
@@ -499,7 +603,7 @@ impl Inner {
         result
     }
 
-    async fn exchange(&self, token: String) -> Result<Entry, IntrospectionError> {
+    async fn exchange(&self, token: String) -> Result<(Entry, Vec<u8>), IntrospectionError> {
         let mut form: Vec<(&str, &str)> = vec![("token", &token)];
         if let Some(hint) = &self.token_type_hint {
             form.push(("token_type_hint", hint));
@@ -534,7 +638,8 @@ impl Inner {
             .post_form(endpoint, auth, &form, self.timeout, self.max_body_bytes)
             .await
             .map_err(|e| IntrospectionError::Fetch(FetchError::Transport(e)))?;
-        self.entry_from(body)
+        let entry = self.entry_from(body.clone())?;
+        Ok((entry, body))
     }
 
     fn entry_from(&self, body: Vec<u8>) -> Result<Entry, IntrospectionError> {

@@ -14,7 +14,7 @@ use tower_service::Service;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 
-use crate::binding;
+use crate::binding::{self, Checked};
 use crate::body::{
     AuthBody, Dialect, ErrorBody, HandlerRejection, RejectionSettings, Rejections, rejection_response,
     rejection_response_for,
@@ -26,6 +26,7 @@ use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_c
 use crate::observe;
 use crate::principal::Principal;
 use crate::resource_metadata::ProtectedResource;
+use crate::revocation::Revocations;
 use crate::throttle::Throttle;
 use crate::validate::{RequestView, ValidationFuture, Validator, Verdict};
 
@@ -66,6 +67,7 @@ struct Shared<V> {
     dpop: Arc<Dpop>,
     // The gateway's client-certificate header, read only when configured.
     forwarded_certificate: Option<Arc<ForwardedCertificate>>,
+    revocations: Option<Arc<dyn Revocations>>,
 }
 
 impl<V> Clone for Shared<V> {
@@ -79,6 +81,7 @@ impl<V> Clone for Shared<V> {
             max_header_bytes: self.max_header_bytes,
             dpop: self.dpop.clone(),
             forwarded_certificate: self.forwarded_certificate.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl<V: Validator> BearerLayer<V> {
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
                 dpop: Arc::new(Dpop::off()),
                 forwarded_certificate: None,
+                revocations: None,
             },
         }
     }
@@ -216,6 +220,13 @@ impl<V: Validator> BearerLayer<V> {
         })
     }
 
+    /// Consults `revocations` about every verified token, cached ones included: a revoked one
+    /// is refused (`401 invalid_token`), and an answer that cannot be trusted is a `503`.
+    pub fn revocations(mut self, revocations: impl Revocations) -> Self {
+        self.shared.revocations = Some(Arc::new(revocations));
+        self
+    }
+
     /// The validator.
     pub fn validator(&self) -> &V {
         &self.shared.validator
@@ -231,6 +242,7 @@ impl<V> fmt::Debug for BearerLayer<V> {
             .field("max_header_bytes", &self.shared.max_header_bytes)
             .field("dpop", &self.shared.dpop)
             .field("forwarded_certificate", &self.shared.forwarded_certificate)
+            .field("revocations", &self.shared.revocations.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -431,10 +443,20 @@ where
         }
         match verdict {
             Verdict::Ready(Ok(principal)) => {
+                if let Err(err) = not_revoked(shared.revocations.as_deref(), &principal) {
+                    return self.reject(&err, &req, scheme);
+                }
                 // The binding is the request's: checked on every request, cache hits included.
                 let cert = req.extensions().get::<ClientCertificate>();
-                if let Err(err) = binding::check(principal.confirmation(), proof.as_ref(), cert, dpop) {
-                    return self.reject(&err, &req, scheme);
+                match binding::check(principal.confirmation(), proof.as_ref(), cert, dpop) {
+                    Checked::Done(Ok(())) => {}
+                    Checked::Done(Err(err)) => return self.reject(&err, &req, scheme),
+                    // A shared replay store must be asked first: wait as for a validation.
+                    Checked::Pending(recording) => {
+                        let validation: ValidationFuture =
+                            Box::pin(async move { recording.await.map(|()| principal) });
+                        return self.validating(validation, req, proof.is_some(), scheme, private);
+                    }
                 }
                 let rejections =
                     if proof.is_some() { &self.shared.dpop_rejections } else { &self.shared.rejections };
@@ -448,32 +470,73 @@ where
             }
             Verdict::Ready(Err(err)) => self.reject(&err, &req, scheme),
             Verdict::Pending(validation) => {
-                // `self.inner` is the clone that was polled ready: take it into the future and
-                // leave a fresh clone behind for the next poll_ready (tower's readiness contract).
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Validating {
-                        validation,
-                        pending: Some(Pending {
-                            service: ready,
-                            request: req,
-                            rejections: if proof.is_some() {
-                                self.shared.dpop_rejections.clone()
-                            } else {
-                                self.shared.rejections.clone()
-                            },
-                            proof,
-                            scheme,
-                            dpop: self.shared.dpop.clone(),
-                        }),
-                    },
-                    private,
-                    nonce: None,
-                }
+                let validation = match proof {
+                    // The proof is recorded once the token is known to be bound to its key.
+                    Some(proof) => {
+                        let dpop = shared.dpop.clone();
+                        Box::pin(async move {
+                            let principal = validation.await?;
+                            match binding::check(principal.confirmation(), Some(&proof), None, &dpop) {
+                                Checked::Done(done) => done.map(|()| principal),
+                                Checked::Pending(recording) => recording.await.map(|()| principal),
+                            }
+                        })
+                    }
+                    None => validation,
+                };
+                self.validating(validation, req, scheme == Scheme::Dpop, scheme, private)
             }
         }
     }
+}
+
+impl<S, V> BearerService<S, V>
+where
+    S: Clone,
+{
+    /// The future of a request whose verdict needs waiting for. With `used_dpop`, `validation`
+    /// has checked the binding already.
+    fn validating<ReqB, ResB>(
+        &mut self,
+        validation: ValidationFuture,
+        request: Request<ReqB>,
+        used_dpop: bool,
+        scheme: Scheme,
+        private: bool,
+    ) -> ResponseFuture<S::Future, S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        // `self.inner` is the clone that was polled ready: take it into the future and leave a
+        // fresh clone behind for the next poll_ready (tower's readiness contract).
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Validating {
+                validation,
+                pending: Some(Pending {
+                    service: ready,
+                    request,
+                    rejections: if used_dpop {
+                        self.shared.dpop_rejections.clone()
+                    } else {
+                        self.shared.rejections.clone()
+                    },
+                    used_dpop,
+                    scheme,
+                    dpop: self.shared.dpop.clone(),
+                    revocations: self.shared.revocations.clone(),
+                }),
+            },
+            private,
+            nonce: None,
+        }
+    }
+}
+
+/// Whether `principal` is still allowed by the revocations, if any.
+fn not_revoked(revocations: Option<&dyn Revocations>, principal: &Principal) -> Result<(), AuthError> {
+    revocations.map_or(Ok(()), |r| r.check(principal))
 }
 
 fn authorize<B>(req: &mut Request<B>, principal: Principal, rejections: &Rejections) {
@@ -489,9 +552,11 @@ struct Pending<S, ReqB> {
     service: S,
     request: Request<ReqB>,
     rejections: Rejections,
-    proof: Option<Proof>,
+    /// The `DPoP` scheme was used: the validation checked the binding already.
+    used_dpop: bool,
     scheme: Scheme,
     dpop: Arc<Dpop>,
+    revocations: Option<Arc<dyn Revocations>>,
 }
 
 pin_project! {
@@ -539,17 +604,28 @@ where
             match this.state.as_mut().project() {
                 StateProj::Validating { validation, pending } => {
                     let result = ready!(validation.as_mut().poll(cx));
-                    let Pending { mut service, mut request, rejections, proof, scheme, dpop } =
-                        pending.take().expect("polled after completion");
-                    // The binding is the request's: checked on every request.
+                    let Pending {
+                        mut service,
+                        mut request,
+                        rejections,
+                        used_dpop,
+                        scheme,
+                        dpop,
+                        revocations,
+                    } = pending.take().expect("polled after completion");
+                    // The binding is the request's: checked on every request (a DPoP one by the
+                    // validation future already).
                     let result = result.and_then(|principal| {
-                        let cert = request.extensions().get::<ClientCertificate>();
-                        binding::check(principal.confirmation(), proof.as_ref(), cert, &dpop)
-                            .map(|()| principal)
+                        not_revoked(revocations.as_deref(), &principal)?;
+                        if !used_dpop {
+                            let cert = request.extensions().get::<ClientCertificate>();
+                            binding::check_bearer(principal.confirmation(), cert)?;
+                        }
+                        Ok(principal)
                     });
                     match result {
                         Ok(principal) => {
-                            if proof.is_some() {
+                            if used_dpop {
                                 *this.nonce = fresh_nonce(&dpop);
                             }
                             authorize(&mut request, principal, &rejections);

@@ -56,6 +56,7 @@
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
 //! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
 //! | `tower_bearer_introspection_duration_seconds` | histogram | — |
+//! | `tower_bearer_fleet_total` | counter | `event` (`error`, `timeout`, `circuit_open`, `replay_local_only`), feature `redis` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -75,10 +76,12 @@ pub mod introspect;
 mod issuers;
 mod jwt;
 mod layer;
+mod mac;
 mod observe;
 pub mod outbound;
 mod principal;
 pub mod resource_metadata;
+mod revocation;
 pub mod scope;
 mod throttle;
 mod time;
@@ -88,6 +91,8 @@ mod validate;
 mod axum;
 #[cfg(feature = "dev")]
 pub mod dev;
+#[cfg(feature = "redis")]
+pub mod fleet;
 
 pub use body::{AuthBody, ErrorBody, RenderFn};
 pub use certificate::{CertificateHeader, ClientCertificate};
@@ -96,7 +101,10 @@ pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata}
 pub use either::{JwtOrOpaque, TokenRouting};
 pub use error::{AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken, Unavailable};
 pub use extract::{TokenSource, TokenSources};
-pub use introspect::{ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder};
+pub use introspect::{
+    ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder, SharedAnswer,
+    SharedLookup, SharedTier,
+};
 pub use issuers::MultiIssuer;
 pub use jwt::jwks::{FetchError, KeySet, KeySetBuilder, KeySetStats, defaults as key_set_defaults};
 pub use jwt::policy::TypPolicy;
@@ -106,6 +114,7 @@ pub use outbound::{HttpClient, HttpClientBuilder, TransportError};
 pub use principal::Confirmation;
 pub use principal::{Principal, PrincipalBuilder, Scopes, TokenKind};
 pub use resource_metadata::{MetadataService, ProtectedResource, ProtectedResourceBuilder};
+pub use revocation::Revocations;
 pub use scope::RequireScope;
 pub use time::Clock;
 pub use validate::{RequestView, ValidationFuture, Validator, Verdict};

@@ -10,6 +10,7 @@
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
 //! | `tower_bearer_introspection_calls_total` | counter | `result` (`active`, `inactive`, `error`) |
 //! | `tower_bearer_introspection_duration_seconds` | histogram | — |
+//! | `tower_bearer_fleet_total` | counter | `event` (`error`, `timeout`, `circuit_open`, `replay_local_only`) |
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -51,6 +52,11 @@ mod enabled {
         metrics::counter!("tower_bearer_introspection_calls_total", "result" => result).increment(1);
         metrics::histogram!("tower_bearer_introspection_duration_seconds").record(took.as_secs_f64());
     }
+
+    #[allow(dead_code)] // only the `redis` feature counts fleet events
+    pub(crate) fn fleet(event: &'static str) {
+        metrics::counter!("tower_bearer_fleet_total", "event" => event).increment(1);
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -73,6 +79,9 @@ mod enabled {
     pub(crate) fn key_set_fetch(_: bool) {}
     #[inline(always)]
     pub(crate) fn introspection(_: &'static str, _: Duration) {}
+
+    #[allow(dead_code)] // only the `redis` feature counts fleet events
+    pub(crate) fn fleet(_: &'static str) {}
 }
 
 pub(crate) use enabled::*;

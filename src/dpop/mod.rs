@@ -19,7 +19,9 @@ use crate::config::ConfigError;
 use crate::time::Clock;
 pub use nonce::DpopNonces;
 pub(crate) use proof::{Proof, Target, proof_header};
-pub use replay::{DEFAULT_REPLAY_ENTRIES, InMemoryReplayStore, ReplayError, ReplayKey, ReplayStore};
+pub use replay::{
+    DEFAULT_REPLAY_ENTRIES, InMemoryReplayStore, Recording, ReplayError, ReplayKey, ReplayStore,
+};
 
 /// The `DPoP` request header (the proof).
 pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");

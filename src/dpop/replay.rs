@@ -4,6 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 /// Default bound of [`InMemoryReplayStore`]: live entries.
@@ -39,6 +41,26 @@ pub enum ReplayError {
     Replayed,
     /// The store is full of live entries: `503`. Evicting one would let its proof be replayed.
     Full,
+    /// The store could not be asked (a shared store that is down or too slow): `503`. Never
+    /// mistaken for a replay.
+    Unavailable,
+}
+
+/// The answer of [`ReplayStore::begin`]: known now, or after the store answered.
+pub enum Recording {
+    /// The store answered without waiting.
+    Done(Result<(), ReplayError>),
+    /// The store must be asked over the network first.
+    Pending(Pin<Box<dyn Future<Output = Result<(), ReplayError>> + Send>>),
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recording::Done(r) => f.debug_tuple("Done").field(r).finish(),
+            Recording::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
 }
 
 /// Where the layer records the DPoP proofs it accepted, so that each is used once.
@@ -49,6 +71,12 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// Records `key` until `expires_at` (Unix seconds); [`ReplayError::Replayed`] if it is
     /// already recorded and not expired at `now`.
     fn record(&self, key: ReplayKey, expires_at: i64, now: i64) -> Result<(), ReplayError>;
+
+    /// What the layer calls: [`record`](Self::record) by default. A store that must wait (one
+    /// shared over the network) overrides it and answers [`Recording::Pending`].
+    fn begin(&self, key: ReplayKey, expires_at: i64, now: i64) -> Recording {
+        Recording::Done(self.record(key, expires_at, now))
+    }
 }
 
 /// A bounded in-memory [`ReplayStore`]. Expired entries are dropped as time passes; when every

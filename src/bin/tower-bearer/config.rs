@@ -52,6 +52,7 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub forwarding: crate::forwarded::Forwarding,
+    pub redis: Option<crate::fleet::RedisConfig>,
 }
 
 #[derive(Debug)]
@@ -460,6 +461,11 @@ impl Checker<'_> {
             ),
             max_header_bytes,
             forwarding,
+            redis: file
+                .redis
+                .as_ref()
+                .map(|r| crate::fleet::check(r, |k, m| self.nowhere(k, m)))
+                .transpose()?,
         })
     }
 }

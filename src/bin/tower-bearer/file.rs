@@ -44,6 +44,8 @@ pub struct File {
     pub listener: ListenerFile,
     #[serde(default)]
     pub forwarded: ForwardedFile,
+    /// Fleet state shared through Redis.
+    pub redis: Option<crate::fleet::RedisFile>,
 }
 
 #[derive(Debug, Deserialize)]

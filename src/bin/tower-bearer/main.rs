@@ -9,6 +9,7 @@ mod config;
 #[cfg(feature = "dev")]
 mod dev;
 mod file;
+mod fleet;
 mod forwarded;
 mod guard;
 mod hop_by_hop;
@@ -16,6 +17,7 @@ mod listen;
 mod normalize;
 mod proxy;
 mod reload;
+mod revoke;
 mod rules;
 mod sender;
 mod server;
@@ -54,6 +56,8 @@ COMMANDS:
                    PKCE, refresh, client credentials, JWKS, introspection, a token debugger.
                    Listens on 127.0.0.1:8000 unless --listen; clients, users and audiences
                    from -c dev.toml, or two clients and two users printed at start.
+    revoke         Revokes tokens on every replica sharing the [redis] of the configuration
+                   (--jti ID | --sub S | --client-id C [--for SECS]); see `revoke --help`.
 
 OPTIONS:
     -c, --config <FILE>       Configuration file [default: tower-bearer.toml,
@@ -171,6 +175,9 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("revoke") {
+        return revoke::main(std::env::args().skip(2));
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
@@ -231,6 +238,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
+    if args.command != Command::CheckConfig
+        && let Some(redis) = &config.redis
+        && let Err(e) = fleet::install(redis)
+    {
+        eprintln!("tower-bearer: configuration error: {}: {e}", args.config.display());
+        return ExitCode::from(2);
+    }
     let mode = match args.command {
         Command::CheckConfig => {
             // Building validators needs the runtime (discovery starts in the background); the
@@ -264,6 +278,9 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             }
             if let Some(t) = &config.tls {
                 println!("  tls: {}", t.cert.display());
+            }
+            if let Some(redis) = &config.redis {
+                println!("  {}", redis.summary());
             }
             return ExitCode::SUCCESS;
         }

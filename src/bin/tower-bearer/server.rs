@@ -102,6 +102,15 @@ pub fn build_validator(config: &Config) -> Result<(Arc<dyn Validator>, Vec<JwtVa
             if let Some(ttl) = config.introspection_ttl {
                 b = b.max_ttl(ttl);
             }
+            #[cfg(feature = "redis")]
+            if let Some(tier) = config
+                .redis
+                .as_ref()
+                .filter(|r| r.shared_introspection)
+                .and_then(|_| crate::fleet::introspection_tier())
+            {
+                b = b.shared_tier(tier);
+            }
             opaque = Some(b.build().map_err(fail)?);
         }
     }
@@ -316,10 +325,24 @@ impl App {
             layer = layer.realm(realm);
         }
         if let Some(dpop) = &config.dpop {
-            layer = layer.dpop(dpop.clone());
+            // With [redis], a proof used at one replica is a replay at every other.
+            #[cfg(feature = "redis")]
+            let dpop = match crate::fleet::replay_store() {
+                Some(store) if config.redis.is_some() => dpop.clone().replay_store(store),
+                _ => dpop.clone(),
+            };
+            #[cfg(not(feature = "redis"))]
+            let dpop = dpop.clone();
+            layer = layer.dpop(dpop);
         }
         if let Some((name, format)) = &config.client_certificate {
             layer = layer.trust_client_certificate_header(name.clone(), *format);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(deny) =
+            config.redis.as_ref().filter(|r| r.revocations).and_then(|_| crate::fleet::deny_list())
+        {
+            layer = layer.revocations(deny);
         }
         Ok(App {
             mode,
@@ -334,6 +357,11 @@ impl App {
 
     /// `None` when ready, or what is missing.
     async fn not_ready(&self) -> Option<String> {
+        // With [redis], requests get 503 until the deny-list is loaded: not ready before.
+        #[cfg(feature = "redis")]
+        if crate::fleet::deny_list().is_some_and(|d| !d.is_current()) {
+            return Some("revocation list not loaded yet\n".to_owned());
+        }
         if !self.validators.iter().all(|v| v.key_set().is_none_or(|k| k.is_loaded())) {
             return Some("key sets not loaded yet\n".to_owned());
         }
