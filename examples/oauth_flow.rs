@@ -20,6 +20,15 @@
 //!
 //! Tokens are never printed whole: first 8 characters and "…".
 //!
+//! With `--dpop` the client holds a P-256 key and proves it on every request (RFC 9449): the
+//! token requests carry a `DPoP` proof, so the tokens come bound to the key (`token_type: DPoP`,
+//! `cnf.jkt`), and the resource server sees `Authorization: DPoP <token>` plus a fresh proof
+//! (`ath` over the token); a thief holding the token alone gets nothing.
+//!
+//! ```text
+//! cargo run --example oauth_flow --features axum,dev -- --dpop
+//! ```
+//!
 //! The client's token requests are hand-written form posts rather than the `oauth2` crate:
 //! oauth2 5's HTTP client is reqwest 0.12 (this crate uses 0.13), and its typed responses hide
 //! the raw status, headers and RFC 6749 error bodies this walk-through exists to show; the three
@@ -27,6 +36,12 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,6 +51,7 @@ use tower_bearer::challenge::{BearerError, Challenge};
 use tower_bearer::dev::{
     DEV_PUBLIC_CLIENT_ID, DEV_REDIRECT_URI, DevIssuer, Pkce, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET,
 };
+use tower_bearer::dpop::Dpop;
 use tower_bearer::{Algorithm, BearerLayer, JwtValidator, Principal, RequireScope};
 
 type Error = Box<dyn std::error::Error>;
@@ -86,6 +102,39 @@ fn print_token_answer(body: &Value) {
 struct Client {
     http: reqwest::Client,
     token_endpoint: String,
+    /// `--dpop`: the key every request proves.
+    dpop: Option<DpopKey>,
+}
+
+/// The client's DPoP key (P-256) and the proofs it signs (RFC 9449 §4.2).
+struct DpopKey(EcdsaKeyPair);
+
+impl DpopKey {
+    fn new() -> Result<Self, Error> {
+        Ok(DpopKey(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| "P-256 key")?))
+    }
+
+    /// A proof for one request: `htm`, `htu` (no query), a unique `jti`, `iat`, and `ath` when it
+    /// goes with an access token.
+    fn proof(&self, method: &str, url: &str, access_token: Option<&str>) -> Result<String, Error> {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let point = self.0.public_key().as_ref();
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])
+        });
+        let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": jwk });
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| "random")?;
+        let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let htu = url.split(['?', '#']).next().unwrap_or(url);
+        let mut claims = serde_json::json!({ "jti": b64(&jti), "htm": method, "htu": htu, "iat": iat });
+        if let Some(token) = access_token {
+            claims["ath"] = b64(&Sha256::digest(token.as_bytes())).into();
+        }
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let signature = self.0.sign(&SystemRandom::new(), input.as_bytes()).map_err(|_| "sign")?;
+        Ok(format!("{input}.{}", b64(signature.as_ref())))
+    }
 }
 
 impl Client {
@@ -101,7 +150,12 @@ impl Client {
             })
             .collect();
         println!("({step}) POST {}\n      {}", self.token_endpoint, shown.join("&"));
-        let response = self.http.post(&self.token_endpoint).form(&form).send().await?;
+        let mut request = self.http.post(&self.token_endpoint).form(&form);
+        if let Some(key) = &self.dpop {
+            println!("      dpop: (a proof for POST {})", self.token_endpoint);
+            request = request.header("dpop", key.proof("POST", &self.token_endpoint, None)?);
+        }
+        let response = request.send().await?;
         let status = response.status().as_u16();
         println!("    ← {status}");
         print_headers(response.headers(), &[header::CACHE_CONTROL, header::PRAGMA]);
@@ -112,8 +166,21 @@ impl Client {
 
     /// `GET url` with the access token (RFC 6750 §2.1): returns status and headers.
     async fn call(&self, step: &str, url: &str, access_token: &str) -> Result<(u16, HeaderMap), Error> {
-        println!("({step}) GET {url}\n      authorization: Bearer {}", short(access_token));
-        let response = self.http.get(url).bearer_auth(access_token).send().await?;
+        let request = match &self.dpop {
+            Some(key) => {
+                println!("({step}) GET {url}\n      authorization: DPoP {}", short(access_token));
+                println!("      dpop: (a fresh proof for GET {url}, ath over the token)");
+                self.http
+                    .get(url)
+                    .header(header::AUTHORIZATION, format!("DPoP {access_token}"))
+                    .header("dpop", key.proof("GET", url, Some(access_token))?)
+            }
+            None => {
+                println!("({step}) GET {url}\n      authorization: Bearer {}", short(access_token));
+                self.http.get(url).bearer_auth(access_token)
+            }
+        };
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         println!("    ← {status}");
@@ -132,6 +199,11 @@ fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let dpop = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--dpop") => true,
+        Some(other) => return Err(format!("unknown argument {other:?} (usage: oauth_flow [--dpop])").into()),
+    };
     // The authorization server: ES256 JWT access tokens that live 2 s.
     let dev =
         DevIssuer::builder().algorithms([Algorithm::ES256]).access_token_ttl(ACCESS_TTL).start().await?;
@@ -154,7 +226,12 @@ async fn main() -> Result<(), Error> {
             }),
         )
         .route_layer(RequireScope::all(["items:read"]))
-        .layer(BearerLayer::new(validator).realm("oauth_flow example"));
+        // Bearer tokens, and DPoP-bound tokens with their proofs (`htu` from this origin).
+        .layer(
+            BearerLayer::new(validator)
+                .realm("oauth_flow example")
+                .dpop(Dpop::allowed(rs.trim_end_matches('/'))?),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
     let items = format!("{rs}items");
 
@@ -166,8 +243,11 @@ async fn main() -> Result<(), Error> {
     let metadata: Value = serde_json::from_slice(&http.get(dev.metadata_url()).send().await?.bytes().await?)?;
     println!("authorization server {} (metadata: {})", dev.issuer(), dev.metadata_url());
     println!("resource server      {rs}\n");
-    let client =
-        Client { http: http.clone(), token_endpoint: field(&metadata, "token_endpoint")?.to_owned() };
+    let client = Client {
+        http: http.clone(),
+        token_endpoint: field(&metadata, "token_endpoint")?.to_owned(),
+        dpop: if dpop { Some(DpopKey::new()?) } else { None },
+    };
 
     // (A) Authorization request: code flow, PKCE S256, state, scope, resource.
     let pkce = Pkce::new();
@@ -214,6 +294,15 @@ async fn main() -> Result<(), Error> {
     // (C, D) The resource.
     client.call("C", &items, &access).await?;
     println!("(D) the resource server answered with the resource\n");
+    if client.dpop.is_some() {
+        println!("The same token as a bearer token, as a thief without the key would send it:");
+        let thief = Client { http: http.clone(), token_endpoint: client.token_endpoint.clone(), dpop: None };
+        let (status, _) = thief.call("theft", &items, &access).await?;
+        if status != 401 {
+            return Err("a DPoP-bound token passed as a bearer token".into());
+        }
+        println!("    refused: the token is bound to the client's key\n");
+    }
 
     // Wait for the access token to expire (`exp` is in whole seconds: one more for rounding).
     let wait = Duration::from_secs(tokens["expires_in"].as_u64().unwrap_or(2) + 1);
@@ -228,7 +317,13 @@ async fn main() -> Result<(), Error> {
             println!("    the retry with the refreshed access token succeeded\n");
             break;
         }
-        let challenge = Challenge::find_bearer_in(&headers)?.ok_or("a 401 without a Bearer challenge")?;
+        // The error comes under the scheme the request used (RFC 9449 §7.1).
+        let value = headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let challenge = if client.dpop.is_some() {
+            Challenge::find_dpop(value)?.ok_or("a 401 without a DPoP challenge")?
+        } else {
+            Challenge::find_bearer_in(&headers)?.ok_or("a 401 without a Bearer challenge")?
+        };
         match challenge.bearer_error() {
             BearerError::InvalidToken if step == "E" => {
                 println!(
