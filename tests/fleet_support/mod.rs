@@ -3,20 +3,18 @@
 //! the scenarios every backend must pass.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../dpop_key/mod.rs"]
+mod dpop_key;
+
 use crate::redis_support::wait_until;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair as _};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dpop_key::DpopKey;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 use tower_bearer::dpop::Dpop;
@@ -102,44 +100,20 @@ pub fn jwt_replica(dev: &DevIssuer, builder: FleetBuilder) -> Replica {
     Replica { fleet, app }
 }
 
-pub struct ProofKey(EcdsaKeyPair);
+/// A client's DPoP key, making proofs for `GET {ORIGIN}/me` (the key and proof code is the one
+/// the other real-server tests share, `tests/dpop_key`).
+pub struct ProofKey(DpopKey);
 
 impl ProofKey {
     pub fn new() -> Self {
-        ProofKey(EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
-    }
-    pub fn jwk(&self) -> serde_json::Value {
-        let (x, y) = self.0.public_key().as_ref()[1..].split_at(32);
-        json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)})
+        ProofKey(DpopKey::new())
     }
     pub fn jkt(&self) -> String {
-        let jwk = self.jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["x"].as_str().unwrap(),
-            jwk["y"].as_str().unwrap()
-        );
-        b64(&Sha256::digest(canonical.as_bytes()))
+        self.0.jkt()
     }
     pub fn proof(&self, token: &str) -> String {
-        static JTI: AtomicU64 = AtomicU64::new(0);
-        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()});
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let claims = json!({
-            "jti": format!("{}-{}", std::process::id(), JTI.fetch_add(1, Ordering::Relaxed)),
-            "htm": "GET",
-            "htu": format!("{ORIGIN}/me"),
-            "iat": now,
-            "ath": b64(&Sha256::digest(token.as_bytes())),
-        });
-        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let signature = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", b64(signature.as_ref()))
+        self.0.proof("GET", &format!("{ORIGIN}/me"), Some(token), None)
     }
-}
-
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 pub fn dpop_replica(dev: &DevIssuer, fleet: &Fleet) -> Router {
