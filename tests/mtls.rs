@@ -5,6 +5,9 @@
 #![cfg(all(feature = "dev", feature = "axum"))]
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/support/tls.rs"]
+mod tls_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +17,6 @@ use axum::http::{HeaderName, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
-use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair,
@@ -23,8 +25,6 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::json;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 use tower_bearer::{Algorithm, BearerLayer, CertificateHeader, ClientCertificate, Introspector};
 
@@ -95,34 +95,10 @@ async fn serve_tls(app: Router, pki: &Pki) -> SocketAddr {
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![pki.server.0.clone()], key)
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let cert = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|der| ClientCertificate::from_der(der.to_vec()));
-                let service =
-                    hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                        if let Some(cert) = &cert {
-                            req.extensions_mut().insert(cert.clone());
-                        }
-                        app.clone().oneshot(req)
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    // The examples' accept loop: what a user's server does, tested here with a CA-checked verifier.
+    tokio::spawn(tls_support::serve(listener, config, app));
     addr
 }
 
