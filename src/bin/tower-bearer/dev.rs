@@ -286,13 +286,7 @@ pub fn run(config: Option<&Path>, listen: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tower-bearer: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = crate::runtime() else { return ExitCode::FAILURE };
     runtime.block_on(async move {
         let builder = setup.builder.clone().listen(setup.listen).interactive(true);
         let dev = match builder.start().await {

@@ -227,14 +227,17 @@ fn main() -> ExitCode {
         eprintln!("tower-bearer: configuration error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tower-bearer: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = crate::runtime() else { return ExitCode::FAILURE };
     runtime.block_on(run(args, config))
+}
+
+/// The multi-threaded runtime every command runs on; `None` (said on stderr) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("tower-bearer: cannot start the runtime: {e}"))
+        .ok()
 }
 
 async fn run(args: Args, config: config::Config) -> ExitCode {
