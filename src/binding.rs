@@ -17,12 +17,16 @@ pub(crate) enum Checked {
 }
 
 /// Checks a token sent as `Bearer` (or from a cookie, query or form): unbound tokens pass, and
-/// tokens bound to the request's client certificate (RFC 8705 §3).
-pub(crate) fn check_bearer(cnf: &Confirmation, cert: Option<&ClientCertificate>) -> Result<(), AuthError> {
+/// tokens bound to the request's client certificate (RFC 8705 §3). `cert` is only asked for a
+/// certificate-bound token: the common, unbound one costs no extensions lookup.
+pub(crate) fn check_bearer<'a>(
+    cnf: &Confirmation,
+    cert: impl FnOnce() -> Option<&'a ClientCertificate>,
+) -> Result<(), AuthError> {
     match cnf {
         Confirmation::None => Ok(()),
         Confirmation::Jkt(_) => Err(InvalidToken::BoundTokenAsBearer.into()),
-        Confirmation::X5tS256(x5t) => match cert {
+        Confirmation::X5tS256(x5t) => match cert() {
             Some(cert) if cert.matches(x5t) => Ok(()),
             Some(_) => Err(InvalidToken::ClientCertificateMismatch.into()),
             None => Err(InvalidToken::MissingClientCertificate.into()),
@@ -33,10 +37,10 @@ pub(crate) fn check_bearer(cnf: &Confirmation, cert: Option<&ClientCertificate>)
 
 /// Checks the binding of a request's token: unbound or certificate-bound for `Bearer` (`proof`
 /// is `None`), bound to the proof's key for `DPoP`, whose single use is recorded only then.
-pub(crate) fn check(
+pub(crate) fn check<'a>(
     cnf: &Confirmation,
     proof: Option<&Proof>,
-    cert: Option<&ClientCertificate>,
+    cert: impl FnOnce() -> Option<&'a ClientCertificate>,
     dpop: &Dpop,
 ) -> Checked {
     let Some(proof) = proof else { return Checked::Done(check_bearer(cnf, cert)) };

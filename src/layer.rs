@@ -447,7 +447,7 @@ where
                     return self.reject(&err, &req, scheme);
                 }
                 // The binding is the request's: checked on every request, cache hits included.
-                let cert = req.extensions().get::<ClientCertificate>();
+                let cert = || req.extensions().get::<ClientCertificate>();
                 match binding::check(principal.confirmation(), proof.as_ref(), cert, dpop) {
                     Checked::Done(Ok(())) => {}
                     Checked::Done(Err(err)) => return self.reject(&err, &req, scheme),
@@ -476,7 +476,7 @@ where
                         let dpop = shared.dpop.clone();
                         Box::pin(async move {
                             let principal = validation.await?;
-                            match binding::check(principal.confirmation(), Some(&proof), None, &dpop) {
+                            match binding::check(principal.confirmation(), Some(&proof), || None, &dpop) {
                                 Checked::Done(done) => done.map(|()| principal),
                                 Checked::Pending(recording) => recording.await.map(|()| principal),
                             }
@@ -618,7 +618,7 @@ where
                     let result = result.and_then(|principal| {
                         not_revoked(revocations.as_deref(), &principal)?;
                         if !used_dpop {
-                            let cert = request.extensions().get::<ClientCertificate>();
+                            let cert = || request.extensions().get::<ClientCertificate>();
                             binding::check_bearer(principal.confirmation(), cert)?;
                         }
                         Ok(principal)
