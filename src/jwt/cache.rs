@@ -77,7 +77,7 @@ impl Hasher for TailHasher {
 /// to count.
 pub(crate) struct KeyRef {
     pub(crate) fingerprint: Digest32,
-    pub(crate) kid: Option<Box<str>>,
+    pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: jsonwebtoken::Algorithm,
 }
 

@@ -3,20 +3,19 @@
 
 mod builder;
 pub(crate) mod cache;
+mod header;
 pub(crate) mod jwks;
 pub(crate) mod policy;
 pub(crate) mod signature;
 
 pub use builder::JwtValidatorBuilder;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::ConfigError;
@@ -147,57 +146,15 @@ impl fmt::Debug for JwtValidator {
     }
 }
 
-/// The JOSE header members this crate reads. `jku`, `x5u`, `jwk` and `x5c` are deliberately
-/// absent: keys come from the configured key set only (RFC 8725 §3.10).
-/// Borrowed from the decoded header where it has no escapes: one allocation (`kid`, kept for
-/// key selection) instead of four on every cache miss.
-#[derive(Deserialize)]
-struct JoseHeader<'a> {
-    #[serde(borrow)]
-    alg: Cow<'a, str>,
-    #[serde(borrow)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    typ: Option<Cow<'a, str>>,
-    /// Whether a `crit` member is present at all, whatever its value. `Option<Vec<String>>`
-    /// read `"crit": null` as absent and let such a token through; RFC 7515 §4.1.11 has no
-    /// "null" form, and we understand no extension, so any `crit` member is refused.
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
-}
-
-/// `true` for any JSON value, `null` included (the member is there).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
-}
-
-/// Decoded JOSE headers up to this size never touch the allocator.
-const HEADER_ON_STACK: usize = 512;
-
-/// A token split into its parts, header parsed, nothing verified.
+/// A token split into its parts, header and payload decoded, nothing verified.
 struct Compact<'a> {
     signing_input: &'a str,
-    payload: &'a str,
+    /// The decoded payload: not yet known to be JSON, nor genuine.
+    payload: Vec<u8>,
+    /// Still base64url: decoded into a stack buffer by the check itself.
     signature: &'a str,
     alg: Algorithm,
-    kid: Option<String>,
-}
-
-/// Runs over the whole token (about 1 KiB for RS256) on every cache miss, so it is written to
-/// vectorize: fixed-size chunks folded with `&`, no early exit inside a chunk.
-fn is_base64url(segment: &str) -> bool {
-    #[inline(always)]
-    fn ok(b: u8) -> bool {
-        let lower = b | 0x20; // folds A-Z onto a-z (and maps nothing else into a-z)
-        (lower.wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'-') | (b == b'_')
-    }
-    let mut chunks = segment.as_bytes().chunks_exact(32);
-    for chunk in &mut chunks {
-        if !chunk.iter().fold(true, |all, &b| all & ok(b)) {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|&b| ok(b))
+    kid: Option<Arc<str>>,
 }
 
 /// Why a synchronous validation stopped.
@@ -214,7 +171,9 @@ impl From<InvalidToken> for Halt {
 }
 
 impl Inner {
-    /// Steps that need no key: size, shape, header, algorithm, `crit`, `typ`.
+    /// Steps that need no key: size, shape, header, algorithm, `crit`, `typ`, and the payload's
+    /// base64url. Decoding checks every character, so a token with one outside base64url is
+    /// malformed before any signature is computed, with no separate pass over it.
     fn parse<'a>(&self, token: &'a str) -> Result<Compact<'a>, InvalidToken> {
         if token.len() > self.max_token_bytes {
             return Err(InvalidToken::TooLarge);
@@ -225,33 +184,13 @@ impl Inner {
         else {
             return Err(InvalidToken::Malformed);
         };
-        if [header_b64, payload, signature].iter().any(|s| s.is_empty() || !is_base64url(s)) {
+        if header_b64.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(InvalidToken::Malformed);
         }
-        // Headers are small: decoded on the stack, on the heap only when one is not.
-        let mut stack = [0u8; HEADER_ON_STACK];
-        let heap;
-        let header_json: &[u8] = match URL_SAFE_NO_PAD.decode_slice(header_b64, &mut stack) {
-            Ok(len) => &stack[..len],
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                heap = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| InvalidToken::Malformed)?;
-                &heap
-            }
-            Err(base64::DecodeSliceError::DecodeError(_)) => return Err(InvalidToken::Malformed),
-        };
-        if header_json.first() != Some(&b'{') {
-            return Err(InvalidToken::Malformed);
-        }
-        let header: JoseHeader<'_> =
-            serde_json::from_slice(header_json).map_err(|_| InvalidToken::Malformed)?;
+        let header = header::read(header_b64)?;
         // Unknown names, `none` in any case, and algorithms outside the allowlist all stop here.
-        let alg = match &*header.alg {
-            // RFC 9864's fully-specified name for EdDSA over Ed25519 (the only curve we verify).
-            "Ed25519" => Ok(Algorithm::EdDSA),
-            name => name.parse::<Algorithm>(),
-        };
-        let alg = alg
-            .ok()
+        let alg = header
+            .alg
             .filter(|alg| self.allowed & alg_bit(*alg) != 0)
             .ok_or(InvalidToken::AlgorithmNotAllowed)?;
         // RFC 7515 §4.1.11: we understand no extension, so any `crit` entry is fatal; an empty
@@ -262,26 +201,27 @@ impl Inner {
         self.typ.check(header.typ.as_deref())?;
         Ok(Compact {
             signing_input: &token[..header_b64.len() + 1 + payload.len()],
-            payload,
+            payload: URL_SAFE_NO_PAD.decode(payload).map_err(|_| InvalidToken::Malformed)?,
             signature,
             alg,
-            kid: header.kid.map(String::from),
+            kid: header.kid.clone(),
         })
     }
 
-    /// Verifies the signature with `key`, then reads and checks the claims.
-    fn verify(
+    /// Whether `key` made the token's signature. An undecodable signature is malformed.
+    fn signed_by(
         &self,
         compact: &Compact<'_>,
         prepared: Option<&PreparedKey>,
         key: &DecodingKey,
-        now: i64,
-    ) -> Result<Verified, InvalidToken> {
+    ) -> Result<bool, InvalidToken> {
         let message = compact.signing_input.as_bytes();
-        if !signature::verify(prepared, key, compact.alg, message, compact.signature) {
-            return Err(InvalidToken::BadSignature);
-        }
-        let payload = URL_SAFE_NO_PAD.decode(compact.payload).map_err(|_| InvalidToken::Malformed)?;
+        signature::verify(prepared, key, compact.alg, message, compact.signature)
+            .ok_or(InvalidToken::Malformed)
+    }
+
+    /// Reads and checks the claims of a token whose signature held.
+    fn claims(&self, payload: Vec<u8>, now: i64) -> Result<Verified, InvalidToken> {
         // A struct also deserializes from a JSON array; claims must be an object.
         if payload.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
@@ -313,32 +253,41 @@ impl Inner {
         Ok(Verified { principal, nbf, key: None })
     }
 
+    /// Verifies a token with the HMAC secret.
+    fn validate_with_secret(
+        &self,
+        token: &str,
+        secret: &DecodingKey,
+        now: i64,
+    ) -> Result<Verified, InvalidToken> {
+        let compact = self.parse(token)?;
+        if !self.signed_by(&compact, None, secret)? {
+            return Err(InvalidToken::BadSignature);
+        }
+        self.claims(compact.payload, now)
+    }
+
     fn validate_with(&self, token: &str, keys: &Keys, now: i64) -> Result<Verified, Halt> {
         let compact = self.parse(token)?;
-        match keys.select(compact.kid.as_deref(), compact.alg) {
-            Selection::Found(candidates) => {
-                for key in candidates {
-                    match self.verify(&compact, key.prepared.as_ref(), &key.decoding, now) {
-                        Ok(verified) => {
-                            let key = KeyRef {
-                                fingerprint: key.fingerprint,
-                                kid: compact.kid.map(String::into_boxed_str),
-                                alg: compact.alg,
-                            };
-                            return Ok(Verified { key: Some(key), ..verified });
-                        }
-                        // Another key under the same `kid` may be the one.
-                        Err(InvalidToken::BadSignature) => {}
-                        // The signature held: what failed is the token itself.
-                        Err(why) => return Err(why.into()),
-                    }
-                }
-                Err(InvalidToken::BadSignature.into())
+        let candidates = match keys.select(compact.kid.as_deref(), compact.alg) {
+            Selection::Found(candidates) => candidates,
+            Selection::Unknown => return Err(Halt::NeedKeys),
+            Selection::Ambiguous => return Err(InvalidToken::AmbiguousKey.into()),
+            Selection::Mismatch => return Err(InvalidToken::KeyAlgorithmMismatch.into()),
+        };
+        // Another key under the same `kid` may be the one.
+        let mut signer = None;
+        for key in candidates {
+            if self.signed_by(&compact, key.prepared.as_ref(), &key.decoding)? {
+                signer = Some(key);
+                break;
             }
-            Selection::Unknown => Err(Halt::NeedKeys),
-            Selection::Ambiguous => Err(InvalidToken::AmbiguousKey.into()),
-            Selection::Mismatch => Err(InvalidToken::KeyAlgorithmMismatch.into()),
         }
+        let signer = signer.ok_or(InvalidToken::BadSignature)?;
+        let key = KeyRef { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg };
+        // The signature held: whatever fails now is the token itself.
+        let verified = self.claims(compact.payload, now)?;
+        Ok(Verified { key: Some(key), ..verified })
     }
 }
 
@@ -396,7 +345,7 @@ impl Validator for JwtValidator {
                 if let Some(hit) = inner.cached(token, now, None, true) {
                     return Verdict::Ready(hit);
                 }
-                let result = inner.parse(token).and_then(|c| inner.verify(&c, None, secret, now));
+                let result = inner.validate_with_secret(token, secret, now);
                 return Verdict::Ready(result.map(|v| inner.remember(token, v, now)).map_err(reject));
             }
         };

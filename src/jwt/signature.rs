@@ -33,25 +33,31 @@ const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// Checks `signature` (base64url, as in the token) over `message`: with `prepared` when there is
 /// one and this crate's provider is in charge, with jsonwebtoken and `decoding` otherwise.
+/// `None`: the signature is not base64url (or too long to be one), which is a malformed token.
 pub(crate) fn verify(
     prepared: Option<&PreparedKey>,
     decoding: &DecodingKey,
     alg: Algorithm,
     message: &[u8],
     signature: &str,
-) -> bool {
+) -> Option<bool> {
     match prepared {
         Some(key) if OURS.load(Ordering::Acquire) => {
             let mut buf = [0u8; MAX_SIGNATURE_BYTES];
             // Same engine and strictness (no padding, no trailing bits) as jsonwebtoken's.
-            base64::Engine::decode_slice(
+            let len = base64::Engine::decode_slice(
                 &base64::engine::general_purpose::URL_SAFE_NO_PAD,
                 signature,
                 &mut buf,
             )
-            .is_ok_and(|len| key.verify(alg, message, &buf[..len]))
+            .ok()?;
+            Some(key.verify(alg, message, &buf[..len]))
         }
-        _ => jsonwebtoken::crypto::verify(signature, message, decoding, alg).unwrap_or(false),
+        _ => match jsonwebtoken::crypto::verify(signature, message, decoding, alg) {
+            Ok(valid) => Some(valid),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::Base64(_)) => None,
+            Err(_) => Some(false),
+        },
     }
 }
 
