@@ -243,7 +243,7 @@ measure() {
         log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
         line="$(run_wrk "$DURATION" "$target" "$file")"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
         "$(field rps <<<"$line")" "$(field p99_us <<<"$line")" "$(field requests <<<"$line")" \
         "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" "$round" "$base" >>"$work/results.tsv"
 }
@@ -275,7 +275,8 @@ head -n 1 "$work/all-tokens.txt" >"$work/one.txt"
 head -n "$USERS" "$work/all-tokens.txt" >"$work/users.txt"
 # Never seen by any server when its run starts: after the many-users tokens, one slice a round.
 for ((r = 1; r <= ROUNDS; r++)); do
-    tail -n +$((USERS + 1 + (r - 1) * per_round)) "$work/all-tokens.txt" | head -n "$per_round" >"$work/new-$r.txt"
+    # sed, not tail | head: head leaving early would end tail with SIGPIPE, and pipefail the script.
+    sed -n "$((USERS + 1 + (r - 1) * per_round)),$((USERS + r * per_round))p" "$work/all-tokens.txt" >"$work/new-$r.txt"
 done
 token="$(cat "$work/one.txt")"
 last="$(tail -n 1 "$work/users.txt")"
