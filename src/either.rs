@@ -64,10 +64,12 @@ pub(crate) fn is_jwt_shaped(token: &str) -> bool {
         return false;
     };
     // `{` is 0x7B: the first base64url character of any JSON object header is `e`.
+    // Four characters decode to three bytes: into a stack buffer, on every request.
+    let mut head = [0u8; 3];
     header.starts_with('e')
         && URL_SAFE_NO_PAD
-            .decode(header.get(..4).unwrap_or(header))
-            .is_ok_and(|head| head.first() == Some(&b'{'))
+            .decode_slice(header.get(..4).unwrap_or(header), &mut head)
+            .is_ok_and(|len| len > 0 && head[0] == b'{')
 }
 
 impl Validator for JwtOrOpaque {
