@@ -186,7 +186,10 @@ fn miss_cost() {
     const BATCH: usize = 100;
     let secret = b"a shared secret of thirty-two bytes!";
     let builder = || {
-        JwtValidator::builder().issuer("https://issuer.example").audience(DEFAULT_AUDIENCE).hmac_secret(secret)
+        JwtValidator::builder()
+            .issuer("https://issuer.example")
+            .audience(DEFAULT_AUDIENCE)
+            .hmac_secret(secret)
     };
     let (on, off) = (builder().build().unwrap(), builder().no_token_cache().build().unwrap());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
