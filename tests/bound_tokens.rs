@@ -8,8 +8,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{Value, json};
-use tower_bearer::dev::{DEFAULT_AUDIENCE, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
-use tower_bearer::{Algorithm, BearerLayer, Confirmation, Introspector};
+use tower_bearer::{Algorithm, BearerLayer, Confirmation};
 
 fn bound_cnfs() -> Vec<(Value, &'static str)> {
     vec![
@@ -76,12 +75,7 @@ async fn bound_jwts_are_refused_as_bearer_tokens_every_time() {
 #[tokio::test]
 async fn bound_introspection_answers_are_refused_as_bearer_tokens() {
     let dev = dev_issuer([Algorithm::ES256]).await;
-    let introspector = Introspector::builder(dev.introspection_url())
-        .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
-        .issuer(dev.issuer())
-        .audience(DEFAULT_AUDIENCE)
-        .build()
-        .unwrap();
+    let introspector = introspector(&dev);
     let base = serve(routes().layer(BearerLayer::new(introspector.clone()).realm(REALM))).await;
     let app = TestApp { base, client: client(), validator: validator(&dev) };
     let unbound = dev.opaque_token().issue();

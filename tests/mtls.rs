@@ -25,8 +25,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::json;
-use tower_bearer::dev::{DEFAULT_AUDIENCE, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
-use tower_bearer::{Algorithm, BearerLayer, CertificateHeader, ClientCertificate, Introspector};
+use tower_bearer::dev::DevIssuer;
+use tower_bearer::{Algorithm, BearerLayer, CertificateHeader, ClientCertificate, JwtValidator};
 
 /// A test CA and what it signed: the server's certificate and two client certificates.
 struct Pki {
@@ -156,12 +156,7 @@ async fn certificate_bound_jwts_pass_only_with_their_certificate_over_tls() {
 async fn certificate_bound_introspection_answers_pass_only_with_their_certificate() {
     let pki = pki();
     let dev = dev_issuer([Algorithm::ES256]).await;
-    let introspector = Introspector::builder(dev.introspection_url())
-        .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
-        .issuer(dev.issuer())
-        .audience(DEFAULT_AUDIENCE)
-        .build()
-        .unwrap();
+    let introspector = introspector(&dev);
     let addr = serve_tls(routes().layer(BearerLayer::new(introspector).realm(REALM)), &pki).await;
     let alice = tls_client(&pki, addr, Some(&pki.alice));
     let mallory = tls_client(&pki, addr, Some(&pki.mallory));
@@ -178,15 +173,20 @@ async fn certificate_bound_introspection_answers_pass_only_with_their_certificat
     assert_eq!(get(&alice, addr, &for_mallory).await.status, StatusCode::OK);
 }
 
+/// Our layer for `dev`'s tokens, trusting a gateway's DER base64 certificate in header `name`.
+fn trusting_header(dev: &DevIssuer, name: &HeaderName) -> BearerLayer<JwtValidator> {
+    BearerLayer::new(validator(dev))
+        .realm(REALM)
+        .trust_client_certificate_header(name.clone(), CertificateHeader::DerBase64)
+}
+
 /// A gateway in front: plain HTTP from it, the certificate in a header.
 #[tokio::test]
 async fn a_trusted_gateway_header_carries_the_certificate() {
     let pki = pki();
     let dev = dev_issuer([Algorithm::ES256]).await;
     let name = HeaderName::from_static("x-client-cert");
-    let layer = BearerLayer::new(validator(&dev))
-        .realm(REALM)
-        .trust_client_certificate_header(name.clone(), CertificateHeader::DerBase64);
+    let layer = trusting_header(&dev, &name);
     let app =
         TestApp { base: serve(routes().layer(layer)).await, client: client(), validator: validator(&dev) };
     let untrusting = TestApp {
@@ -229,9 +229,7 @@ async fn a_header_certificate_never_overrides_the_connection_one() {
     let pki = pki();
     let dev = dev_issuer([Algorithm::ES256]).await;
     let name = HeaderName::from_static("x-client-cert");
-    let layer = BearerLayer::new(validator(&dev))
-        .realm(REALM)
-        .trust_client_certificate_header(name.clone(), CertificateHeader::DerBase64);
+    let layer = trusting_header(&dev, &name);
     let addr = serve_tls(routes().layer(layer), &pki).await;
     let mallory = tls_client(&pki, addr, Some(&pki.mallory));
     let anonymous = tls_client(&pki, addr, None);

@@ -23,9 +23,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
+use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 use tower_bearer::{
-    Algorithm, BearerLayer, JwtValidator, JwtValidatorBuilder, KeySet, Principal, RequestView, RequireScope,
+    Algorithm, BearerLayer, Introspector, JwtValidator, JwtValidatorBuilder, KeySet, Principal, RequestView,
+    RequireScope,
 };
 
 /// The realm every test app announces.
@@ -53,6 +54,16 @@ pub fn validator_builder(dev: &DevIssuer) -> JwtValidatorBuilder {
 /// A validator that fetches `dev`'s JWKS with the default key-set settings.
 pub fn validator(dev: &DevIssuer) -> JwtValidator {
     validator_builder(dev).jwks_url(dev.jwks_url()).build().expect("build the validator")
+}
+
+/// An introspector for `dev`'s opaque tokens, as its resource server: issuer and audience checked.
+pub fn introspector(dev: &DevIssuer) -> Introspector {
+    Introspector::builder(dev.introspection_url())
+        .client_secret_basic(RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET)
+        .issuer(dev.issuer())
+        .audience(DEFAULT_AUDIENCE)
+        .build()
+        .expect("build the introspector")
 }
 
 /// A validator for `dev`'s tokens that uses `keys`.
