@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -100,7 +98,7 @@ fn unverified_issuer(token: &str, max_bytes: usize) -> Result<String, InvalidTok
     else {
         return Err(InvalidToken::Malformed);
     };
-    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| InvalidToken::Malformed)?;
+    let json = crate::base64url::decode(payload).ok_or(InvalidToken::Malformed)?;
     if json.first() != Some(&b'{') {
         return Err(InvalidToken::Malformed);
     }
@@ -146,6 +144,9 @@ impl fmt::Debug for MultiIssuer {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn token(payload: &str) -> String {

@@ -61,7 +61,7 @@ pub(crate) fn proof_header(headers: &HeaderMap, max_bytes: usize) -> Result<&str
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, Why> {
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| Why::Malformed)
+    crate::base64url::decode(part).ok_or(Why::Malformed)
 }
 
 fn object<T: for<'de> Deserialize<'de>>(bytes: &[u8], malformed: Why) -> Result<T, Why> {

@@ -10,11 +10,10 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::base64url;
 use crate::error::InvalidToken;
 
 /// The members of a JOSE header this crate reads, decoded.
@@ -92,13 +91,11 @@ fn decode(b64: &str) -> Result<Header, InvalidToken> {
     // Headers are small: decoded on the stack, on the heap only when one is not.
     let mut stack = [0u8; ON_STACK];
     let heap;
-    let json: &[u8] = match URL_SAFE_NO_PAD.decode_slice(b64, &mut stack) {
-        Ok(len) => &stack[..len],
-        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-            heap = URL_SAFE_NO_PAD.decode(b64).map_err(|_| InvalidToken::Malformed)?;
-            &heap
-        }
-        Err(base64::DecodeSliceError::DecodeError(_)) => return Err(InvalidToken::Malformed),
+    let json: &[u8] = if b64.len() / 4 * 3 + 2 <= ON_STACK {
+        base64url::decode_into(b64, &mut stack).ok_or(InvalidToken::Malformed)?
+    } else {
+        heap = base64url::decode(b64).ok_or(InvalidToken::Malformed)?;
+        &heap
     };
     // A struct also deserializes from a JSON array; a header must be an object.
     if json.first() != Some(&b'{') {
@@ -120,6 +117,9 @@ fn decode(b64: &str) -> Result<Header, InvalidToken> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn b64(json: &str) -> String {

@@ -13,11 +13,10 @@ pub use builder::JwtValidatorBuilder;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::value::RawValue;
 
+use crate::base64url;
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
@@ -201,7 +200,7 @@ impl Inner {
         self.typ.check(header.typ.as_deref())?;
         Ok(Compact {
             signing_input: &token[..header_b64.len() + 1 + payload.len()],
-            payload: URL_SAFE_NO_PAD.decode(payload).map_err(|_| InvalidToken::Malformed)?,
+            payload: base64url::decode(payload).ok_or(InvalidToken::Malformed)?,
             signature,
             alg,
             kid: header.kid.clone(),

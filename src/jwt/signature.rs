@@ -44,14 +44,9 @@ pub(crate) fn verify(
     match prepared {
         Some(key) if OURS.load(Ordering::Acquire) => {
             let mut buf = [0u8; MAX_SIGNATURE_BYTES];
-            // Same engine and strictness (no padding, no trailing bits) as jsonwebtoken's.
-            let len = base64::Engine::decode_slice(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                signature,
-                &mut buf,
-            )
-            .ok()?;
-            Some(key.verify(alg, message, &buf[..len]))
+            // The same strictness (no padding, no trailing bits) as jsonwebtoken's decoding.
+            let signature = crate::base64url::decode_into(signature, &mut buf)?;
+            Some(key.verify(alg, message, signature))
         }
         _ => match jsonwebtoken::crypto::verify(signature, message, decoding, alg) {
             Ok(valid) => Some(valid),
