@@ -194,6 +194,9 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# CPU time a process has used so far (user + system, all threads), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK="$(getconf CLK_TCK)"
 status_of() { # URL [TOKEN]
     if [ -n "${2:-}" ]; then
         curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1"
@@ -232,9 +235,15 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
 # measure ID SERVER ROUTE TOKENS CACHE URL TOKENS_FILE [LIMIT]: one measured run, appended to
 # results.tsv with the current $round and $base (the id of the `/health` run its ratio divides by:
-# the same server process's, in the same round). With LIMIT, the run ends after LIMIT responses (or 120 s) instead of DURATION.
+# the same server process's, in the same round), and the CPU time the server process ($server_pid)
+# spent a response. With LIMIT, the run ends after LIMIT responses (or 120 s) instead of DURATION.
+#
+# The CPU time is what one request costs the server itself, whatever the machine's speed does
+# meanwhile and whatever the client costs: requests/s on 2 cores shared with wrk carries both.
 measure() {
     local id="$1" server="$2" route="$3" tokens="$4" cache="$5" target="$6" file="$7" limit="${8:-0}" line
+    local cpu_before
+    cpu_before="$(cpu_ticks "$server_pid")"
     if [ "$limit" != 0 ]; then
         log "measuring $id: $server $route, $tokens, cache $cache ($limit responses)"
         line="$(run_wrk 120s "$target" "$file" "$limit" 200)"
@@ -243,11 +252,14 @@ measure() {
         log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
         line="$(run_wrk "$DURATION" "$target" "$file")"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
+    local cpu_ticks_used=$(($(cpu_ticks "$server_pid") - cpu_before))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
         "$(field rps <<<"$line")" "$(field p99_us <<<"$line")" "$(field requests <<<"$line")" \
-        "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" "$round" "$base" >>"$work/results.tsv"
+        "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" "$round" "$base" \
+        "$(python3 -c "print(f'{$cpu_ticks_used * 1e6 / $CLK_TCK / max(1, $(field requests <<<"$line")):.1f}')")" \
+        >>"$work/results.tsv"
 }
-round=1 base=health
+round=1 base=health server_pid=
 warm() { # URL TOKEN_FILE
     run_wrk "$WARMUP" "$1" "$2" >/dev/null
 }
@@ -327,7 +339,7 @@ rounds() { # COMMAND...: runs COMMAND once a round, $round set
 }
 
 ours ours-cache-on "$AUDIENCE" --token-cache on
-on_pid=$pid on_url=$url
+on_pid=$pid on_url=$url server_pid=$pid
 sanity "$url"
 warm "$url/me" "$work/one.txt"
 shipped_defaults() {
@@ -348,7 +360,7 @@ rounds shipped_defaults
 stop "$on_pid"
 
 ours ours-cache-off "$AUDIENCE" --token-cache off
-off_pid=$pid off_url=$url
+off_pid=$pid off_url=$url server_pid=$pid
 sanity "$url"
 warm "$url/me" "$work/one.txt"
 cache_off() {
@@ -364,7 +376,7 @@ stop "$off_pid"
 # The many-users run again with a cache sized for them (twice the entries: admission is on the
 # second success, and the cache's own admission policy keeps headroom), warmed with two passes.
 ours ours-cache-sized "$AUDIENCE" --token-cache on --token-cache-entries $((USERS * 2))
-sized_pid=$pid sized_url=$url
+sized_pid=$pid sized_url=$url server_pid=$pid
 sanity "$url"
 warm "$url/me" "$work/users.txt"
 warm "$url/me" "$work/users.txt"
@@ -379,7 +391,7 @@ stop "$sized_pid"
 if [ "$PEERS" != 0 ]; then
     for kind in $PEER_KINDS; do
         peer "$kind" "$kind" "$AUDIENCE"
-        peer_pid=$pid peer_url=$url
+        peer_pid=$pid peer_url=$url server_pid=$pid
         sanity "$url"
         warm "$url/me" "$work/one.txt"
         a_peer() {
@@ -634,13 +646,21 @@ from statistics import median
 results, memory, duration, connections, users, rounds = sys.argv[1:7]
 rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
 # id -> {round: rps}; id -> its row's description; id -> the id of its /health
-per_round, about, base_of, errors = {}, {}, {}, {}
-for ident, server, route, tokens, cache, r_s, p99_us, requests, non2xx, sockerr, rnd, base in rows:
+per_round, about, base_of, errors, cpu_round = {}, {}, {}, {}, {}
+for ident, server, route, tokens, cache, r_s, p99_us, requests, non2xx, sockerr, rnd, base, cpu_us in rows:
     per_round.setdefault(ident, {})[rnd] = float(r_s)
+    cpu_round.setdefault(ident, {})[rnd] = float(cpu_us)
     about.setdefault(ident, (server, route, tokens, cache, []))[4].append(int(p99_us))
     base_of[ident] = base
     errors[ident] = errors.get(ident, 0) + int(non2xx) + int(sockerr)
 rps = {ident: median(runs.values()) for ident, runs in per_round.items()}
+cpu = {ident: median(runs.values()) for ident, runs in cpu_round.items()}
+
+def cpu_beyond(ident):
+    """The server CPU a request of ident costs beyond one of its own /health: median of rounds."""
+    base = cpu_round.get(base_of.get(ident, ""), {})
+    extra = [c - base[rnd] for rnd, c in cpu_round.get(ident, {}).items() if rnd in base]
+    return median(extra) if extra else None
 
 def own(ident):
     """The median over rounds of ident's requests/s ÷ its own server's /health in that round."""
@@ -654,13 +674,13 @@ def spread(ident):
 
 print(f"### Throughput (wrk -t1 -c{connections} -d{duration} --latency, loopback, 2 cores shared; "
       f"median of {rounds} interleaved rounds)\n")
-print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | errors |")
-print("|---|---|---|---|---:|---:|---:|---:|---:|")
+print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | server CPU µs a request (median) | errors |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 for ident, (server, route, tokens, cache, p99s) in about.items():
     ratio = own(ident)
     ratio = f"{ratio:.2f}" if ratio is not None and route != "/health" else ""
     print(f"| {server} | {route} | {tokens} | {cache} | {rps[ident]:,.0f} | {spread(ident)} | "
-          f"{median(p99s) / 1000:.2f} ms | {ratio} | {errors[ident]} |")
+          f"{median(p99s) / 1000:.2f} ms | {ratio} | {cpu[ident]:.1f} | {errors[ident]} |")
 
 def ratio(a, b=None):
     """ a ÷ its own /health (b None, per round), or ÷ b (medians: different servers, different times)."""
@@ -699,14 +719,17 @@ for peer in peers:
 
 if "ours-new-on" in rps:
     print("\n### Never-seen tokens (each sent once; RS256-2048; a run ends after its round's last response)\n")
-    print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | requests/s (median) | range |")
-    print("|---|---:|---:|---:|")
+    print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | requests/s (median) | range | server CPU µs a request | beyond its own `/health` |")
+    print("|---|---:|---:|---:|---:|---:|")
     new = [("tower-bearer, token cache on (shipped default)", "ours-new-on"),
            ("tower-bearer, `--token-cache off`", "ours-new-off")]
     new += [(peer, f"{peer}-new") for peer in peers]
     for label, ident in new:
         if ident in rps:
-            print(f"| {label} | {own(ident):.2f} | {rps[ident]:,.0f} | {spread(ident)} |")
+            print(f"| {label} | {own(ident):.2f} | {rps[ident]:,.0f} | {spread(ident)} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} |")
+    print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
+          "(/proc, 10 ms ticks). It does not move with the machine's speed between runs the way requests/s do, "
+          "and it leaves out the client's share of the 2 cores.")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:
