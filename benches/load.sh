@@ -238,8 +238,8 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 # the same server process's, in the same round), and the CPU time the server process ($server_pid)
 # spent a response. With LIMIT, the run ends after LIMIT responses (or 120 s) instead of DURATION.
 #
-# The CPU time is what one request costs the server itself, whatever the machine's speed does
-# meanwhile and whatever the client costs: requests/s on 2 cores shared with wrk carries both.
+# The CPU time is what one request costs the server itself, whatever the client costs meanwhile:
+# requests/s on 2 cores shared with wrk carries both (the machine's speed moves either).
 measure() {
     local id="$1" server="$2" route="$3" tokens="$4" cache="$5" target="$6" file="$7" limit="${8:-0}" line
     local cpu_before
@@ -728,8 +728,8 @@ if "ours-new-on" in rps:
         if ident in rps:
             print(f"| {label} | {own(ident):.2f} | {rps[ident]:,.0f} | {spread(ident)} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} |")
     print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
-          "(/proc, 10 ms ticks). It does not move with the machine's speed between runs the way requests/s do, "
-          "and it leaves out the client's share of the 2 cores.")
+          "(/proc, 10 ms ticks). It leaves out the client's share of the 2 cores, which requests/s carry; "
+          "it still moves with the machine's speed.")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:
