@@ -20,7 +20,7 @@ use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::FetchError;
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
 use crate::outbound::{Auth, HttpClient, Url, http_url};
-use crate::principal::{Principal, PrincipalData, TokenKind};
+use crate::principal::{ClaimsJson, Principal, PrincipalData, TokenKind};
 use crate::throttle::Throttle;
 use crate::time::{Clock, LONGEST_LIFETIME, TimeWindow, later};
 use crate::validate::{RequestView, Validator, Verdict};
@@ -692,7 +692,7 @@ impl Inner {
             expires_at: claims.exp,
             issued_at: claims.iat,
             cnf: claims.cnf,
-            claims: raw,
+            claims: ClaimsJson::Raw(raw),
         });
         Ok(Entry {
             principal: Ok(principal),

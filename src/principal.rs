@@ -3,7 +3,7 @@
 //! both validation and scope policy, so data flows one way.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -100,14 +100,60 @@ pub(crate) struct PrincipalData {
     /// The `cnf` claim: what binds the token to its sender.
     #[serde(skip)]
     pub(crate) cnf: Confirmation,
-    /// The verified claims object, verbatim: a `RawValue`, so serializing a principal copies it
-    /// instead of parsing it again.
-    pub(crate) claims: Box<RawValue>,
+    /// The verified claims object, verbatim.
+    pub(crate) claims: ClaimsJson,
+}
+
+/// A principal's claims: a JSON object's text, verbatim.
+///
+/// Serializing a principal copies the object into the output as a `RawValue` instead of parsing
+/// it into values. A JWT's claims are checked as JSON once, by the pass that reads the registered
+/// claims, and kept as text ([`ClaimsJson::checked`]): their `RawValue` is made on the first
+/// serialization and kept, so a principal never serialized (most) costs one JSON pass instead of
+/// two, and one served from the token cache again and again is checked a second time once.
+pub(crate) enum ClaimsJson {
+    Raw(Box<RawValue>),
+    Checked { text: Box<str>, raw: OnceLock<Box<RawValue>> },
+}
+
+impl ClaimsJson {
+    /// `text`, which a serde_json pass over the whole of it has just accepted: as JSON it is what
+    /// `RawValue` accepts too (the same scanner skips what that pass did not read).
+    pub(crate) fn checked(text: String) -> Self {
+        ClaimsJson::Checked { text: text.into_boxed_str(), raw: OnceLock::new() }
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            ClaimsJson::Raw(raw) => raw.get(),
+            ClaimsJson::Checked { text, .. } => text,
+        }
+    }
+
+    fn raw(&self) -> &RawValue {
+        match self {
+            ClaimsJson::Raw(raw) => raw,
+            ClaimsJson::Checked { text, raw } => raw.get_or_init(|| {
+                // Cannot fail for checked text; `{}` rather than a panic if it ever did.
+                RawValue::from_string(text.to_string()).unwrap_or_else(|_| empty_raw_object())
+            }),
+        }
+    }
+}
+
+impl Serialize for ClaimsJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw().serialize(s)
+    }
+}
+
+fn empty_raw_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("valid JSON")
 }
 
 /// `{}`.
-fn empty_object() -> Box<RawValue> {
-    RawValue::from_string("{}".to_owned()).expect("valid JSON")
+fn empty_object() -> ClaimsJson {
+    ClaimsJson::Raw(empty_raw_object())
 }
 
 /// Builds a [`Principal`] for a [`Validator`](crate::Validator) of your own. Every field but the kind is optional.
@@ -189,7 +235,7 @@ impl PrincipalBuilder {
     pub fn claims(mut self, claims: serde_json::Value) -> Self {
         self.data.claims = match claims {
             serde_json::Value::Object(_) => {
-                serde_json::value::to_raw_value(&claims).unwrap_or_else(|_| empty_object())
+                serde_json::value::to_raw_value(&claims).map_or_else(|_| empty_object(), ClaimsJson::Raw)
             }
             _ => empty_object(),
         };
@@ -268,7 +314,7 @@ impl Principal {
     }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {
-        self.0.claims.get()
+        self.0.claims.text()
     }
     /// Reads the verified claims as your own type.
     ///
@@ -281,7 +327,7 @@ impl Principal {
     /// # Ok(()) }
     /// ```
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.claims.get())
+        serde_json::from_str(self.0.claims.text())
     }
     /// One claim by name, parsed on demand.
     pub fn claim(&self, name: &str) -> Option<serde_json::Value> {
@@ -372,6 +418,18 @@ pub(crate) fn cnf_claim<'de, D: Deserializer<'de>>(d: D) -> Result<Confirmation,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_claims_serialize_verbatim_every_time() {
+        let text = r#"{"sub":"u","n":[1, 2.50],"s":"\u00e9"}"#;
+        let mut principal = Principal::builder(TokenKind::Jwt).subject("u").build();
+        Arc::get_mut(&mut principal.0).unwrap().claims = ClaimsJson::checked(text.to_owned());
+        assert_eq!(principal.raw_claims(), text);
+        let first = serde_json::to_string(&principal).unwrap();
+        assert!(first.contains(&format!(r#""claims":{text}"#)), "{first}");
+        assert_eq!(serde_json::to_string(&principal).unwrap(), first, "the kept RawValue");
+        assert_eq!(principal.claim("s"), Some(json!("é")));
+    }
     use serde_json::json;
 
     #[test]

@@ -14,13 +14,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde_json::value::RawValue;
 
 use crate::base64url;
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
-use crate::principal::{Principal, PrincipalData, TokenKind};
+use crate::principal::{ClaimsJson, Principal, PrincipalData, TokenKind};
 use crate::throttle::Throttle;
 use crate::time::{Clock, TimeWindow};
 use crate::validate::{RequestView, Validator, Verdict};
@@ -225,11 +224,11 @@ impl Inner {
         if payload.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
         }
-        // Checked UTF-8 and JSON first, kept verbatim for the principal (the decoded buffer
-        // itself, not a copy); then the claims we read.
+        // One pass reads the claims we need and checks the whole object as JSON (what it does not
+        // read it skips with the scanner `RawValue` uses); the decoded buffer itself is then kept
+        // verbatim for the principal, not a copy.
         let payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
-        let raw = RawValue::from_string(payload).map_err(|_| InvalidToken::Malformed)?;
-        let claims: RegisteredClaims = serde_json::from_str(raw.get())
+        let claims: RegisteredClaims = serde_json::from_str(&payload)
             .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
         self.policy.check(&claims, now)?;
         if claims.is_id_token() {
@@ -247,7 +246,7 @@ impl Inner {
             expires_at: claims.exp,
             issued_at: claims.iat,
             cnf: claims.cnf,
-            claims: raw,
+            claims: ClaimsJson::checked(payload),
         });
         Ok(Verified { principal, nbf, key: None })
     }

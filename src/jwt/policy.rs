@@ -217,6 +217,50 @@ mod tests {
         assert!(claims(r#"{"exp":1,"exp":2}"#).is_err(), "duplicate members are rejected");
     }
 
+    /// A principal keeps the claims text this pass accepted as JSON without a second check: so
+    /// whatever it accepts, `RawValue` must accept too (its serialization relies on it).
+    #[test]
+    fn what_the_claims_pass_accepts_is_json() {
+        let base = r#"{"iss":"https://i","sub":"u\u00e9","aud":["a","b"],"exp":1e3,"scope":"x y","jti":"j","ext":{"n":[1,-2.5e-3,true,false,null,"\ud83d\ude00"]},"cnf":{"jkt":"k"}}"#;
+        let tricky = [
+            r#"{"ext":"\ud800"}"#,
+            r#"{"ext":"\udc00x"}"#,
+            "{\"ext\":\"a\u{1}b\"}",
+            r#"{"ext":"\x"}"#,
+            r#"{"ext":01}"#,
+            r#"{"ext":1.}"#,
+            r#"{"ext":-}"#,
+            r#"{"ext":1e}"#,
+            r#"{"ext":1e400}"#,
+            r#"{"ext":NaN}"#,
+            r#"{"ext":tru}"#,
+            r#"{"ext":[1,]}"#,
+            r#"{"ext":1,}"#,
+            r#"{"ext":1} x"#,
+            r#"{"ext":1,"ext":2}"#,
+            r#"{"ext":{"a":1,"a":2}}"#,
+        ];
+        let deep = format!(r#"{{"ext":{}1{}}}"#, "[".repeat(130), "]".repeat(130));
+        let mut texts: Vec<String> =
+            tricky.iter().map(|t| t.to_string()).chain([deep, base.to_owned()]).collect();
+        // The valid claims with each character replaced by each of a few troublemakers.
+        for (i, _) in base.char_indices() {
+            for bad in ["\"", "\\", ",", "}", "]", "{", "[", ":", "0", "-", "e", " ", "\u{7f}", "\u{0}"] {
+                texts.push(format!("{}{}{}", &base[..i], bad, &base[i + 1..]));
+            }
+        }
+        let (mut accepted, mut refused) = (0, 0);
+        for text in &texts {
+            if claims(text).is_ok() {
+                accepted += 1;
+                assert!(serde_json::value::RawValue::from_string(text.clone()).is_ok(), "{text}");
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 100 && refused > 1000, "{accepted} accepted, {refused} refused");
+    }
+
     #[test]
     fn scopes_from_both_claims() {
         let c = claims(r#"{"scope":"a b","scp":["b","c"]}"#).unwrap();
