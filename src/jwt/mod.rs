@@ -176,12 +176,13 @@ impl Inner {
         if token.len() > self.max_token_bytes {
             return Err(InvalidToken::TooLarge);
         }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // memchr finds the dots with SIMD: `split('.')` scanned the token's kilobyte a word at a time.
+        let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+        let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
             return Err(InvalidToken::Malformed);
         };
+        let (header_b64, payload, signature) =
+            (&token[..first], &token[first + 1..second], &token[second + 1..]);
         if header_b64.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(InvalidToken::Malformed);
         }
