@@ -252,11 +252,13 @@ measure() {
         log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
         line="$(run_wrk "$DURATION" "$target" "$file")"
     fi
-    local cpu_ticks_used=$(($(cpu_ticks "$server_pid") - cpu_before))
+    local cpu_after cpu_us
+    cpu_after="$(cpu_ticks "$server_pid")"
+    cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$CLK_TCK" -v n="$(field requests <<<"$line")" \
+        'BEGIN { printf "%.1f", t * 1e6 / hz / (n > 0 ? n : 1) }')"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$server" "$route" "$tokens" "$cache" \
         "$(field rps <<<"$line")" "$(field p99_us <<<"$line")" "$(field requests <<<"$line")" \
-        "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" "$round" "$base" \
-        "$(python3 -c "print(f'{$cpu_ticks_used * 1e6 / $CLK_TCK / max(1, $(field requests <<<"$line")):.1f}')")" \
+        "$(field non2xx <<<"$line")" "$(field sockerr <<<"$line")" "$round" "$base" "$cpu_us" \
         >>"$work/results.tsv"
 }
 round=1 base=health server_pid=
@@ -728,7 +730,7 @@ if "ours-new-on" in rps:
         if ident in rps:
             print(f"| {label} | {own(ident):.2f} | {rps[ident]:,.0f} | {spread(ident)} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} |")
     print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
-          "(/proc, 10 ms ticks). It leaves out the client's share of the 2 cores, which requests/s carry; "
+          "(/proc, in clock ticks: 10 ms on Linux). It leaves out the client's share of the 2 cores, which requests/s carry; "
           "it still moves with the machine's speed.")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]

@@ -425,9 +425,12 @@ mod tests {
         let mut principal = Principal::builder(TokenKind::Jwt).subject("u").build();
         Arc::get_mut(&mut principal.0).unwrap().claims = ClaimsJson::checked(text.to_owned());
         assert_eq!(principal.raw_claims(), text);
+        let ClaimsJson::Checked { raw, .. } = &principal.0.claims else { unreachable!() };
+        assert!(raw.get().is_none(), "no RawValue before a serialization");
         let first = serde_json::to_string(&principal).unwrap();
         assert!(first.contains(&format!(r#""claims":{text}"#)), "{first}");
-        assert_eq!(serde_json::to_string(&principal).unwrap(), first, "the kept RawValue");
+        assert!(raw.get().is_some(), "made by the first serialization, and kept");
+        assert_eq!(serde_json::to_string(&principal).unwrap(), first);
         assert_eq!(principal.claim("s"), Some(json!("é")));
     }
     use serde_json::json;

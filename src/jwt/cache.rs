@@ -393,9 +393,15 @@ mod tests {
     #[test]
     fn round_robin_tokens_sharing_a_set_are_all_admitted() {
         let doorkeeper = Doorkeeper::new(512); // 1 024 slots, 256 sets
-        let hasher = TailHash::default();
-        let tokens: Vec<u64> =
-            (0..300).map(|i| hasher.hash_one(format!("header.payload.signature-tail-{i:04}"))).collect();
+        // Fixed pseudo-random hashes (SplitMix64), not a per-process key: how many tokens crowd
+        // one set is then the same on every run, and the test cannot pass or fail by luck.
+        let splitmix = |i: u64| {
+            let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let tokens: Vec<u64> = (0..300).map(splitmix).collect();
         for token in &tokens {
             assert!(!doorkeeper.seen_again(*token), "first pass: nothing seen yet");
         }

@@ -228,9 +228,18 @@ impl Inner {
         // One pass reads the claims we need and checks the whole object as JSON (what it does not
         // read it skips with the scanner `RawValue` uses); the decoded buffer itself is then kept
         // verbatim for the principal, not a copy.
-        let payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
-        let claims: RegisteredClaims = serde_json::from_str(&payload)
-            .map_err(|e| if e.is_data() { InvalidToken::InvalidClaim } else { InvalidToken::Malformed })?;
+        let mut payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
+        let claims: RegisteredClaims = serde_json::from_str(&payload).map_err(|e| {
+            // A wrong claim type stops the pass early: the text after it may not be JSON at all,
+            // which makes the token malformed, as checking the whole text first used to say.
+            if e.is_data() && serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_ok() {
+                InvalidToken::InvalidClaim
+            } else {
+                InvalidToken::Malformed
+            }
+        })?;
+        // What follows the object can only be JSON whitespace: kept out, as `RawValue` did.
+        payload.truncate(payload.trim_end().len());
         self.policy.check(&claims, now)?;
         if claims.is_id_token() {
             return Err(InvalidToken::WrongType);
