@@ -658,17 +658,19 @@ for ident, server, route, tokens, cache, r_s, p99_us, requests, non2xx, sockerr,
 rps = {ident: median(runs.values()) for ident, runs in per_round.items()}
 cpu = {ident: median(runs.values()) for ident, runs in cpu_round.items()}
 
+def against_own_health(table, ident, compare):
+    """compare(ident's value, its own server's /health value) in each round: the median."""
+    base = table.get(base_of.get(ident, ""), {})
+    values = [compare(v, base[rnd]) for rnd, v in table.get(ident, {}).items() if rnd in base]
+    return median(values) if values else None
+
 def cpu_beyond(ident):
     """The server CPU a request of ident costs beyond one of its own /health: median of rounds."""
-    base = cpu_round.get(base_of.get(ident, ""), {})
-    extra = [c - base[rnd] for rnd, c in cpu_round.get(ident, {}).items() if rnd in base]
-    return median(extra) if extra else None
+    return against_own_health(cpu_round, ident, lambda c, base: c - base)
 
 def own(ident):
     """The median over rounds of ident's requests/s ÷ its own server's /health in that round."""
-    base = per_round.get(base_of.get(ident, ""), {})
-    ratios = [r_s / base[rnd] for rnd, r_s in per_round.get(ident, {}).items() if rnd in base]
-    return median(ratios) if ratios else None
+    return against_own_health(per_round, ident, lambda r_s, base: r_s / base)
 
 def spread(ident):
     runs = per_round[ident].values()

@@ -1,8 +1,5 @@
 //! One layer, both kinds of token: JWTs validated locally, everything else introspected.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use crate::introspect::Introspector;
 use crate::jwt::JwtValidator;
 use crate::validate::{RequestView, Validator, Verdict};
@@ -58,18 +55,15 @@ impl JwtOrOpaque {
 /// Whether `token` looks like a JWS compact serialization. A cheap test on shape only: the
 /// JWT validator does the real parsing.
 pub(crate) fn is_jwt_shaped(token: &str) -> bool {
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let Some((header, _, _)) = crate::jwt::compact_parts(token) else {
         return false;
     };
     // `{` is 0x7B: the first base64url character of any JSON object header is `e`.
     // Four characters decode to three bytes: into a stack buffer, on every request.
     let mut head = [0u8; 3];
     header.starts_with('e')
-        && URL_SAFE_NO_PAD
-            .decode_slice(header.get(..4).unwrap_or(header), &mut head)
-            .is_ok_and(|len| len > 0 && head[0] == b'{')
+        && crate::base64url::decode_into(header.get(..4).unwrap_or(header), &mut head)
+            .is_some_and(|head| head.first() == Some(&b'{'))
 }
 
 impl Validator for JwtOrOpaque {
