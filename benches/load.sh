@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark of tower-bearer (issue 5, parts 4-6): wrk against the release build of
 # examples/resource_server.rs and, side by side, the same routes behind jwt-authorizer and
-# tower-oauth2-resource-server, and aliri_tower (benches/peers), then resident memory under floods of distinct
+# tower-oauth2-resource-server, and aliri_tower (benches/peers), and the floor (benches/peers too:
+# the RS256 signature check alone, with a key parsed once: the least any server can do for a
+# token it has never seen), then resident memory under floods of distinct
 # valid and garbage tokens; and (issue 9) one route through gateways: an upstream alone, nginx in
 # front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
 # markdown tables on stdout; progress goes to stderr.
@@ -9,11 +11,12 @@
 #   benches/load.sh                    # DURATION=5s, ROUNDS=3: about 10 minutes once built
 #   DURATION=3s ROUNDS=1 PEERS=0 benches/load.sh
 #
-# Throughput runs are repeated in ROUNDS interleaved rounds: on each server, round after round,
-# its `/health` runs and then its authenticated ones. A ratio is taken within a round (a run ÷ the
-# same round's `/health`), and the tables give the median over the rounds: this 2-core VM's speed
-# drifts by 10-25 % within minutes, and one run of each would measure the drift as much as the
-# servers.
+# Throughput runs are repeated in ROUNDS rounds. All servers are up at once, and each round
+# visits every one of them in turn (the order rotates from round to round): a server's `/health`,
+# then its authenticated runs. A ratio is taken within a round (a run ÷ the same round's
+# `/health`, or ÷ the floor's run of that round), and the tables give the median over the rounds:
+# this 2-core VM's speed drifts by 10-25 % within minutes, and one run of each would measure the
+# drift as much as the servers.
 #
 # Environment:
 #   DURATION=5s      each measured wrk run (all runs: wrk -t1 -c$CONNECTIONS -d$DURATION --latency)
@@ -22,8 +25,9 @@
 #   WARMUP=1s        a wrk run with one token on each server before its measurements
 #   USERS=10000      distinct tokens of the "many users" runs (round-robin)
 #   NEW_TOKENS=100000  tokens of the never-seen runs of each server: each sent once, split over the
-#                    rounds (a run ends after its share of responses); 0 skips them
-#   PEERS=1          0 skips the peers (and their build)
+#                    rounds (a run ends after its share of responses); 0 skips them. Ours also
+#                    runs as many on /hello: 2 × NEW_TOKENS are minted
+#   PEERS=1          0 skips the peers and the floor (and their build)
 #   MEMORY=1         0 skips the memory floods
 #   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
 #   GATEWAY=1        0 skips the gateways (and the build of the tower-bearer binary)
@@ -32,6 +36,7 @@
 #   GATEWAY_LOG=warn TOWER_BEARER_LOG of the auth service and the proxy (`info` logs one line a
 #                    request, as by default; nginx runs its shipped config: access_log off)
 #   DEV_PORT=        port of the development issuer (default: a free one)
+#   RESULTS_TSV=     a path: every throughput run's row (each round's) is copied there at exit
 #
 # Every server listens on 127.0.0.1 and wrk only ever targets 127.0.0.1. Every run has a fixed
 # duration (the memory floods stop after MEMORY_TOKENS responses, or after 120 s at most).
@@ -76,6 +81,9 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done 2>/dev/null
+    if [ -n "${RESULTS_TSV:-}" ] && [ -e "$work/results.tsv" ]; then
+        cp "$work/results.tsv" "$RESULTS_TSV" || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -275,9 +283,10 @@ mint=$USERS
 if [ "$MEMORY" != 0 ] && [ "$MEMORY_TOKENS" -gt "$mint" ]; then
     mint=$MEMORY_TOKENS
 fi
-# The never-seen tokens come after the many-users ones: no server has seen them in any run.
-if [ $((USERS + NEW_TOKENS)) -gt "$mint" ]; then
-    mint=$((USERS + NEW_TOKENS))
+# The never-seen tokens come after the many-users ones: no server has seen them in any run. Twice
+# NEW_TOKENS: ours runs them on /me and, with the other half, on /hello.
+if [ $((USERS + 2 * NEW_TOKENS)) -gt "$mint" ]; then
+    mint=$((USERS + 2 * NEW_TOKENS))
 fi
 [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
 per_round=$((NEW_TOKENS / ROUNDS))
@@ -287,10 +296,13 @@ start issuer "$EXAMPLE" --quiet --listen 127.0.0.1:0 --dev-port "$DEV_PORT" \
 issuer_pid=$pid
 head -n 1 "$work/all-tokens.txt" >"$work/one.txt"
 head -n "$USERS" "$work/all-tokens.txt" >"$work/users.txt"
-# Never seen by any server when its run starts: after the many-users tokens, one slice a round.
+# Never seen by any server when its run starts: after the many-users tokens, one slice a round
+# (new-R.txt), then as many for ours' /hello runs (hello-R.txt).
 for ((r = 1; r <= ROUNDS; r++)); do
     # sed, not tail | head: head leaving early would end tail with SIGPIPE, and pipefail the script.
     sed -n "$((USERS + 1 + (r - 1) * per_round)),$((USERS + r * per_round))p" "$work/all-tokens.txt" >"$work/new-$r.txt"
+    from=$((USERS + NEW_TOKENS))
+    sed -n "$((from + 1 + (r - 1) * per_round)),$((from + r * per_round))p" "$work/all-tokens.txt" >"$work/hello-$r.txt"
 done
 token="$(cat "$work/one.txt")"
 last="$(tail -n 1 "$work/users.txt")"
@@ -331,83 +343,102 @@ sanity() { # URL
     expect_status 401 "$1/me" "$token.x"
 }
 
-fresh() { # ID SERVER CACHE URL: this round's slice of the never-seen tokens
-    [ "$per_round" = 0 ] || measure "$1" "$2" /me "never-seen ($per_round a round)" "$3" "$4/me" "$work/new-$round.txt" "$per_round"
-}
-rounds() { # COMMAND...: runs COMMAND once a round, $round set
-    for ((round = 1; round <= ROUNDS; round++)); do
-        "$@"
-    done
+fresh() { # ID SERVER CACHE URL [ROUTE SLICES]: this round's slice of the never-seen tokens
+    local route="${5:-/me}" slices="${6:-new}"
+    [ "$per_round" = 0 ] ||
+        measure "$1" "$2" "$route" "never-seen ($per_round a round)" "$3" "$4$route" "$work/$slices-$round.txt" "$per_round"
 }
 
+# Every server is started first and stays up; then each round visits them all, one after the
+# other, in an order that rotates from round to round. A round's runs of one server (its /health
+# first) take a minute, the whole round a few: the machine's drift then moves every server's
+# round alike, and a comparison across servers within a round (the floor's column) means
+# something. The idle servers cost nothing meanwhile (no traffic, no timers due).
+declare -A srv_pid srv_url
+up() { # KEY: the server `start` just started ($pid, $url) is checked, warmed and kept as KEY
+    srv_pid[$1]=$pid srv_url[$1]=$url
+    sanity "$url"
+    warm "$url/me" "$work/one.txt"
+}
 ours ours-cache-on "$AUDIENCE" --token-cache on
-on_pid=$pid on_url=$url server_pid=$pid
-sanity "$url"
-warm "$url/me" "$work/one.txt"
-shipped_defaults() {
-    base=health
-    measure health ours /health "no token" - "$on_url/health" "$work/none.txt"
-    # The same bare route sent the one token's `Authorization` header (which /health ignores): the
-    # request bytes of the authenticated runs, without the layer. The difference to the run above
-    # is what a 1 KiB header costs the client, the kernel and the HTTP parser, not the layer.
-    measure health-token ours /health "1 token, ignored" - "$on_url/health" "$work/one.txt"
-    fresh ours-new-on ours on "$on_url"
-    measure ours-1-on ours /me "1 token" on "$on_url/me" "$work/one.txt"
-    measure ours-10k-on ours /me "$USERS tokens" on "$on_url/me" "$work/users.txt"
-    # /me answers the whole principal as JSON (about 450 bytes); /hello, behind the same validator
-    # (optional authentication), answers `hello <sub>` like the peers' /me: the handler's share.
-    measure ours-hello-on ours /hello "1 token" on "$on_url/hello" "$work/one.txt"
-}
-rounds shipped_defaults
-stop "$on_pid"
-
+up on
 ours ours-cache-off "$AUDIENCE" --token-cache off
-off_pid=$pid off_url=$url server_pid=$pid
-sanity "$url"
-warm "$url/me" "$work/one.txt"
-cache_off() {
-    base=health-off
-    measure health-off ours /health "no token" - "$off_url/health" "$work/none.txt"
-    fresh ours-new-off ours off "$off_url"
-    measure ours-1-off ours /me "1 token" off "$off_url/me" "$work/one.txt"
-    measure ours-10k-off ours /me "$USERS tokens" off "$off_url/me" "$work/users.txt"
-}
-rounds cache_off
-stop "$off_pid"
-
+up off
 # The many-users run again with a cache sized for them (twice the entries: admission is on the
-# second success, and the cache's own admission policy keeps headroom), warmed with two passes.
+# second success, and the cache's own admission policy keeps headroom).
 ours ours-cache-sized "$AUDIENCE" --token-cache on --token-cache-entries $((USERS * 2))
-sized_pid=$pid sized_url=$url server_pid=$pid
-sanity "$url"
-warm "$url/me" "$work/users.txt"
-warm "$url/me" "$work/users.txt"
-cache_sized() {
-    base=health-sized
-    measure health-sized ours /health "no token" - "$sized_url/health" "$work/none.txt"
-    measure ours-10k-sized ours /me "$USERS tokens" "on, $((USERS * 2)) entries" "$sized_url/me" "$work/users.txt"
-}
-rounds cache_sized
-stop "$sized_pid"
-
+up sized
+order=(on off sized)
 if [ "$PEERS" != 0 ]; then
-    for kind in $PEER_KINDS; do
+    # The floor runs like a peer (it checks no audience: not in the refusal check above).
+    for kind in $PEER_KINDS floor; do
         peer "$kind" "$kind" "$AUDIENCE"
-        peer_pid=$pid peer_url=$url server_pid=$pid
-        sanity "$url"
-        warm "$url/me" "$work/one.txt"
-        a_peer() {
-            base="$kind-health"
-            measure "$kind-health" "$kind" /health "no token" - "$peer_url/health" "$work/none.txt"
-            measure "$kind-health-token" "$kind" /health "1 token, ignored" - "$peer_url/health" "$work/one.txt"
-            fresh "$kind-new" "$kind" - "$peer_url"
-            measure "$kind-1" "$kind" /me "1 token" - "$peer_url/me" "$work/one.txt"
-            measure "$kind-10k" "$kind" /me "$USERS tokens" - "$peer_url/me" "$work/users.txt"
-        }
-        rounds a_peer
-        stop "$peer_pid"
+        up "$kind"
+        order+=("$kind")
     done
 fi
+
+visit() { # KEY: this round's runs on that server, its own /health first
+    local url="${srv_url[$1]}"
+    server_pid="${srv_pid[$1]}"
+    case "$1" in
+    on)
+        base=health
+        measure health ours /health "no token" - "$url/health" "$work/none.txt"
+        # The same bare route sent the one token's `Authorization` header (which /health ignores):
+        # the request bytes of the authenticated runs, without the layer. The difference to the
+        # run above is what a 1 KiB header costs the client, the kernel and the HTTP parser.
+        measure health-token ours /health "1 token, ignored" - "$url/health" "$work/one.txt"
+        fresh ours-new-on ours on "$url"
+        # The same on /hello, whose answer (`hello <sub>`) is the peers' /me: /me answers the
+        # principal as JSON, which a never-seen principal pays in full.
+        fresh ours-new-hello-on ours on "$url" /hello hello
+        measure ours-1-on ours /me "1 token" on "$url/me" "$work/one.txt"
+        measure ours-10k-on ours /me "$USERS tokens" on "$url/me" "$work/users.txt"
+        # /me answers the whole principal as JSON (about 450 bytes); /hello, behind the same
+        # validator (optional authentication), answers `hello <sub>` like the peers' /me: the
+        # handler's share.
+        measure ours-hello-on ours /hello "1 token" on "$url/hello" "$work/one.txt"
+        ;;
+    off)
+        base=health-off
+        measure health-off ours /health "no token" - "$url/health" "$work/none.txt"
+        fresh ours-new-off ours off "$url"
+        measure ours-1-off ours /me "1 token" off "$url/me" "$work/one.txt"
+        measure ours-10k-off ours /me "$USERS tokens" off "$url/me" "$work/users.txt"
+        ;;
+    sized)
+        # Warmed with two passes (unmeasured) each round: entries live 5 minutes at most, and a
+        # round can take longer.
+        warm "$url/me" "$work/users.txt"
+        warm "$url/me" "$work/users.txt"
+        base=health-sized
+        measure health-sized ours /health "no token" - "$url/health" "$work/none.txt"
+        measure ours-10k-sized ours /me "$USERS tokens" "on, $((USERS * 2)) entries" "$url/me" "$work/users.txt"
+        ;;
+    *)
+        base="$1-health"
+        measure "$1-health" "$1" /health "no token" - "$url/health" "$work/none.txt"
+        measure "$1-health-token" "$1" /health "1 token, ignored" - "$url/health" "$work/one.txt"
+        fresh "$1-new" "$1" - "$url"
+        measure "$1-1" "$1" /me "1 token" - "$url/me" "$work/one.txt"
+        measure "$1-10k" "$1" /me "$USERS tokens" - "$url/me" "$work/users.txt"
+        if [ "$1" = floor ]; then
+            # The least a cache can do: the token's text looked up in a set, nothing else checked.
+            measure floor-remembered-1 floor /remembered "1 token" "a set of tokens" "$url/remembered" "$work/one.txt"
+            measure floor-remembered-10k floor /remembered "$USERS tokens" "a set of tokens" "$url/remembered" "$work/users.txt"
+        fi
+        ;;
+    esac
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+    for ((i = 0; i < ${#order[@]}; i++)); do
+        visit "${order[$(((i + round - 1) % ${#order[@]}))]}"
+    done
+done
+for key in "${order[@]}"; do
+    stop "${srv_pid[$key]}"
+done
 
 # --- gateways (issue 9) ------------------------------------------------------------------------
 # One route, `GET /items/1` with the one token (the same requests and wrk settings as above):
@@ -664,6 +695,16 @@ def against_own_health(table, ident, compare):
     values = [compare(v, base[rnd]) for rnd, v in table.get(ident, {}).items() if rnd in base]
     return median(values) if values else None
 
+def per_round_median(values):
+    return median(values) if values else None
+
+def versus_floor(ident, compare):
+    """compare(ident's round, the floor's same round) for rounds both ran: the median. The floor
+    ran in the same round, minutes at most apart: not the same moment, but the same stretch."""
+    floor = "floor-new"
+    rounds_both = [r for r in per_round.get(ident, {}) if r in per_round.get(floor, {})]
+    return per_round_median([compare(ident, floor, r) for r in rounds_both])
+
 def cpu_beyond(ident):
     """The server CPU a request of ident costs beyond one of its own /health: median of rounds."""
     return against_own_health(cpu_round, ident, lambda c, base: c - base)
@@ -694,7 +735,7 @@ def ratio(a, b=None):
     return f"{rps[a] / rps[b]:.2f}×" if a in rps and b in rps else "n/a"
 
 def within(a, b):
-    """a ÷ b, both runs of one server, per round: median."""
+    """a ÷ b per round (runs of one server, or of two servers in the same round): median."""
     pairs = [per_round[a][r] / per_round[b][r] for r in per_round.get(a, {}) if r in per_round.get(b, {})]
     return f"{median(pairs):.2f}×" if pairs else "n/a"
 
@@ -709,7 +750,15 @@ print(f"| ours: `/me` {users} tokens, cache sized for them ÷ `/health` | {ratio
 print(f"| ours: `/me` {users} tokens, default cache ÷ `/health` | {ratio('ours-10k-on')} | |")
 print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off')} | |")
 print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off')} | |")
+if "floor-remembered-1" in rps:
+    print(f"| floor: `/remembered` (1 token: a set lookup, nothing checked) ÷ its `/health` | {ratio('floor-remembered-1')} | |")
+    print(f"| floor: `/remembered` (1 token) ÷ its `/health` sent the same header | {within('floor-remembered-1', 'floor-health-token')} | |")
+    print(f"| floor: `/remembered`, {users} tokens ÷ its `/health` | {ratio('floor-remembered-10k')} | |")
+    print(f"| ours: cached `/hello` (1 token) ÷ the floor's `/remembered` (requests/s, same round) | {within('ours-hello-on', 'floor-remembered-1')} | |")
+    print(f"| ours: cached `/me` (1 token) ÷ the floor's `/remembered` (requests/s, same round) | {within('ours-1-on', 'floor-remembered-1')} | |")
+    print(f"| ours: `/me` {users} tokens, cache sized ÷ the floor's `/remembered` {users} tokens (same round) | {within('ours-10k-sized', 'floor-remembered-10k')} | |")
 peers = [ident[: -len("-health")] for ident in about if ident.endswith("-health") and not ident.startswith("health")]
+peers = [peer for peer in peers if peer != "floor"]
 for peer in peers:
     if f"{peer}-1" not in rps:
         continue
@@ -723,17 +772,34 @@ for peer in peers:
 
 if "ours-new-on" in rps:
     print("\n### Never-seen tokens (each sent once; RS256-2048; a run ends after its round's last response)\n")
-    print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | requests/s (median) | range | server CPU µs a request | beyond its own `/health` |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | that ÷ the floor's | requests/s (median) | range | ÷ the floor's requests/s | server CPU µs a request | beyond its own `/health` | that beyond the floor's |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     new = [("tower-bearer, token cache on (shipped default)", "ours-new-on"),
+           ("tower-bearer, shipped default, `/hello` (the peers' answer: `hello <sub>`)", "ours-new-hello-on"),
            ("tower-bearer, `--token-cache off`", "ours-new-off")]
     new += [(peer, f"{peer}-new") for peer in peers]
+    new += [("floor: the RS256 signature check alone (axum, key parsed once, nothing else)", "floor-new")]
+    def own_in(ident, rnd):
+        base = per_round.get(base_of.get(ident, ""), {})
+        return per_round[ident][rnd] / base[rnd] if rnd in base else None
+    def cpu_beyond_in(ident, rnd):
+        base = cpu_round.get(base_of.get(ident, ""), {})
+        return cpu_round[ident][rnd] - base[rnd] if rnd in base else None
+    def show(value, fmt):
+        return format(value, fmt) if value is not None else ""
     for label, ident in new:
         if ident in rps:
-            print(f"| {label} | {own(ident):.2f} | {rps[ident]:,.0f} | {spread(ident)} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} |")
+            # Each ÷ the floor's, round by round (both in the same round), then the median.
+            of_floor = versus_floor(ident, lambda a, f, r: own_in(a, r) / own_in(f, r))
+            rps_of_floor = versus_floor(ident, lambda a, f, r: per_round[a][r] / per_round[f][r])
+            over_floor = versus_floor(ident, lambda a, f, r: cpu_beyond_in(a, r) - cpu_beyond_in(f, r))
+            print(f"| {label} | {own(ident):.2f} | {show(of_floor, '.2f')} | {rps[ident]:,.0f} | {spread(ident)} | "
+                  f"{show(rps_of_floor, '.2f')} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} | {show(over_floor, '+.1f')} |")
     print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
           "(/proc, in clock ticks: 10 ms on Linux). It leaves out the client's share of the 2 cores, which requests/s carry; "
-          "it still moves with the machine's speed.")
+          "it still moves with the machine's speed. The floor verifies the signature and answers a constant: "
+          "what a server beyond it spends is its own validation, key selection, claims and handler. "
+          "The floor's columns compare each server with the floor's run of the same round, then take the median over the rounds.")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:

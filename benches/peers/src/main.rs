@@ -3,9 +3,14 @@
 //! its README says, against the same issuer (OIDC discovery at `{issuer}/.well-known/openid-configuration`),
 //! with `iss` and `aud` checked as ours does.
 //!
+//! And `floor`: no crate, no checks but the signature. Its `/me` verifies the token's RS256
+//! signature with a key parsed once at start (aws-lc-rs) and answers a constant: the least a
+//! server on this framework can do for a token it has never seen, the yardstick of the
+//! never-seen runs.
+//!
 //! ```text
 //! cargo build --release --manifest-path benches/peers/Cargo.toml
-//! benches/peers/target/release/peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower \
+//! benches/peers/target/release/peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower|floor \
 //!     --issuer http://127.0.0.1:PORT --audience AUD [--listen 127.0.0.1:0]
 //! ```
 //!
@@ -13,8 +18,8 @@
 
 use std::error::Error;
 
-const USAGE: &str =
-    "usage: peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower --issuer URL --audience AUD [--listen ADDR]";
+const USAGE: &str = "usage: peers jwt-authorizer|tower-oauth2-resource-server|aliri_tower|floor \
+     --issuer URL --audience AUD [--listen ADDR]";
 
 struct Args {
     peer: String,
@@ -54,6 +59,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "jwt-authorizer" => jwt_authorizer::serve(listener, &base, &args).await,
         "tower-oauth2-resource-server" => tower_oauth2::serve(listener, &base, &args).await,
         "aliri_tower" => aliri::serve(listener, &base, &args).await,
+        "floor" => floor::serve(listener, &base, &args).await,
         other => {
             eprintln!("unknown peer {other}\n{USAGE}");
             std::process::exit(2);
@@ -184,6 +190,89 @@ mod aliri {
         let app = Router::new().route("/health", get(|| async { "ok\n" })).merge(protected);
         println!("listening on {base} (aliri_tower)");
         axum07::serve(listener, app.into_make_service()).await?;
+        Ok(())
+    }
+}
+
+/// The floor: what answering a token costs at the least on axum 0.8 (our example's framework).
+/// `/me` takes the `Authorization: Bearer` token, decodes its signature and verifies it over the
+/// signing input with the issuer's RS256 key, parsed once at start. Nothing else: no header, no
+/// claims, no key selection, no cache. `/remembered` is the least a cache can do: a token it
+/// verified once is looked up by its text in a set and answered without any other check (no
+/// expiry, no bound on the set). Not a resource server anyone should run.
+mod floor {
+    use std::collections::HashSet;
+    use std::sync::{Arc, RwLock};
+
+    use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn verified(key: &ParsedPublicKey, headers: &HeaderMap) -> Option<()> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?;
+        let (input, signature) = token.rsplit_once('.')?;
+        let mut buf = [0u8; 512];
+        let len = URL_SAFE_NO_PAD.decode_slice(signature, &mut buf).ok()?;
+        key.verify_sig(input.as_bytes(), &buf[..len]).ok()
+    }
+
+    struct Floor {
+        key: ParsedPublicKey,
+        seen: RwLock<HashSet<Box<str>>>,
+    }
+
+    async fn me(State(floor): State<Arc<Floor>>, headers: HeaderMap) -> (StatusCode, &'static str) {
+        match verified(&floor.key, &headers) {
+            Some(()) => (StatusCode::OK, "floor\n"),
+            None => (StatusCode::UNAUTHORIZED, ""),
+        }
+    }
+
+    async fn remembered(State(floor): State<Arc<Floor>>, headers: HeaderMap) -> (StatusCode, &'static str) {
+        let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
+        let Some(token) = token else { return (StatusCode::UNAUTHORIZED, "") };
+        if floor.seen.read().unwrap().contains(token) {
+            return (StatusCode::OK, "floor\n");
+        }
+        match verified(&floor.key, &headers) {
+            Some(()) => {
+                floor.seen.write().unwrap().insert(token.into());
+                (StatusCode::OK, "floor\n")
+            }
+            None => (StatusCode::UNAUTHORIZED, ""),
+        }
+    }
+
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        base: &str,
+        args: &super::Args,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // The development issuer's JWKS (as aliri_tower's Authority above): its first RS256 key.
+        let jwks: serde_json::Value =
+            reqwest::get(format!("{}/jwks.json", args.issuer)).await?.error_for_status()?.json().await?;
+        let jwk = jwks["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["alg"] == "RS256"))
+            .ok_or("no RS256 key in the issuer's JWKS")?;
+        let field = |name: &str| -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+            let text = jwk[name].as_str().ok_or_else(|| format!("no {name} in the RS256 JWK"))?;
+            Ok(URL_SAFE_NO_PAD.decode(text)?)
+        };
+        let (n, e) = (field("n")?, field("e")?);
+        let key = RsaPublicKeyComponents { n: &n[..], e: &e[..] }
+            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+            .map_err(|e| format!("the RS256 JWK: {e}"))?;
+        let floor = Arc::new(Floor { key, seen: RwLock::default() });
+        let protected = Router::new().route("/me", get(me)).route("/remembered", get(remembered)).with_state(floor);
+        let app = Router::new().route("/health", get(|| async { "ok\n" })).merge(protected);
+        println!("listening on {base} (floor)");
+        axum::serve(listener, app).await?;
         Ok(())
     }
 }
