@@ -269,7 +269,8 @@ mod floor {
             .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
             .map_err(|e| format!("the RS256 JWK: {e}"))?;
         let floor = Arc::new(Floor { key, seen: RwLock::default() });
-        let protected = Router::new().route("/me", get(me)).route("/remembered", get(remembered)).with_state(floor);
+        let protected =
+            Router::new().route("/me", get(me)).route("/remembered", get(remembered)).with_state(floor);
         let app = Router::new().route("/health", get(|| async { "ok\n" })).merge(protected);
         println!("listening on {base} (floor)");
         axum::serve(listener, app).await?;
