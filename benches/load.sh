@@ -8,7 +8,7 @@
 # front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
 # markdown tables on stdout; progress goes to stderr.
 #
-#   benches/load.sh                    # DURATION=5s, ROUNDS=3: about 10 minutes once built
+#   benches/load.sh                    # DURATION=5s, ROUNDS=3: about 35 minutes once built (25 with GATEWAY=0 MEMORY=0)
 #   DURATION=3s ROUNDS=1 PEERS=0 benches/load.sh
 #
 # Throughput runs are repeated in ROUNDS rounds. All servers are up at once, and each round
@@ -20,7 +20,7 @@
 #
 # Environment:
 #   DURATION=5s      each measured wrk run (all runs: wrk -t1 -c$CONNECTIONS -d$DURATION --latency)
-#   ROUNDS=3         interleaved rounds of the throughput runs (medians reported)
+#   ROUNDS=3         rounds of the throughput runs, each visiting every server (medians reported)
 #   CONNECTIONS=32   wrk connections
 #   WARMUP=1s        a wrk run with one token on each server before its measurements
 #   USERS=10000      distinct tokens of the "many users" runs (round-robin)
@@ -28,6 +28,8 @@
 #                    rounds (a run ends after its share of responses); 0 skips them. Ours also
 #                    runs as many on /hello: 2 × NEW_TOKENS are minted
 #   PEERS=1          0 skips the peers and the floor (and their build)
+#   PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"  the peers run ("": the
+#                    floor alone)
 #   MEMORY=1         0 skips the memory floods
 #   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
 #   GATEWAY=1        0 skips the gateways (and the build of the tower-bearer binary)
@@ -45,6 +47,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Relative to where the script was started, not to the repository it moves to.
+[ -z "${RESULTS_TSV:-}" ] || RESULTS_TSV="$(realpath -m "$RESULTS_TSV")"
 cd "$root"
 
 DURATION="${DURATION:-5s}"
@@ -57,7 +61,7 @@ PEERS="${PEERS:-1}"
 MEMORY="${MEMORY:-1}"
 MEMORY_TOKENS="${MEMORY_TOKENS:-100000}"
 GATEWAY="${GATEWAY:-1}"
-PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"
+PEER_KINDS="${PEER_KINDS-jwt-authorizer tower-oauth2-resource-server aliri_tower}"
 GATEWAY_LOG="${GATEWAY_LOG:-warn}"
 AUDIENCE="tower-bearer-dev" # tower_bearer::dev::DEFAULT_AUDIENCE
 WRK=(wrk -t1 -c"$CONNECTIONS" --latency)
@@ -187,7 +191,9 @@ start() {
     pid=$!
     pids+=("$pid")
     local i
-    for ((i = 0; i < 3000; i++)); do # 300 s at most (100k RSA signatures on a busy machine)
+    # 300 s at most, or a second per 500 tokens the issuer signs first (about 1 ms a token a core).
+    local tries=$((mint / 50 > 3000 ? mint / 50 : 3000))
+    for ((i = 0; i < tries; i++)); do
         url="$(sed -n 's|^listening on \(http://127\.0\.0\.1:[0-9]*\).*|\1|p' "$work/$name.out" || true)"
         if [ -n "$url" ]; then
             return 0
@@ -298,7 +304,7 @@ head -n 1 "$work/all-tokens.txt" >"$work/one.txt"
 head -n "$USERS" "$work/all-tokens.txt" >"$work/users.txt"
 # Never seen by any server when its run starts: after the many-users tokens, one slice a round
 # (new-R.txt), then as many for ours' /hello runs (hello-R.txt).
-for ((r = 1; r <= ROUNDS; r++)); do
+for ((r = 1; per_round > 0 && r <= ROUNDS; r++)); do
     # sed, not tail | head: head leaving early would end tail with SIGPIPE, and pipefail the script.
     sed -n "$((USERS + 1 + (r - 1) * per_round)),$((USERS + r * per_round))p" "$work/all-tokens.txt" >"$work/new-$r.txt"
     from=$((USERS + NEW_TOKENS))
@@ -353,7 +359,8 @@ fresh() { # ID SERVER CACHE URL [ROUTE SLICES]: this round's slice of the never-
 # other, in an order that rotates from round to round. A round's runs of one server (its /health
 # first) take a minute, the whole round a few: the machine's drift then moves every server's
 # round alike, and a comparison across servers within a round (the floor's column) means
-# something. The idle servers cost nothing meanwhile (no traffic, no timers due).
+# something. The idle servers cost next to nothing meanwhile (no traffic; tower-oauth2-resource-server
+# refetches its JWKS every minute).
 declare -A srv_pid srv_url
 up() { # KEY: the server `start` just started ($pid, $url) is checked, warmed and kept as KEY
     srv_pid[$1]=$pid srv_url[$1]=$url
@@ -383,6 +390,9 @@ visit() { # KEY: this round's runs on that server, its own /health first
     server_pid="${srv_pid[$1]}"
     case "$1" in
     on)
+        # Its many-users run finds its cache warm each round (entries live 5 minutes at most).
+        warm "$url/me" "$work/users.txt"
+        warm "$url/me" "$work/users.txt"
         base=health
         measure health ours /health "no token" - "$url/health" "$work/none.txt"
         # The same bare route sent the one token's `Authorization` header (which /health ignores):
@@ -425,6 +435,8 @@ visit() { # KEY: this round's runs on that server, its own /health first
         measure "$1-10k" "$1" /me "$USERS tokens" - "$url/me" "$work/users.txt"
         if [ "$1" = floor ]; then
             # The least a cache can do: the token's text looked up in a set, nothing else checked.
+            # Warmed (unmeasured) like ours: its set then holds every token of these runs.
+            warm "$url/remembered" "$work/users.txt"
             measure floor-remembered-1 floor /remembered "1 token" "a set of tokens" "$url/remembered" "$work/one.txt"
             measure floor-remembered-10k floor /remembered "$USERS tokens" "a set of tokens" "$url/remembered" "$work/users.txt"
         fi
@@ -718,7 +730,7 @@ def spread(ident):
     return f"{min(runs):,.0f}–{max(runs):,.0f}" if len(runs) > 1 else ""
 
 print(f"### Throughput (wrk -t1 -c{connections} -d{duration} --latency, loopback, 2 cores shared; "
-      f"median of {rounds} interleaved rounds)\n")
+      f"median of {rounds} rounds, each visiting every server in turn)\n")
 print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | server CPU µs a request (median) | errors |")
 print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 for ident, (server, route, tokens, cache, p99s) in about.items():
@@ -727,12 +739,22 @@ for ident, (server, route, tokens, cache, p99s) in about.items():
     print(f"| {server} | {route} | {tokens} | {cache} | {rps[ident]:,.0f} | {spread(ident)} | "
           f"{median(p99s) / 1000:.2f} ms | {ratio} | {cpu[ident]:.1f} | {errors[ident]} |")
 
-def ratio(a, b=None):
-    """ a ÷ its own /health (b None, per round), or ÷ b (medians: different servers, different times)."""
-    if b is None:
-        value = own(a)
-        return f"{value:.2f}×" if value is not None else "n/a"
-    return f"{rps[a] / rps[b]:.2f}×" if a in rps and b in rps else "n/a"
+def own_in(ident, rnd):
+    """ident's requests/s ÷ its own server's /health in round rnd (None if either did not run)."""
+    base = per_round.get(base_of.get(ident, ""), {})
+    return per_round[ident][rnd] / base[rnd] if rnd in base and rnd in per_round.get(ident, {}) else None
+
+def of_own(pair):
+    """Two servers' runs, each ÷ its own /health, one ÷ the other, round by round: the median.
+    Each server's drift within its visit cancels; the two visits are minutes apart at most."""
+    a, b = pair
+    values = [own_in(a, r) / own_in(b, r) for r in per_round.get(a, {}) if own_in(a, r) and own_in(b, r)]
+    return f"{median(values):.2f}×" if values else "n/a"
+
+def ratio(a):
+    """a ÷ its own /health, per round: the median."""
+    value = own(a)
+    return f"{value:.2f}×" if value is not None else "n/a"
 
 def within(a, b):
     """a ÷ b per round (runs of one server, or of two servers in the same round): median."""
@@ -754,21 +776,21 @@ if "floor-remembered-1" in rps:
     print(f"| floor: `/remembered` (1 token: a set lookup, nothing checked) ÷ its `/health` | {ratio('floor-remembered-1')} | |")
     print(f"| floor: `/remembered` (1 token) ÷ its `/health` sent the same header | {within('floor-remembered-1', 'floor-health-token')} | |")
     print(f"| floor: `/remembered`, {users} tokens ÷ its `/health` | {ratio('floor-remembered-10k')} | |")
-    print(f"| ours: cached `/hello` (1 token) ÷ the floor's `/remembered` (requests/s, same round) | {within('ours-hello-on', 'floor-remembered-1')} | |")
-    print(f"| ours: cached `/me` (1 token) ÷ the floor's `/remembered` (requests/s, same round) | {within('ours-1-on', 'floor-remembered-1')} | |")
-    print(f"| ours: `/me` {users} tokens, cache sized ÷ the floor's `/remembered` {users} tokens (same round) | {within('ours-10k-sized', 'floor-remembered-10k')} | |")
+    print(f"| ours: cached `/hello` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own(('ours-hello-on', 'floor-remembered-1'))} | |")
+    print(f"| ours: cached `/me` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own(('ours-1-on', 'floor-remembered-1'))} | |")
+    print(f"| ours: `/me` {users} tokens, cache sized, ÷ own `/health`, ÷ the same of the floor's `/remembered` {users} tokens | {of_own(('ours-10k-sized', 'floor-remembered-10k'))} | |")
 peers = [ident[: -len("-health")] for ident in about if ident.endswith("-health") and not ident.startswith("health")]
 peers = [peer for peer in peers if peer != "floor"]
 for peer in peers:
     if f"{peer}-1" not in rps:
         continue
-    print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {ratio('health', peer + '-health')} | |")
+    print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {within('health', peer + '-health')} | |")
     print(f"| {peer}: its `/me` 1 token ÷ its `/health` sent the same header | {within(peer + '-1', peer + '-health-token')} | |")
-    print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {ratio('ours-1-on', peer + '-1')} | ≥ 3× |")
-    print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {ratio('ours-hello-on', peer + '-1')} | |")
-    print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {ratio('ours-1-off', peer + '-1')} | ≥ 1.0× |")
-    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {ratio('ours-10k-on', peer + '-10k')} | ≥ 3× |")
-    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {ratio('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
+    print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {within('ours-1-on', peer + '-1')} | ≥ 3× |")
+    print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {within('ours-hello-on', peer + '-1')} | |")
+    print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {within('ours-1-off', peer + '-1')} | ≥ 1.0× |")
+    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {within('ours-10k-on', peer + '-10k')} | ≥ 3× |")
+    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {within('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
 
 if "ours-new-on" in rps:
     print("\n### Never-seen tokens (each sent once; RS256-2048; a run ends after its round's last response)\n")
@@ -779,9 +801,6 @@ if "ours-new-on" in rps:
            ("tower-bearer, `--token-cache off`", "ours-new-off")]
     new += [(peer, f"{peer}-new") for peer in peers]
     new += [("floor: the RS256 signature check alone (axum, key parsed once, nothing else)", "floor-new")]
-    def own_in(ident, rnd):
-        base = per_round.get(base_of.get(ident, ""), {})
-        return per_round[ident][rnd] / base[rnd] if rnd in base else None
     def cpu_beyond_in(ident, rnd):
         base = cpu_round.get(base_of.get(ident, ""), {})
         return cpu_round[ident][rnd] - base[rnd] if rnd in base else None
