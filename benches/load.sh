@@ -279,6 +279,12 @@ round=1 base=health server_pid=
 warm() { # URL TOKEN_FILE
     run_wrk "$WARMUP" "$1" "$2" >/dev/null
 }
+# Two unmeasured passes over the many-users tokens: a token cache admits a token on its second
+# success, so the measured run then finds them all.
+warm_users() { # URL
+    warm "$1" "$work/users.txt"
+    warm "$1" "$work/users.txt"
+}
 
 # --- the issuer: our example in development mode, on a fixed port, writing the tokens ----------
 if [ -z "${DEV_PORT:-}" ]; then
@@ -391,8 +397,7 @@ visit() { # KEY: this round's runs on that server, its own /health first
     case "$1" in
     on)
         # Its many-users run finds its cache warm each round (entries live 5 minutes at most).
-        warm "$url/me" "$work/users.txt"
-        warm "$url/me" "$work/users.txt"
+        warm_users "$url/me"
         base=health
         measure health ours /health "no token" - "$url/health" "$work/none.txt"
         # The same bare route sent the one token's `Authorization` header (which /health ignores):
@@ -418,10 +423,8 @@ visit() { # KEY: this round's runs on that server, its own /health first
         measure ours-10k-off ours /me "$USERS tokens" off "$url/me" "$work/users.txt"
         ;;
     sized)
-        # Warmed with two passes (unmeasured) each round: entries live 5 minutes at most, and a
-        # round can take longer.
-        warm "$url/me" "$work/users.txt"
-        warm "$url/me" "$work/users.txt"
+        # Warmed each round: entries live 5 minutes at most, and a round can take longer.
+        warm_users "$url/me"
         base=health-sized
         measure health-sized ours /health "no token" - "$url/health" "$work/none.txt"
         measure ours-10k-sized ours /me "$USERS tokens" "on, $((USERS * 2)) entries" "$url/me" "$work/users.txt"
@@ -701,29 +704,42 @@ for ident, server, route, tokens, cache, r_s, p99_us, requests, non2xx, sockerr,
 rps = {ident: median(runs.values()) for ident, runs in per_round.items()}
 cpu = {ident: median(runs.values()) for ident, runs in cpu_round.items()}
 
-def against_own_health(table, ident, compare):
-    """compare(ident's value, its own server's /health value) in each round: the median."""
-    base = table.get(base_of.get(ident, ""), {})
-    values = [compare(v, base[rnd]) for rnd, v in table.get(ident, {}).items() if rnd in base]
+# Every comparison is made round by round, then the median is taken: runs of one server in one
+# round are seconds apart, runs of two servers in one round minutes apart at most.
+def by_round(a, b, compare):
+    """compare(a, b, round) for every round both runs have (None dropped): the median, or None."""
+    values = [compare(a, b, r) for r in per_round.get(a, {}) if r in per_round.get(b, {})]
+    values = [v for v in values if v is not None]
     return median(values) if values else None
 
-def per_round_median(values):
-    return median(values) if values else None
+def rps_ratio(a, b, r):
+    return per_round[a][r] / per_round[b][r]
 
-def versus_floor(ident, compare):
-    """compare(ident's round, the floor's same round) for rounds both ran: the median. The floor
-    ran in the same round, minutes at most apart: not the same moment, but the same stretch."""
-    floor = "floor-new"
-    rounds_both = [r for r in per_round.get(ident, {}) if r in per_round.get(floor, {})]
-    return per_round_median([compare(ident, floor, r) for r in rounds_both])
+def own_in(ident, r):
+    """ident's requests/s ÷ its own server's /health in round r (None if that did not run)."""
+    base = base_of.get(ident, "")
+    return rps_ratio(ident, base, r) if r in per_round.get(base, {}) else None
+
+def cpu_beyond_in(ident, r):
+    """The server CPU a request of ident cost beyond one of its own /health in round r."""
+    base = base_of.get(ident, "")
+    return cpu_round[ident][r] - cpu_round[base][r] if r in cpu_round.get(base, {}) else None
+
+def cpu_over(a, b, r):
+    """The CPU a request of a costs beyond its own /health, over the same of b."""
+    beyond_a, beyond_b = cpu_beyond_in(a, r), cpu_beyond_in(b, r)
+    return beyond_a - beyond_b if beyond_a is not None and beyond_b is not None else None
+
+def own(ident):
+    """ident's requests/s ÷ its own server's /health: median of rounds."""
+    return by_round(ident, base_of.get(ident, ""), lambda a, b, r: own_in(a, r))
 
 def cpu_beyond(ident):
     """The server CPU a request of ident costs beyond one of its own /health: median of rounds."""
-    return against_own_health(cpu_round, ident, lambda c, base: c - base)
+    return by_round(ident, base_of.get(ident, ""), lambda a, b, r: cpu_beyond_in(a, r))
 
-def own(ident):
-    """The median over rounds of ident's requests/s ÷ its own server's /health in that round."""
-    return against_own_health(per_round, ident, lambda r_s, base: r_s / base)
+def times(value):
+    return f"{value:.2f}×" if value is not None else "n/a"
 
 def spread(ident):
     runs = per_round[ident].values()
@@ -734,32 +750,26 @@ print(f"### Throughput (wrk -t1 -c{connections} -d{duration} --latency, loopback
 print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | server CPU µs a request (median) | errors |")
 print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 for ident, (server, route, tokens, cache, p99s) in about.items():
-    ratio = own(ident)
-    ratio = f"{ratio:.2f}" if ratio is not None and route != "/health" else ""
+    own_text = f"{own(ident):.2f}" if own(ident) is not None and route != "/health" else ""
     print(f"| {server} | {route} | {tokens} | {cache} | {rps[ident]:,.0f} | {spread(ident)} | "
-          f"{median(p99s) / 1000:.2f} ms | {ratio} | {cpu[ident]:.1f} | {errors[ident]} |")
+          f"{median(p99s) / 1000:.2f} ms | {own_text} | {cpu[ident]:.1f} | {errors[ident]} |")
 
-def own_in(ident, rnd):
-    """ident's requests/s ÷ its own server's /health in round rnd (None if either did not run)."""
-    base = per_round.get(base_of.get(ident, ""), {})
-    return per_round[ident][rnd] / base[rnd] if rnd in base and rnd in per_round.get(ident, {}) else None
-
-def of_own(pair):
-    """Two servers' runs, each ÷ its own /health, one ÷ the other, round by round: the median.
-    Each server's drift within its visit cancels; the two visits are minutes apart at most."""
-    a, b = pair
-    values = [own_in(a, r) / own_in(b, r) for r in per_round.get(a, {}) if own_in(a, r) and own_in(b, r)]
-    return f"{median(values):.2f}×" if values else "n/a"
+def own_ratio(a, b, r):
+    """a ÷ its own /health, over b ÷ its own /health: each server's drift within its visit cancels."""
+    own_a, own_b = own_in(a, r), own_in(b, r)
+    return own_a / own_b if own_a and own_b else None
 
 def ratio(a):
-    """a ÷ its own /health, per round: the median."""
-    value = own(a)
-    return f"{value:.2f}×" if value is not None else "n/a"
+    """a ÷ its own /health."""
+    return times(own(a))
 
 def within(a, b):
-    """a ÷ b per round (runs of one server, or of two servers in the same round): median."""
-    pairs = [per_round[a][r] / per_round[b][r] for r in per_round.get(a, {}) if r in per_round.get(b, {})]
-    return f"{median(pairs):.2f}×" if pairs else "n/a"
+    """a ÷ b (runs of one server, or of two servers in the same round)."""
+    return times(by_round(a, b, rps_ratio))
+
+def of_own(a, b):
+    """a and b each ÷ its own /health, one ÷ the other."""
+    return times(by_round(a, b, own_ratio))
 
 print("\n### Ratios (within a round, then the median over rounds)\n")
 print("| ratio | value | target |")
@@ -776,9 +786,9 @@ if "floor-remembered-1" in rps:
     print(f"| floor: `/remembered` (1 token: a set lookup, nothing checked) ÷ its `/health` | {ratio('floor-remembered-1')} | |")
     print(f"| floor: `/remembered` (1 token) ÷ its `/health` sent the same header | {within('floor-remembered-1', 'floor-health-token')} | |")
     print(f"| floor: `/remembered`, {users} tokens ÷ its `/health` | {ratio('floor-remembered-10k')} | |")
-    print(f"| ours: cached `/hello` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own(('ours-hello-on', 'floor-remembered-1'))} | |")
-    print(f"| ours: cached `/me` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own(('ours-1-on', 'floor-remembered-1'))} | |")
-    print(f"| ours: `/me` {users} tokens, cache sized, ÷ own `/health`, ÷ the same of the floor's `/remembered` {users} tokens | {of_own(('ours-10k-sized', 'floor-remembered-10k'))} | |")
+    print(f"| ours: cached `/hello` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-hello-on', 'floor-remembered-1')} | |")
+    print(f"| ours: cached `/me` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-1-on', 'floor-remembered-1')} | |")
+    print(f"| ours: `/me` {users} tokens, cache sized, ÷ own `/health`, ÷ the same of the floor's `/remembered` {users} tokens | {of_own('ours-10k-sized', 'floor-remembered-10k')} | |")
 peers = [ident[: -len("-health")] for ident in about if ident.endswith("-health") and not ident.startswith("health")]
 peers = [peer for peer in peers if peer != "floor"]
 for peer in peers:
@@ -801,17 +811,13 @@ if "ours-new-on" in rps:
            ("tower-bearer, `--token-cache off`", "ours-new-off")]
     new += [(peer, f"{peer}-new") for peer in peers]
     new += [("floor: the RS256 signature check alone (axum, key parsed once, nothing else)", "floor-new")]
-    def cpu_beyond_in(ident, rnd):
-        base = cpu_round.get(base_of.get(ident, ""), {})
-        return cpu_round[ident][rnd] - base[rnd] if rnd in base else None
     def show(value, fmt):
         return format(value, fmt) if value is not None else ""
     for label, ident in new:
         if ident in rps:
-            # Each ÷ the floor's, round by round (both in the same round), then the median.
-            of_floor = versus_floor(ident, lambda a, f, r: own_in(a, r) / own_in(f, r))
-            rps_of_floor = versus_floor(ident, lambda a, f, r: per_round[a][r] / per_round[f][r])
-            over_floor = versus_floor(ident, lambda a, f, r: cpu_beyond_in(a, r) - cpu_beyond_in(f, r))
+            of_floor = by_round(ident, "floor-new", own_ratio)
+            rps_of_floor = by_round(ident, "floor-new", rps_ratio)
+            over_floor = by_round(ident, "floor-new", cpu_over)
             print(f"| {label} | {own(ident):.2f} | {show(of_floor, '.2f')} | {rps[ident]:,.0f} | {spread(ident)} | "
                   f"{show(rps_of_floor, '.2f')} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} | {show(over_floor, '+.1f')} |")
     print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
