@@ -417,6 +417,8 @@ pub(crate) fn cnf_claim<'de, D: Deserializer<'de>>(d: D) -> Result<Confirmation,
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -433,7 +435,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&principal).unwrap(), first);
         assert_eq!(principal.claim("s"), Some(json!("é")));
     }
-    use serde_json::json;
 
     #[test]
     fn reads_cnf() {
