@@ -17,30 +17,24 @@ use crate::principal::Principal;
 /// [`RequireScope`](crate::RequireScope) would.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let res = rejection_response::<axum::body::Body>(&self, &Default::default(), Dialect::Http);
-        let mut res = res.map(axum::body::Body::new);
-        res.extensions_mut().insert(HandlerRejection(self));
-        res
+        let res = rejection_response::<axum::body::Body>(&self, &Rejections::default(), Dialect::Http);
+        HandlerRejection::mark(res.map(axum::body::Body::new), self, true)
     }
 }
 
 /// Why the [`Principal`] or [`Claims`] extractor refused a request: the [`AuthError`], answered
 /// with the settings of the [`BearerLayer`](crate::BearerLayer) the request came through (its
-/// realm and body style, and a gRPC status for a gRPC request).
+/// realm and body style; the layer renders it again on the way out), and a gRPC status for a
+/// gRPC request.
 #[derive(Debug)]
 pub struct AuthRejection {
     error: AuthError,
-    settings: Rejections,
     dialect: Dialect,
 }
 
 impl AuthRejection {
     fn new(parts: &Parts, error: AuthError) -> Self {
-        AuthRejection {
-            error,
-            settings: parts.extensions.get::<Rejections>().cloned().unwrap_or_default(),
-            dialect: Dialect::of(&parts.headers),
-        }
+        AuthRejection { error, dialect: Dialect::of(&parts.headers) }
     }
 
     /// The error.
@@ -64,8 +58,9 @@ impl std::error::Error for AuthRejection {}
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        rejection_response::<axum::body::Body>(&self.error, &self.settings, self.dialect)
-            .map(axum::body::Body::new)
+        let res = rejection_response::<axum::body::Body>(&self.error, &Rejections::default(), self.dialect);
+        // Not a scope decision: the layer renders it again without counting it.
+        HandlerRejection::mark(res.map(axum::body::Body::new), self.error, false)
     }
 }
 

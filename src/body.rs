@@ -200,11 +200,25 @@ pub(crate) struct RejectionSettings {
 }
 
 /// Put in the extensions of a response rendered from an [`AuthError`] by code that does not know
-/// the layer's settings (a handler's `?`), so that the [`BearerLayer`](crate::BearerLayer) around
-/// it renders the error again with its realm and body style.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+/// the layer's settings (a handler's `?`, an extractor, [`RequireScope`](crate::RequireScope)),
+/// so that the [`BearerLayer`](crate::BearerLayer) around it renders the error again with its
+/// realm, body style and scheme. The layer's settings never travel in the request: on the way
+/// in, that would cost every request an extension; on the way out only refusals pay.
 #[derive(Clone, Debug)]
-pub(crate) struct HandlerRejection(pub(crate) AuthError);
+pub(crate) struct HandlerRejection {
+    pub(crate) error: AuthError,
+    /// Whether the layer counts it as a scope rejection (a handler's `?`): `RequireScope` counts
+    /// its own, and an extractor's refusal is not a scope decision.
+    pub(crate) count: bool,
+}
+
+impl HandlerRejection {
+    /// `response`, rendered with default settings, marked for the layer to render again.
+    pub(crate) fn mark<B>(mut response: Response<B>, error: AuthError, count: bool) -> Response<B> {
+        response.extensions_mut().insert(HandlerRejection { error, count });
+        response
+    }
+}
 
 /// Whom a rejection is for: an HTTP client, or a gRPC client, which reads its answer from
 /// `grpc-status` and maps HTTP statuses through a table meant for proxies (`400` would become

@@ -255,19 +255,17 @@ pub(crate) fn is_b64token(token: &[u8]) -> bool {
 
 /// The header check runs on every request over the whole token (about 1 KiB for RS256), so it
 /// is written to vectorize: fixed-size chunks folded with `&` (no early exit inside a chunk),
-/// and a character test made of comparisons joined by `|`.
+/// and a character test made of as few comparisons as the set allows, joined by `|`.
 fn all_b64token_chars(bytes: &[u8]) -> bool {
     #[inline(always)]
     fn ok(b: u8) -> bool {
         let lower = b | 0x20; // folds A-Z onto a-z (and maps nothing else into a-z)
         (lower.wrapping_sub(b'a') < 26)
-            | (b.wrapping_sub(b'0') < 10)
-            | (b == b'-')
-            | (b == b'.')
+            // '-', '.', '/' and the digits are one run: 0x2D to 0x39.
+            | (b.wrapping_sub(b'-') < 13)
             | (b == b'_')
             | (b == b'~')
             | (b == b'+')
-            | (b == b'/')
     }
     let mut chunks = bytes.chunks_exact(32);
     for chunk in &mut chunks {

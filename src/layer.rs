@@ -251,14 +251,16 @@ impl<S, V> Layer<S> for BearerLayer<V> {
     type Service = BearerService<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerService { inner, shared: self.shared.clone() }
+        BearerService { inner, shared: Arc::new(self.shared.clone()) }
     }
 }
 
 /// The [`Service`] made by [`BearerLayer`].
 pub struct BearerService<S, V> {
     inner: S,
-    shared: Shared<V>,
+    // One reference count for all the settings: routers clone the service for every request
+    // (axum does), and each count is a cache line the cores take from each other.
+    shared: Arc<Shared<V>>,
 }
 
 impl<S: Clone, V> Clone for BearerService<S, V> {
@@ -427,7 +429,6 @@ where
             }
             Err(AuthError::MissingToken) if shared.optional => {
                 observe::anonymous();
-                req.extensions_mut().insert(shared.rejections.clone());
                 let dialect = Dialect::of(req.headers());
                 return ResponseFuture::called(
                     self.inner.call(req),
@@ -461,7 +462,7 @@ where
                 let rejections =
                     if proof.is_some() { &self.shared.dpop_rejections } else { &self.shared.rejections };
                 let nonce = proof.and_then(|_| fresh_nonce(dpop));
-                authorize(&mut req, principal, rejections);
+                authorize(&mut req, principal);
                 let dialect = Dialect::of(req.headers());
                 let mut future =
                     ResponseFuture::called(self.inner.call(req), rejections.clone(), dialect, private);
@@ -539,12 +540,10 @@ fn not_revoked(revocations: Option<&dyn Revocations>, principal: &Principal) -> 
     revocations.map_or(Ok(()), |r| r.check(principal))
 }
 
-fn authorize<B>(req: &mut Request<B>, principal: Principal, rejections: &Rejections) {
+fn authorize<B>(req: &mut Request<B>, principal: Principal) {
     tracing::trace!(subject = principal.subject(), "request authorized");
     observe::authenticated();
-    let extensions = req.extensions_mut();
-    extensions.insert(principal);
-    extensions.insert(rejections.clone());
+    req.extensions_mut().insert(principal);
 }
 
 /// What a validating future needs to call the inner service afterwards.
@@ -628,7 +627,7 @@ where
                             if used_dpop {
                                 *this.nonce = fresh_nonce(&dpop);
                             }
-                            authorize(&mut request, principal, &rejections);
+                            authorize(&mut request, principal);
                             let dialect = Dialect::of(request.headers());
                             let future = service.call(request);
                             this.state.set(State::Called { future, rejections, dialect });
@@ -643,12 +642,15 @@ where
                     let private = *this.private;
                     let nonce = this.nonce.take();
                     return future.poll(cx).map_ok(|mut res| {
-                        // An `AuthError` answered by a handler was rendered without knowing this
-                        // layer: render it again with our realm and body style.
+                        // An `AuthError` answered inside this layer (a handler, an extractor, a
+                        // scope guard) was rendered without knowing it: render it again with our
+                        // realm and body style.
                         let mut res = match res.extensions_mut().remove::<HandlerRejection>() {
-                            Some(HandlerRejection(err)) => {
-                                crate::observe::scope_rejected(&err);
-                                rerender(res, &err, rejections, *dialect)
+                            Some(HandlerRejection { error, count }) => {
+                                if count {
+                                    crate::observe::scope_rejected(&error);
+                                }
+                                rerender(res, &error, rejections, *dialect)
                             }
                             None => res.map(AuthBody::inner),
                         };

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, Dialect, Rejections, rejection_response};
+use crate::body::{AuthBody, Dialect, HandlerRejection, Rejections, rejection_response};
 use crate::error::AuthError;
 pub use crate::principal::Scopes;
 use crate::principal::{Principal, join};
@@ -90,7 +90,7 @@ impl<S> Layer<S> for RequireScope {
     type Service = RequireScopeService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireScopeService { inner, requirement: self.clone() }
+        RequireScopeService { inner, requirement: Arc::new(self.clone()) }
     }
 }
 
@@ -98,7 +98,8 @@ impl<S> Layer<S> for RequireScope {
 #[derive(Clone, Debug)]
 pub struct RequireScopeService<S> {
     inner: S,
-    requirement: RequireScope,
+    // One reference count: routers clone the service for every request.
+    requirement: Arc<RequireScope>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for RequireScopeService<S>
@@ -123,8 +124,9 @@ where
             Err(err) => {
                 tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
                 crate::observe::scope_rejected(&err);
-                let params = req.extensions().get::<Rejections>().cloned().unwrap_or_default();
-                let response = rejection_response(&err, &params, Dialect::of(req.headers()));
+                // The bearer layer around renders it again with its realm and body style.
+                let response = rejection_response(&err, &Rejections::default(), Dialect::of(req.headers()));
+                let response = HandlerRejection::mark(response, err, false);
                 RequireScopeFuture { state: ScopeState::Rejected { response: Some(response) } }
             }
         }

@@ -79,6 +79,9 @@ pub(crate) struct KeyRef {
     pub(crate) fingerprint: Digest32,
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: jsonwebtoken::Algorithm,
+    /// The generation of the key set the key was selected from: while the set is still that one,
+    /// selection would pick the same key again, so a hit need not run it.
+    pub(crate) generation: u64,
 }
 
 struct Entry {

@@ -299,7 +299,12 @@ impl Inner {
             }
         }
         let signer = signer.ok_or(InvalidToken::BadSignature)?;
-        let key = KeyRef { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg };
+        let key = KeyRef {
+            fingerprint: signer.fingerprint,
+            kid: compact.kid,
+            alg: compact.alg,
+            generation: keys.generation,
+        };
         // The signature held: whatever fails now is the token itself.
         let verified = self.claims(compact.payload, now)?;
         Ok(Verified { key: Some(key), ..verified })
@@ -326,8 +331,10 @@ impl Inner {
     ) -> Option<Result<Principal, AuthError>> {
         let alive = |key: &KeyRef| {
             keys.is_some_and(|keys| {
-                matches!(keys.select(key.kid.as_deref(), key.alg),
-                    Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.fingerprint))
+                // A generation names one content of the set: the same one selects the same key.
+                key.generation == keys.generation
+                    || matches!(keys.select(key.kid.as_deref(), key.alg),
+                        Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.fingerprint))
             })
         };
         match self.cache.as_ref()?.get(token, now, &self.policy.window, alive, count_miss) {
