@@ -179,8 +179,12 @@ fn benches(c: &mut Criterion) {
     });
     assert_eq!(introspector.stats().calls, 1, "every iteration was served from the cache");
     dpop(c, &dev, &cached);
+    // Unless a filter left out every benchmark of the cached validator (its warm-ups are a few
+    // lookups; a benchmark makes thousands), those lookups were mostly hits.
     let stats = cached.token_cache_stats();
-    assert!(stats.hits > stats.misses, "the cached benchmarks were served by the cache: {stats:?}");
+    if stats.hits + stats.misses > 100 {
+        assert!(stats.hits > stats.misses, "the cached benchmarks were served by the cache: {stats:?}");
+    }
 }
 
 /// What the verified-token cache costs a token it has never seen: HS256 tokens (a signature
