@@ -254,8 +254,16 @@ async fn run(setup: &Setup, browser: &Client) {
     browser.goto(&format!("{}/debug", setup.dev.issuer())).await.expect("open /debug");
     browser.find(Locator::Id("token")).await.expect("token field").send_keys(access).await.expect("paste");
     browser.find(Locator::Id("inspect")).await.expect("inspect button").click().await.expect("inspect");
-    let signature =
-        browser.find(Locator::Id("signature")).await.expect("signature line").text().await.expect("text");
+    // The click submits a form: wait for the page it loads (bounded by the hang guard).
+    let signature = browser
+        .wait()
+        .at_most(common::HANG_GUARD)
+        .for_element(Locator::Id("signature"))
+        .await
+        .expect("signature line")
+        .text()
+        .await
+        .expect("text");
     assert!(signature.starts_with("valid: signed by this server's key es256-1"), "{signature}");
     let shown = browser
         .wait()
