@@ -2,12 +2,12 @@
 # Instructions a request, counted by callgrind: ours, the peers and the floor (benches/peers) on
 # the routes of benches/load.sh, each server run under `valgrind --tool=callgrind`.
 #
-#   benches/instructions.sh            # about 10 minutes once built
-#   PEER_KINDS="" benches/instructions.sh   # ours and the floor only
+#   benches/instructions.sh                        # ours and the floor: about 2 minutes once built
+#   PEER_KINDS="aliri_tower" benches/instructions.sh   # and peers (read "The signature check" below)
 #
 # Why, beside load.sh: requests/s and CPU time on this shared 2-core VM move by 10-25 % from
 # minute to minute, more than the differences that decide a close call. An instruction count is
-# the same from run to run (within a fraction of a percent), so it shows what a change did to the
+# the same from run to run (within about 2 %), so it shows what a change did to the
 # work a request costs. It is not time: it leaves out cache misses, waits and the kernel, which
 # load.sh measures. Read the two together.
 #
@@ -25,7 +25,7 @@
 #
 # Environment:
 #   REQUESTS=2000 WARM=50 NEW_TOKENS=300
-#   PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"
+#   PEER_KINDS=""    any of: jwt-authorizer tower-oauth2-resource-server aliri_tower
 # Needs cargo, python3 and valgrind (installed with apt-get when missing). Every server listens
 # on 127.0.0.1; everything started here is killed at exit.
 set -euo pipefail
@@ -40,31 +40,10 @@ AUDIENCE="tower-bearer-dev" # tower_bearer::dev::DEFAULT_AUDIENCE
 EXAMPLE="$root/target/release/examples/resource_server"
 PEER="$root/benches/peers/target/release/peers"
 
-log() { echo "instructions.sh: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=benches/harness.sh
+. "$root/benches/harness.sh"
 
-work="$(mktemp -d /tmp/tower-bearer-instructions.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if ! command -v valgrind >/dev/null; then
-    log "installing valgrind"
-    apt-get install -y valgrind >&2 || { apt-get update >&2 && apt-get install -y valgrind >&2; }
-fi
+command -v valgrind >/dev/null || apt_install valgrind
 for tool in python3 cargo callgrind_control; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done

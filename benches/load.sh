@@ -69,35 +69,16 @@ EXAMPLE="$root/target/release/examples/resource_server"
 PEER="$root/benches/peers/target/release/peers"
 GW_BIN="$root/target/release/tower-bearer"
 
-log() { echo "load.sh: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-work="$(mktemp -d /tmp/tower-bearer-load.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done 2>/dev/null
+before_cleanup() {
     if [ -n "${RESULTS_TSV:-}" ] && [ -e "$work/results.tsv" ]; then
-        cp "$work/results.tsv" "$RESULTS_TSV" || true
+        cp "$work/results.tsv" "$RESULTS_TSV"
     fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/harness.sh
+. "$root/benches/harness.sh"
 
 # --- tools and builds --------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-    log "installing wrk"
-    apt-get install -y wrk >&2 || { apt-get update >&2 && apt-get install -y wrk >&2; }
-fi
+command -v wrk >/dev/null || apt_install wrk
 for tool in curl python3 cargo; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
@@ -105,8 +86,7 @@ find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/ng
 if [ "$GATEWAY" != 0 ]; then
     NGINX="$(find_nginx)"
     if [ -z "$NGINX" ]; then
-        log "installing nginx"
-        apt-get install -y nginx >&2 || { apt-get update >&2 && apt-get install -y nginx >&2; }
+        apt_install nginx
         NGINX="$(find_nginx)"
         [ -n "$NGINX" ] || die "nginx is needed (GATEWAY=0 skips the gateways)"
     fi

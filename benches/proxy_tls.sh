@@ -33,27 +33,9 @@ GW_BIN="$root/target/release/tower-bearer"
 EXAMPLE="$root/target/release/examples/resource_server"
 route=/items/1
 
-log() { echo "proxy_tls.sh: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=benches/harness.sh
+. "$root/benches/harness.sh"
 
-work="$(mktemp -d /tmp/tower-bearer-proxy-tls.XXXXXX)"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-apt_install() { # PACKAGE
-    log "installing $1"
-    apt-get install -y "$1" >&2 || { apt-get update >&2 && apt-get install -y "$1" >&2; }
-}
 command -v wrk >/dev/null || apt_install wrk
 command -v h2load >/dev/null || apt_install nghttp2-client
 NGINX="$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)"
