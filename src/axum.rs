@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::body::{Dialect, HandlerRejection, Rejections, rejection_response};
+use crate::body::{Dialect, HandlerRejection};
 use crate::error::{AuthError, InvalidToken};
 use crate::principal::Principal;
 
@@ -17,8 +17,7 @@ use crate::principal::Principal;
 /// [`RequireScope`](crate::RequireScope) would.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let res = rejection_response::<axum::body::Body>(&self, &Rejections::default(), Dialect::Http);
-        HandlerRejection::mark(res.map(axum::body::Body::new), self, true)
+        HandlerRejection::render::<axum::body::Body>(self, Dialect::Http, true).map(axum::body::Body::new)
     }
 }
 
@@ -58,9 +57,9 @@ impl std::error::Error for AuthRejection {}
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        let res = rejection_response::<axum::body::Body>(&self.error, &Rejections::default(), self.dialect);
         // Not a scope decision: the layer renders it again without counting it.
-        HandlerRejection::mark(res.map(axum::body::Body::new), self.error, false)
+        HandlerRejection::render::<axum::body::Body>(self.error, self.dialect, false)
+            .map(axum::body::Body::new)
     }
 }
 

@@ -213,8 +213,10 @@ pub(crate) struct HandlerRejection {
 }
 
 impl HandlerRejection {
-    /// `response`, rendered with default settings, marked for the layer to render again.
-    pub(crate) fn mark<B>(mut response: Response<B>, error: AuthError, count: bool) -> Response<B> {
+    /// The refusal of `error`, rendered with default settings (what a client gets where no layer
+    /// is around) and marked for the layer to render again.
+    pub(crate) fn render<B>(error: AuthError, dialect: Dialect, count: bool) -> Response<AuthBody<B>> {
+        let mut response = rejection_response(&error, &Rejections::default(), dialect);
         response.extensions_mut().insert(HandlerRejection { error, count });
         response
     }

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{AuthBody, Dialect, HandlerRejection, Rejections, rejection_response};
+use crate::body::{AuthBody, Dialect, HandlerRejection};
 use crate::error::AuthError;
 pub use crate::principal::Scopes;
 use crate::principal::{Principal, join};
@@ -125,8 +125,7 @@ where
                 tracing::debug!(reason = err.reason(), required = %self.requirement.required, "scope check failed");
                 crate::observe::scope_rejected(&err);
                 // The bearer layer around renders it again with its realm and body style.
-                let response = rejection_response(&err, &Rejections::default(), Dialect::of(req.headers()));
-                let response = HandlerRejection::mark(response, err, false);
+                let response = HandlerRejection::render(err, Dialect::of(req.headers()), false);
                 RequireScopeFuture { state: ScopeState::Rejected { response: Some(response) } }
             }
         }
