@@ -18,9 +18,9 @@ use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
 use crate::jwt::jwks::FetchError;
-use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims};
+use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims, Str};
 use crate::outbound::{Auth, HttpClient, Url, http_url};
-use crate::principal::{ClaimsJson, Principal, PrincipalData, TokenKind};
+use crate::principal::{ClaimsJson, Principal, PrincipalData, Text, TokenKind};
 use crate::throttle::Throttle;
 use crate::time::{Clock, LONGEST_LIFETIME, TimeWindow, later};
 use crate::validate::{RequestView, Validator, Verdict};
@@ -684,9 +684,9 @@ impl Inner {
         let scopes = claims.scopes();
         let principal = Principal::new(PrincipalData {
             kind: TokenKind::Opaque,
-            client_id: claims.client_id.or(claims.azp),
-            subject: claims.sub,
-            issuer: claims.iss,
+            client_id: claims.client_id.or(claims.azp).map(own),
+            subject: claims.sub.map(own),
+            issuer: claims.iss.map(own),
             audience: claims.aud.map(OneOrMany::into_vec).unwrap_or_default(),
             scopes,
             expires_at: claims.exp,
@@ -708,6 +708,12 @@ impl Inner {
             ttl: self.inactive_ttl,
         }
     }
+}
+
+/// A claim of an introspection answer, as the principal's own copy (the answer's text is kept
+/// as a `RawValue`, whose ranges differ from the body's).
+fn own(claim: Str<'_>) -> Text {
+    Text::Own(claim.0.into())
 }
 
 impl Validator for Introspector {

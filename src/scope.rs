@@ -180,5 +180,23 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(s.to_string(), "a b c");
         assert!(Scopes::from_space_delimited("").is_empty());
+        assert_eq!(Scopes::from_space_delimited("   ").len(), 0);
+    }
+
+    /// Items may themselves hold several scopes; each scope is kept once, in first-seen order,
+    /// and a scope is only ever matched whole.
+    #[test]
+    fn extends_with_items_and_matches_whole_scopes() {
+        let mut s = Scopes::from_items(["b a", "a", "c", ""]);
+        s.extend(["d b", "e"]);
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["b", "a", "c", "d", "e"]);
+        assert_eq!((s.len(), s.to_string()), (5, "b a c d e".to_owned()));
+        assert!(s.contains("a") && s.contains("e"));
+        for partial in ["", " ", "b a", "d b", "ab", "A"] {
+            assert!(!s.contains(partial), "{partial:?}");
+        }
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["b","a","c","d","e"]"#);
+        assert_eq!(format!("{s:?}"), r#"{"b", "a", "c", "d", "e"}"#);
+        assert_eq!(Scopes::from_items(["x"]), Scopes::from_space_delimited(" x "));
     }
 }

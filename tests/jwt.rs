@@ -492,3 +492,28 @@ async fn malformed_compact_serializations_are_invalid_token() {
     // Sanity: the untouched token passes.
     assert_eq!(app.get("/me", &token).await.status, StatusCode::OK);
 }
+
+/// String claims are read unescaped, whether they are kept as ranges of the claims text (no
+/// escapes: `é` travels as UTF-8) or copied (a quote or backslash is escaped in JSON); scopes
+/// are split, deduplicated and kept in order whatever the spacing.
+#[tokio::test]
+async fn string_claims_with_and_without_escapes_read_back_as_signed() {
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let app = TestApp::start(validator(&dev)).await;
+    for (subject, client) in [("ré-mi 😀", "plain-client"), ("a\"b\\c\n", "c\u{1}\"q\"")] {
+        let token = dev
+            .token()
+            .alg(Algorithm::ES256)
+            .subject(subject)
+            .claim("client_id", json!(client))
+            .scope("  b a  b ")
+            .claim("scp", json!(["c a", "d"]))
+            .sign();
+        let principal = app.get("/me", &token).await.assert_ok_json();
+        assert_eq!(principal["subject"], subject, "{principal}");
+        assert_eq!(principal["client_id"], client, "{principal}");
+        assert_eq!(principal["issuer"], dev.issuer());
+        assert_eq!(principal["scopes"], json!(["b", "a", "c", "d"]));
+        assert_eq!(principal["claims"]["sub"], subject);
+    }
+}

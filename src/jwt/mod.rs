@@ -10,6 +10,7 @@ pub(crate) mod signature;
 
 pub use builder::JwtValidatorBuilder;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,14 +20,14 @@ use crate::base64url;
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
 use crate::error::{AuthError, InvalidToken, Unavailable};
-use crate::principal::{ClaimsJson, Principal, PrincipalData, TokenKind};
+use crate::principal::{ClaimsJson, Principal, PrincipalData, Text, TokenKind};
 use crate::throttle::Throttle;
 use crate::time::{Clock, TimeWindow};
 use crate::validate::{RequestView, Validator, Verdict};
 pub use cache::TokenCacheStats;
 use cache::{Hit, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};
-use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, TypPolicy};
+use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, Str, TypPolicy};
 use signature::{PreparedKey, ensure_crypto_provider};
 
 /// Defaults of [`JwtValidatorBuilder`].
@@ -234,9 +235,9 @@ impl Inner {
         }
         // One pass reads the claims we need and checks the whole object as JSON (what it does not
         // read it skips with the scanner `RawValue` uses); the decoded buffer itself is then kept
-        // verbatim for the principal, not a copy.
+        // verbatim for the principal, not a copy, and its string claims are read in place.
         let mut payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
-        let claims: RegisteredClaims = serde_json::from_str(&payload).map_err(|e| {
+        let claims: RegisteredClaims<'_> = serde_json::from_str(&payload).map_err(|e| {
             // A wrong claim type stops the pass early: the text after it may not be JSON at all,
             // which makes the token malformed, as checking the whole text first used to say.
             if e.is_data() && serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_ok() {
@@ -245,24 +246,35 @@ impl Inner {
                 InvalidToken::Malformed
             }
         })?;
-        // What follows the object can only be JSON whitespace: kept out, as `RawValue` did.
-        payload.truncate(payload.trim_end().len());
         self.policy.check(&claims, now)?;
         if claims.is_id_token() {
             return Err(InvalidToken::WrongType);
         }
+        // Borrowed claims become ranges of the payload; only unescaped ones are copies.
+        let text = |claim: Option<Str<'_>>| {
+            claim.map(|value| match value.0 {
+                Cow::Borrowed(value) => Text::within(&payload, value),
+                Cow::Owned(value) => Text::Own(value.into()),
+            })
+        };
         let scopes = claims.scopes();
-        let nbf = claims.nbf;
+        let client_id = text(claims.client_id.or(claims.azp));
+        let (subject, issuer) = (text(claims.sub), text(claims.iss));
+        let audience = claims.aud.map(policy::OneOrMany::into_vec).unwrap_or_default();
+        let (expires_at, issued_at, nbf, cnf) = (claims.exp, claims.iat, claims.nbf, claims.cnf);
+        // What follows the object can only be JSON whitespace: kept out, as `RawValue` did (the
+        // ranges above all lie within the object).
+        payload.truncate(payload.trim_end().len());
         let principal = Principal::new(PrincipalData {
             kind: TokenKind::Jwt,
-            client_id: claims.client_id.or(claims.azp),
-            subject: claims.sub,
-            issuer: claims.iss,
-            audience: claims.aud.map(policy::OneOrMany::into_vec).unwrap_or_default(),
+            subject,
+            client_id,
+            issuer,
+            audience,
             scopes,
-            expires_at: claims.exp,
-            issued_at: claims.iat,
-            cnf: claims.cnf,
+            expires_at,
+            issued_at,
+            cnf,
             claims: ClaimsJson::checked(payload),
         });
         Ok(Verified { principal, nbf, key: None })

@@ -1,7 +1,9 @@
 //! The claim policy of JWT access tokens: which `iss`, `aud` and `typ` are accepted, and how
 //! the registered claims are read.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -65,7 +67,7 @@ impl ClaimPolicy {
         }
         if let AudiencePolicy::OneOf(accepted) = &self.audience {
             let aud = claims.aud.as_ref().map(OneOrMany::as_slice).unwrap_or_default();
-            if !aud.iter().any(|a| accepted.contains(a)) {
+            if !aud.iter().any(|a| accepted.iter().any(|ok| *ok == **a)) {
                 return Err(InvalidToken::WrongAudience);
             }
         }
@@ -75,21 +77,31 @@ impl ClaimPolicy {
 
 /// The registered claims this crate reads. Unknown claims are skipped here and kept verbatim in
 /// the principal. Deserializing a struct also rejects duplicate members of these names.
+///
+/// Strings are borrowed from the JSON text where they have no escapes (nearly always): a
+/// token's principal then points into its claims text instead of copying each of them.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RegisteredClaims {
-    pub(crate) iss: Option<String>,
-    pub(crate) sub: Option<String>,
-    pub(crate) aud: Option<OneOrMany>,
+pub(crate) struct RegisteredClaims<'a> {
+    #[serde(borrow)]
+    pub(crate) iss: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(crate) sub: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(crate) aud: Option<OneOrMany<'a>>,
     #[serde(default, deserialize_with = "numeric_date")]
     pub(crate) exp: Option<i64>,
     #[serde(default, deserialize_with = "numeric_date")]
     pub(crate) nbf: Option<i64>,
     #[serde(default, deserialize_with = "numeric_date")]
     pub(crate) iat: Option<i64>,
-    pub(crate) client_id: Option<String>,
-    pub(crate) azp: Option<String>,
-    pub(crate) scope: Option<OneOrMany>,
-    pub(crate) scp: Option<OneOrMany>,
+    #[serde(borrow)]
+    pub(crate) client_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(crate) azp: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(crate) scope: Option<OneOrMany<'a>>,
+    #[serde(borrow)]
+    pub(crate) scp: Option<OneOrMany<'a>>,
     /// RFC 7800 confirmation: a token with one is bound to its sender.
     #[serde(default, deserialize_with = "crate::principal::cnf_claim")]
     pub(crate) cnf: crate::principal::Confirmation,
@@ -100,7 +112,7 @@ pub(crate) struct RegisteredClaims {
     pub(crate) c_hash: Option<serde::de::IgnoredAny>,
 }
 
-impl RegisteredClaims {
+impl RegisteredClaims<'_> {
     /// Whether the claims are an ID token's (RFC 8725 §3.11: an ID token must never pass as an
     /// access token, and with [`TypPolicy::Lenient`] its `typ: JWT` would not say so).
     pub(crate) fn is_id_token(&self) -> bool {
@@ -108,54 +120,84 @@ impl RegisteredClaims {
     }
 
     pub(crate) fn scopes(&self) -> Scopes {
-        let mut scopes = Scopes::default();
-        for claim in [&self.scope, &self.scp].into_iter().flatten() {
-            for item in claim.as_slice() {
-                scopes.extend(item.split(' ').filter(|s| !s.is_empty()));
-            }
-        }
-        scopes
+        let items = [&self.scope, &self.scp].into_iter().flatten().flat_map(OneOrMany::as_slice);
+        Scopes::from_items(items.map(|item| &**item))
+    }
+}
+
+/// A JSON string: borrowed from the text when it has no escapes, owned when it had to be
+/// unescaped. (`Option<Cow<str>>` with `#[serde(borrow)]` would always copy: serde borrows a
+/// `Cow` only as the field's own type.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Str<'a>(pub(crate) Cow<'a, str>);
+
+impl Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Str<'_>> for String {
+    fn from(s: Str<'_>) -> String {
+        s.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(Strings).and_then(|one| match one {
+            OneOrMany::One(s) => Ok(s),
+            OneOrMany::Many(_) => Err(de::Error::invalid_type(de::Unexpected::Seq, &"a string")),
+        })
     }
 }
 
 /// A claim that may be a string or an array of strings (`aud`, `scp`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+pub(crate) enum OneOrMany<'a> {
+    One(Str<'a>),
+    Many(Vec<Str<'a>>),
+}
+
+/// Reads a string (borrowed where the text allows) or, through `deserialize_any`, an array of
+/// strings.
+struct Strings;
+
+impl<'de> Visitor<'de> for Strings {
+    type Value = OneOrMany<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(OneOrMany::One(Str(Cow::Borrowed(v))))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(OneOrMany::One(Str(Cow::Owned(v.to_owned()))))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(OneOrMany::One(Str(Cow::Owned(v))))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut many = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(item) = seq.next_element::<Str<'de>>()? {
+            many.push(item);
+        }
+        Ok(OneOrMany::Many(many))
+    }
 }
 
 /// By hand rather than `#[serde(untagged)]`: untagged buffers each value into serde's generic
 /// `Content` first (an extra allocation and pass per claim, on every cache miss), where the
 /// JSON type already says which variant it is. Any other type is a data error, as before.
-impl<'de> Deserialize<'de> for OneOrMany {
+impl<'de: 'a, 'a> Deserialize<'de> for OneOrMany<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Strings;
-        impl<'de> Visitor<'de> for Strings {
-            type Value = OneOrMany;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
-                let mut many = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-                while let Some(item) = seq.next_element::<String>()? {
-                    many.push(item);
-                }
-                Ok(OneOrMany::Many(many))
-            }
-        }
         d.deserialize_any(Strings)
     }
 }
 
-impl OneOrMany {
-    pub(crate) fn as_slice(&self) -> &[String] {
+impl<'a> OneOrMany<'a> {
+    pub(crate) fn as_slice(&self) -> &[Str<'a>] {
         match self {
             OneOrMany::One(one) => std::slice::from_ref(one),
             OneOrMany::Many(many) => many,
@@ -164,8 +206,8 @@ impl OneOrMany {
 
     pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
+            OneOrMany::One(one) => vec![one.into()],
+            OneOrMany::Many(many) => many.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -201,7 +243,7 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
 mod tests {
     use super::*;
 
-    fn claims(json: &str) -> Result<RegisteredClaims, serde_json::Error> {
+    fn claims(json: &str) -> Result<RegisteredClaims<'_>, serde_json::Error> {
         serde_json::from_str(json)
     }
 
@@ -266,8 +308,8 @@ mod tests {
         let c = claims(r#"{"scope":"a b","scp":["b","c"]}"#).unwrap();
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["a", "b", "c"]);
         let c = claims(r#"{"scp":"x y","aud":"api"}"#).unwrap();
-        assert_eq!(c.aud.as_ref().unwrap().as_slice(), ["api"]);
         assert_eq!(c.scopes().iter().collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(c.aud.unwrap().into_vec(), ["api"]);
     }
 
     #[test]
