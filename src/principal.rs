@@ -21,7 +21,7 @@ use crate::error::AuthError;
 pub struct Scopes {
     /// The scopes joined by single spaces: one allocation however many there are (a scope
     /// token never contains a space, RFC 6749 §3.3).
-    joined: Box<str>,
+    joined: String,
 }
 
 impl Scopes {
@@ -31,32 +31,28 @@ impl Scopes {
     }
 
     /// Scopes from items that are each a scope or space-delimited scopes.
-    pub(crate) fn from_items<'a>(items: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn from_items<'a>(items: impl IntoIterator<Item = &'a str> + Clone) -> Self {
         let mut scopes = Scopes::default();
         scopes.extend(items);
         scopes
     }
 
     /// Adds each scope of `more` (items as in [`from_items`](Self::from_items)) not there yet.
-    pub(crate) fn extend<'a>(&mut self, more: impl IntoIterator<Item = &'a str>) {
-        let mut joined = String::new();
+    pub(crate) fn extend<'a>(&mut self, more: impl IntoIterator<Item = &'a str> + Clone) {
+        // Sized for every item once: one allocation, never grown.
+        let room = more.clone().into_iter().map(|item| item.len() + 1).sum::<usize>();
+        let mut joined = String::with_capacity(self.joined.len() + room);
+        joined.push_str(&self.joined);
         for scope in more.into_iter().flat_map(|item| item.split(' ')) {
-            let there = |joined: &str| joined.split(' ').any(|s| s == scope);
-            if scope.is_empty() || there(&self.joined) || there(&joined) {
+            if scope.is_empty() || joined.split(' ').any(|s| s == scope) {
                 continue;
-            }
-            if joined.is_empty() {
-                joined.reserve(self.joined.len() + 1 + scope.len());
-                joined.push_str(&self.joined);
             }
             if !joined.is_empty() {
                 joined.push(' ');
             }
             joined.push_str(scope);
         }
-        if !joined.is_empty() {
-            self.joined = joined.into_boxed_str();
-        }
+        self.joined = joined;
     }
 
     /// Whether `scope` was granted (exact, case-sensitive match).
@@ -285,7 +281,8 @@ impl PrincipalBuilder {
     /// The granted scopes (duplicates are dropped); [`RequireScope`](crate::RequireScope) checks
     /// them.
     pub fn scopes<'a>(mut self, scopes: impl IntoIterator<Item = &'a str>) -> Self {
-        self.data.scopes = Scopes::from_items(scopes);
+        let scopes: Vec<&str> = scopes.into_iter().collect();
+        self.data.scopes = Scopes::from_items(scopes.iter().copied());
         self
     }
     /// When the token expires, in seconds since the Unix epoch (`exp`).

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 use crate::error::InvalidToken;
@@ -50,26 +50,58 @@ pub(crate) type Digest32 = [u8; 32];
 /// Those bytes are the tail of the signature, pseudorandom for every algorithm we accept, so
 /// they spread honest tokens as well as hashing the whole token would, at a fraction of the
 /// cost. Crafted tokens sharing a tail only share a bucket: equality is still checked on the
-/// whole token, and only tokens that passed full validation are ever inserted.
-#[derive(Clone, Default)]
-pub(crate) struct TailHash(RandomState);
+/// whole token, and only tokens that passed full validation are ever inserted, so nobody can
+/// crowd a bucket. Hence a multiply-rotate mix rather than SipHash: the cache hashes every
+/// token it is asked for, and SipHash was a tenth of a cache hit's own work.
+#[derive(Clone)]
+pub(crate) struct TailHash {
+    key: u64,
+}
+
+impl Default for TailHash {
+    fn default() -> Self {
+        TailHash { key: RandomState::new().hash_one(0x7461_696c_u64) }
+    }
+}
 
 impl BuildHasher for TailHash {
     type Hasher = TailHasher;
     fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.0.build_hasher())
+        TailHasher(self.key)
     }
 }
 
-pub(crate) struct TailHasher(DefaultHasher);
+pub(crate) struct TailHasher(u64);
 
 impl Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.write_usize(bytes.len());
-        self.0.write(&bytes[bytes.len().saturating_sub(32)..]);
+        let mut h = self.0 ^ (bytes.len() as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        for chunk in bytes[bytes.len().saturating_sub(32)..].chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31);
+        }
+        self.0 = h;
     }
     fn finish(&self) -> u64 {
-        self.0.finish()
+        // MurmurHash3's finalizer: every bit of the state reaches every bit of the hash, whichever
+        // bits the map uses.
+        let mut h = self.0;
+        h = (h ^ (h >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h = (h ^ (h >> 33)).wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        h ^ (h >> 33)
+    }
+}
+
+/// The [`Doorkeeper`]'s hash: keyed SipHash of a token's length and tail, since what it records
+/// decides which tokens are admitted, and nobody should be able to aim tokens at one set.
+#[derive(Default)]
+struct DoorkeeperHash(RandomState);
+
+impl DoorkeeperHash {
+    fn hash(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        self.0.hash_one((bytes.len(), &bytes[bytes.len().saturating_sub(32)..]))
     }
 }
 
@@ -106,8 +138,7 @@ pub(crate) enum Hit {
 pub(crate) struct TokenCache {
     /// `Arc`: a hit clones the value, and that should cost a reference count, not allocations.
     entries: moka::sync::Cache<Box<str>, Arc<Entry>, TailHash>,
-    /// The [`Doorkeeper`]'s hash: keyed SipHash, so nobody can aim tokens at a set.
-    hasher: TailHash,
+    hasher: DoorkeeperHash,
     inserted: Inserted,
     doorkeeper: Doorkeeper,
     max_ttl: i64,
@@ -274,7 +305,7 @@ impl TokenCache {
                 .max_capacity(max_entries)
                 .time_to_live(max_ttl.min(crate::time::LONGEST_LIFETIME))
                 .build_with_hasher(TailHash::default()),
-            hasher: TailHash::default(),
+            hasher: DoorkeeperHash::default(),
             inserted: Inserted::new(max_entries),
             doorkeeper: Doorkeeper::new(max_entries),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
@@ -313,7 +344,7 @@ impl TokenCache {
             self.entries.invalidate(token);
             if !fresh {
                 // It was admitted before: once verified again, it is remembered at once.
-                self.doorkeeper.seen_again(self.hasher.hash_one(token));
+                self.doorkeeper.seen_again(self.hasher.hash(token));
             }
             return miss();
         }
@@ -338,7 +369,7 @@ impl TokenCache {
         nbf: Option<i64>,
         now: i64,
     ) {
-        if self.doorkeeper.seen_again(self.hasher.hash_one(token)) {
+        if self.doorkeeper.seen_again(self.hasher.hash(token)) {
             let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
             self.entries.insert(token.into(), Arc::new(entry));
             self.inserted.insert(self.inserted.hash(token));
@@ -358,6 +389,32 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same token always hashes alike; the length and every one of the last 32 bytes count;
+    /// and tokens differing only in their tails spread evenly over the low bits (which pick a
+    /// bucket) as well as the high ones.
+    #[test]
+    fn tail_hash_is_stable_and_spreads() {
+        let hash = TailHash::default();
+        let token = format!("{}.{}", "h".repeat(40), "s".repeat(300));
+        assert_eq!(hash.hash_one(token.as_str()), hash.hash_one(token.clone().as_str()));
+        let mut changed = token.clone().into_bytes();
+        for i in changed.len() - 32..changed.len() {
+            changed[i] = b't';
+            assert_ne!(hash.hash_one(std::str::from_utf8(&changed).unwrap()), hash.hash_one(token.as_str()));
+            changed[i] = b's';
+        }
+        assert_ne!(hash.hash_one(&token[1..]), hash.hash_one(token.as_str()), "length");
+        let hashes: Vec<u64> =
+            (0..16_384u32).map(|i| hash.hash_one(format!("{token}{i:08x}").as_str())).collect();
+        for shift in [0, 54] {
+            let mut buckets = [0u32; 1024];
+            hashes.iter().for_each(|h| buckets[((h >> shift) & 1023) as usize] += 1);
+            // 16 a bucket on average; a uniform spread stays far below 48.
+            let fullest = buckets.iter().max().unwrap();
+            assert!(*fullest < 48, "bits {shift}..: fullest bucket holds {fullest}");
+        }
+    }
 
     /// An absurd configured lifetime is clamped, not handed to moka (which panics beyond
     /// 1 000 years).
