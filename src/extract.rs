@@ -6,6 +6,7 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, Request};
 
 use crate::error::{AuthError, InvalidRequest, Scheme};
+use crate::principal::Principal;
 
 /// The default bound on the `Authorization` header, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -26,16 +27,17 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
 /// assert_eq!(bearer_token(&headers, 8192).unwrap(), "abc.def-ghi");
 /// ```
 pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthError> {
-    header_credentials(headers, max_bytes, false).map(|(token, _)| token)
+    let (token, _) = header_credentials(headers, max_bytes, false)?;
+    checked_token(token)
 }
 
-/// The token of the `Authorization` header and its scheme: `Bearer`, or `DPoP` (RFC 9449 §7.1)
-/// when `dpop` is accepted.
+/// The token of the `Authorization` header, its syntax not checked yet, and its scheme:
+/// `Bearer`, or `DPoP` (RFC 9449 §7.1) when `dpop` is accepted.
 fn header_credentials(
     headers: &HeaderMap,
     max_bytes: usize,
     dpop: bool,
-) -> Result<(&str, Scheme), AuthError> {
+) -> Result<(&[u8], Scheme), AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -43,7 +45,22 @@ fn header_credentials(
     if values.next().is_some() {
         return Err(InvalidRequest::MultipleAuthorizationHeaders.into());
     }
-    parse_credentials(value.as_bytes(), max_bytes, dpop)
+    split_credentials(value.as_bytes(), max_bytes, dpop)
+}
+
+/// A validator's memory of verified tokens ([`Validator::remembered`]), asked with a bearer
+/// token's bytes before their syntax is checked.
+///
+/// [`Validator::remembered`]: crate::Validator::remembered
+pub(crate) type Remembered<'r> = &'r dyn Fn(&[u8]) -> Option<Principal>;
+
+/// What the credentials of a request came to.
+pub(crate) enum Found<'a> {
+    /// The one token of the request (a `b64token`), where it was, and its scheme.
+    Token(Cow<'a, str>, TokenSource, Scheme),
+    /// The `Authorization: Bearer` token, which [`Remembered`] knew: the request can carry no
+    /// other token, and this one passed every check when it was first validated.
+    Remembered(Principal),
 }
 
 /// Where a request may carry its token. The `Authorization` header is always read; the others
@@ -101,16 +118,25 @@ pub fn find_token<'a, B>(
     sources: &TokenSources,
     max_bytes: usize,
 ) -> Result<(Cow<'a, str>, TokenSource), AuthError> {
-    find_credentials(req, sources, max_bytes, false).map(|(token, source, _)| (token, source))
+    match find_credentials(req, sources, max_bytes, false, None)? {
+        Found::Token(token, source, _) => Ok((token, source)),
+        // Not asked, so never found.
+        Found::Remembered(_) => Err(AuthError::MissingToken),
+    }
 }
 
 /// [`find_token`], and the scheme of a header token (`DPoP` only when `dpop` is accepted).
+/// `remembered` is asked for the header's bearer token when the request can carry no other
+/// token (no other source is enabled and no form token was found).
 pub(crate) fn find_credentials<'a, B>(
     req: &'a Request<B>,
     sources: &TokenSources,
     max_bytes: usize,
     dpop: bool,
-) -> Result<(Cow<'a, str>, TokenSource, Scheme), AuthError> {
+    remembered: Option<Remembered<'_>>,
+) -> Result<Found<'a>, AuthError> {
+    let header_only = sources.cookie.is_none() && !sources.query;
+    let remembered = remembered.filter(|_| header_only && req.extensions().get::<FormToken>().is_none());
     let mut scheme = Scheme::Bearer;
     let mut found: Option<(Cow<'a, str>, TokenSource)> = None;
     let mut add = |token: Cow<'a, str>, source| {
@@ -122,8 +148,13 @@ pub(crate) fn find_credentials<'a, B>(
     };
     match header_credentials(req.headers(), max_bytes, dpop) {
         Ok((token, used)) => {
+            if used == Scheme::Bearer
+                && let Some(principal) = remembered.and_then(|remembered| remembered(token))
+            {
+                return Ok(Found::Remembered(principal));
+            }
             scheme = used;
-            add(Cow::Borrowed(token), TokenSource::Header)?
+            add(Cow::Borrowed(checked_token(token)?), TokenSource::Header)?
         }
         Err(AuthError::MissingToken) => {}
         Err(err) => return Err(err),
@@ -142,7 +173,7 @@ pub(crate) fn find_credentials<'a, B>(
         check_token(token.as_bytes(), max_bytes)?;
         add(Cow::Borrowed(token.as_str()), TokenSource::Form)?;
     }
-    found.map(|(token, source)| (token, source, scheme)).ok_or(AuthError::MissingToken)
+    found.map(|(token, source)| Found::Token(token, source, scheme)).ok_or(AuthError::MissingToken)
 }
 
 /// Checks a token from a source other than the header: size bound and `b64token` syntax.
@@ -204,7 +235,28 @@ fn query_token(query: Option<&str>, max_bytes: usize) -> Result<Option<String>, 
 }
 
 /// Parses `credentials = "Bearer" 1*SP b64token` (or `"DPoP"` when `dpop`) from raw header bytes.
+#[cfg(test)]
 fn parse_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&str, Scheme), AuthError> {
+    let (token, scheme) = split_credentials(value, max_bytes, dpop)?;
+    Ok((checked_token(token)?, scheme))
+}
+
+/// `token` as text, if it is a `b64token`.
+fn checked_token(token: &[u8]) -> Result<&str, AuthError> {
+    if !is_b64token(token) {
+        return Err(if token.is_ascii() {
+            InvalidRequest::MalformedToken
+        } else {
+            InvalidRequest::NonAsciiHeader
+        }
+        .into());
+    }
+    // `is_b64token` admits ASCII only, so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| AuthError::from(InvalidRequest::NonAsciiHeader))
+}
+
+/// Splits `credentials` into the scheme and the (non-empty) token, whose syntax is not checked.
+fn split_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&[u8], Scheme), AuthError> {
     if value.len() > max_bytes {
         return Err(InvalidRequest::HeaderTooLarge.into());
     }
@@ -223,16 +275,6 @@ fn parse_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&str
     if token.is_empty() {
         return Err(InvalidRequest::EmptyToken.into());
     }
-    if !is_b64token(token) {
-        return Err(if token.is_ascii() {
-            InvalidRequest::MalformedToken
-        } else {
-            InvalidRequest::NonAsciiHeader
-        }
-        .into());
-    }
-    // `is_b64token` admits ASCII only, so this cannot fail.
-    let token = std::str::from_utf8(token).map_err(|_| AuthError::from(InvalidRequest::NonAsciiHeader))?;
     Ok((token, scheme))
 }
 

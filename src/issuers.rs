@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::error::{AuthError, InvalidToken};
 use crate::jwt::JwtValidator;
+use crate::principal::Principal;
 use crate::validate::{RequestView, Validator, Verdict};
 
 /// A [`Validator`] that trusts several issuers, each through its own [`JwtValidator`].
@@ -112,12 +113,21 @@ fn unverified_issuer(token: &str, max_bytes: usize) -> Result<String, InvalidTok
 const PEEK_CACHES_UP_TO: usize = 4;
 
 impl Validator for MultiIssuer {
+    /// An issuer's cache hit is that issuer's own verdict on this very token, whichever issuer
+    /// the payload names (as in `validate`).
+    fn remembered(&self, token: &[u8]) -> Option<Principal> {
+        if self.inner.by_issuer.len() > PEEK_CACHES_UP_TO {
+            return None;
+        }
+        self.inner.by_issuer.values().find_map(|validator| validator.remembered(token))
+    }
+
     fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict {
         // A hit in an issuer's cache is that issuer's own earlier verdict on this very token (its
         // `iss` included), so it stands whichever issuer the payload names.
         if self.inner.by_issuer.len() <= PEEK_CACHES_UP_TO && token.len() <= self.inner.max_token_bytes {
             for validator in self.inner.by_issuer.values() {
-                if let Some(hit) = validator.cached_only(token) {
+                if let Some(hit) = validator.cached_only(token.as_bytes()) {
                     return Verdict::Ready(hit);
                 }
             }

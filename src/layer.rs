@@ -22,7 +22,9 @@ use crate::body::{
 use crate::certificate::{CertificateHeader, ClientCertificate, ForwardedCertificate};
 use crate::dpop::{DPOP, DPOP_NONCE, Dpop, Mode as DpopMode, Proof, Target, proof_header};
 use crate::error::{AuthError, ChallengeParams, InvalidRequest, Scheme};
-use crate::extract::{DEFAULT_MAX_HEADER_BYTES, TokenSource, TokenSources, find_credentials};
+use crate::extract::{
+    DEFAULT_MAX_HEADER_BYTES, Found, Remembered, TokenSource, TokenSources, find_credentials,
+};
 use crate::observe;
 use crate::principal::Principal;
 use crate::resource_metadata::ProtectedResource;
@@ -396,16 +398,30 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         let dpop = &*shared.dpop;
-        let found = find_credentials(&req, &shared.sources, shared.max_header_bytes, dpop.is_on());
+        let dpop_header = dpop.is_on() && req.headers().contains_key(DPOP);
+        // A token the validator remembers (its cache) passed every check once, the syntax check
+        // included: its header's bytes are looked up as they came, before that check. Only
+        // where nothing else in the request could change the answer: no certificate header is
+        // trusted, and with DPoP on a bearer token is allowed and comes without a proof (else
+        // it is refused below). `find_credentials` adds that no other token source is enabled.
+        let remember = |token: &[u8]| shared.validator.remembered(token);
+        let remembered: Option<Remembered<'_>> =
+            (shared.forwarded_certificate.is_none() && !dpop_header && dpop.mode != DpopMode::Required)
+                .then_some(&remember);
+        let found =
+            find_credentials(&req, &shared.sources, shared.max_header_bytes, dpop.is_on(), remembered);
         let (verdict, private, proof, scheme, forwarded) = match found {
-            Ok((token, source, scheme)) => {
+            Ok(Found::Remembered(principal)) => {
+                return self.admit(req, principal, None, Scheme::Bearer, false);
+            }
+            Ok(Found::Token(token, source, scheme)) => {
                 let proof = match scheme {
                     Scheme::Dpop => match dpop_proof(dpop, &req, &token) {
                         Ok(proof) => Some(proof),
                         Err(err) => return self.reject(&err, &req, scheme),
                     },
                     // A proof with a bearer token: which one did the client mean?
-                    Scheme::Bearer if dpop.is_on() && req.headers().contains_key(DPOP) => {
+                    Scheme::Bearer if dpop_header => {
                         return self.reject(&InvalidRequest::BearerWithDpopProof.into(), &req, scheme);
                     }
                     // DPoP only: a bearer token counts as no credentials (never as anonymous).
@@ -443,32 +459,7 @@ where
             req.extensions_mut().insert(cert);
         }
         match verdict {
-            Verdict::Ready(Ok(principal)) => {
-                if let Err(err) = not_revoked(shared.revocations.as_deref(), &principal) {
-                    return self.reject(&err, &req, scheme);
-                }
-                // The binding is the request's: checked on every request, cache hits included.
-                let cert = || req.extensions().get::<ClientCertificate>();
-                match binding::check(principal.confirmation(), proof.as_ref(), cert, dpop) {
-                    Checked::Done(Ok(())) => {}
-                    Checked::Done(Err(err)) => return self.reject(&err, &req, scheme),
-                    // A shared replay store must be asked first: wait as for a validation.
-                    Checked::Pending(recording) => {
-                        let validation: ValidationFuture =
-                            Box::pin(async move { recording.await.map(|()| principal) });
-                        return self.validating(validation, req, proof.is_some(), scheme, private);
-                    }
-                }
-                let rejections =
-                    if proof.is_some() { &self.shared.dpop_rejections } else { &self.shared.rejections };
-                let nonce = proof.and_then(|_| fresh_nonce(dpop));
-                authorize(&mut req, principal);
-                let dialect = Dialect::of(req.headers());
-                let mut future =
-                    ResponseFuture::called(self.inner.call(req), rejections.clone(), dialect, private);
-                future.nonce = nonce;
-                future
-            }
+            Verdict::Ready(Ok(principal)) => self.admit(req, principal, proof, scheme, private),
             Verdict::Ready(Err(err)) => self.reject(&err, &req, scheme),
             Verdict::Pending(validation) => {
                 let validation = match proof {
@@ -495,6 +486,46 @@ impl<S, V> BearerService<S, V>
 where
     S: Clone,
 {
+    /// Lets a request with a valid token through, once the request itself allows it: the token
+    /// is not revoked, and it is bound to nothing or to what the request proves (`proof`, the
+    /// client certificate).
+    fn admit<ReqB, ResB>(
+        &mut self,
+        mut req: Request<ReqB>,
+        principal: Principal,
+        proof: Option<Proof>,
+        scheme: Scheme,
+        private: bool,
+    ) -> ResponseFuture<S::Future, S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        let shared = &self.shared;
+        if let Err(err) = not_revoked(shared.revocations.as_deref(), &principal) {
+            return self.reject(&err, &req, scheme);
+        }
+        // The binding is the request's: checked on every request, cache hits included.
+        let cert = || req.extensions().get::<ClientCertificate>();
+        match binding::check(principal.confirmation(), proof.as_ref(), cert, &shared.dpop) {
+            Checked::Done(Ok(())) => {}
+            Checked::Done(Err(err)) => return self.reject(&err, &req, scheme),
+            // A shared replay store must be asked first: wait as for a validation.
+            Checked::Pending(recording) => {
+                let validation: ValidationFuture =
+                    Box::pin(async move { recording.await.map(|()| principal) });
+                return self.validating(validation, req, proof.is_some(), scheme, private);
+            }
+        }
+        let rejections = if proof.is_some() { &shared.dpop_rejections } else { &shared.rejections };
+        let nonce = proof.and_then(|_| fresh_nonce(&shared.dpop));
+        let rejections = rejections.clone();
+        authorize(&mut req, principal);
+        let dialect = Dialect::of(req.headers());
+        let mut future = ResponseFuture::called(self.inner.call(req), rejections, dialect, private);
+        future.nonce = nonce;
+        future
+    }
+
     /// The future of a request whose verdict needs waiting for. With `used_dpop`, `validation`
     /// has checked the binding already.
     fn validating<ReqB, ResB>(

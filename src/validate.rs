@@ -75,11 +75,26 @@ impl Verdict {
 pub trait Validator: Send + Sync + 'static {
     /// Validates `token` (already syntax-checked as an RFC 6750 `b64token`), sent with `request`.
     fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict;
+
+    /// The principal of an earlier successful validation of exactly these bytes, still valid
+    /// now, if the validator remembers one (a verified-token cache); `None` (the default)
+    /// otherwise. A remembered token once passed the syntax check, so
+    /// [`BearerLayer`](crate::BearerLayer) asks this first, with the header's bytes as they
+    /// came, and checks syntax and calls [`validate`](Self::validate) only when it gets `None`.
+    /// An answer must depend on the token alone (`validate` may look at the request; this
+    /// cannot).
+    fn remembered(&self, token: &[u8]) -> Option<Principal> {
+        let _ = token;
+        None
+    }
 }
 
 impl<V: Validator + ?Sized> Validator for Arc<V> {
     fn validate(&self, token: &str, request: &RequestView<'_>) -> Verdict {
         (**self).validate(token, request)
+    }
+    fn remembered(&self, token: &[u8]) -> Option<Principal> {
+        (**self).remembered(token)
     }
 }
 

@@ -118,7 +118,7 @@ impl JwtValidator {
 
     /// The verified-token cache's answer for `token`, if it has one: no parsing, no signature
     /// check, and a miss is not counted (the caller may not validate the token here at all).
-    pub(crate) fn cached_only(&self, token: &str) -> Option<Result<Principal, AuthError>> {
+    pub(crate) fn cached_only(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
         let inner = &self.inner;
         inner.cache.as_ref()?;
         let now = inner.clock.unix_now();
@@ -336,7 +336,7 @@ impl Inner {
     /// selection in `keys` still picks the very key that verified the token.
     fn cached(
         &self,
-        token: &str,
+        token: &[u8],
         now: i64,
         keys: Option<&Keys>,
         count_miss: bool,
@@ -366,6 +366,16 @@ impl Inner {
 }
 
 impl Validator for JwtValidator {
+    /// What the verified-token cache holds for `token`, when it is valid now.
+    fn remembered(&self, token: &[u8]) -> Option<Principal> {
+        // A token never inserted (every new one) costs a bit test here, not the key set's
+        // snapshot and a clock read: it is about to be looked up again by `validate`.
+        if !self.inner.cache.as_ref()?.may_contain(token) {
+            return None;
+        }
+        self.cached_only(token)?.ok()
+    }
+
     fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
         let inner = &self.inner;
         // Before anything else: the size bound is what keeps every later step cheap.
@@ -376,14 +386,14 @@ impl Validator for JwtValidator {
         let (set, keys) = match &inner.keys {
             KeySource::KeySet(set) => (set, set.snapshot()),
             KeySource::Secret(secret) => {
-                if let Some(hit) = inner.cached(token, now, None, true) {
+                if let Some(hit) = inner.cached(token.as_bytes(), now, None, true) {
                     return Verdict::Ready(hit);
                 }
                 let result = inner.validate_with_secret(token, secret, now);
                 return Verdict::Ready(result.map(|v| inner.remember(token, v, now)).map_err(reject));
             }
         };
-        if let Some(hit) = inner.cached(token, now, Some(&keys), true) {
+        if let Some(hit) = inner.cached(token.as_bytes(), now, Some(&keys), true) {
             return Verdict::Ready(hit);
         }
         match inner.validate_with(token, &keys, now) {
