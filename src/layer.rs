@@ -516,9 +516,8 @@ where
                 return self.validating(validation, req, proof.is_some(), scheme, private);
             }
         }
-        let rejections = if proof.is_some() { &shared.dpop_rejections } else { &shared.rejections };
+        let rejections = if proof.is_some() { &shared.dpop_rejections } else { &shared.rejections }.clone();
         let nonce = proof.and_then(|_| fresh_nonce(&shared.dpop));
-        let rejections = rejections.clone();
         authorize(&mut req, principal);
         let dialect = Dialect::of(req.headers());
         let mut future = ResponseFuture::called(self.inner.call(req), rejections, dialect, private);

@@ -94,6 +94,12 @@ async fn browser() -> Option<(Driver, Client)> {
 }
 
 /// Saves a screenshot of the current page when `TOWER_BEARER_SCREENSHOTS` names a directory.
+/// The text of the element `id`, once the page shows it (bounded by the hang guard).
+async fn element_text(browser: &Client, id: &str) -> String {
+    let element = browser.wait().at_most(common::HANG_GUARD).for_element(Locator::Id(id)).await;
+    element.unwrap_or_else(|e| panic!("#{id}: {e}")).text().await.expect("text")
+}
+
 async fn screenshot(browser: &Client, name: &str) {
     if let Some(dir) = std::env::var_os("TOWER_BEARER_SCREENSHOTS") {
         let png = browser.screenshot().await.expect("screenshot");
@@ -255,25 +261,9 @@ async fn run(setup: &Setup, browser: &Client) {
     browser.find(Locator::Id("token")).await.expect("token field").send_keys(access).await.expect("paste");
     browser.find(Locator::Id("inspect")).await.expect("inspect button").click().await.expect("inspect");
     // The click submits a form: wait for the page it loads (bounded by the hang guard).
-    let signature = browser
-        .wait()
-        .at_most(common::HANG_GUARD)
-        .for_element(Locator::Id("signature"))
-        .await
-        .expect("signature line")
-        .text()
-        .await
-        .expect("text");
+    let signature = element_text(browser, "signature").await;
     assert!(signature.starts_with("valid: signed by this server's key es256-1"), "{signature}");
-    let shown = browser
-        .wait()
-        .at_most(common::HANG_GUARD)
-        .for_element(Locator::Id("claims"))
-        .await
-        .expect("claims")
-        .text()
-        .await
-        .expect("text");
+    let shown = element_text(browser, "claims").await;
     assert!(shown.contains("\"sub\": \"bob\""), "{shown}");
     screenshot(browser, "token-debugger").await;
 
