@@ -128,8 +128,7 @@ impl JwtValidator {
         }
     }
 
-    /// Counters of the verified-token cache (all zero without one). Runs the cache's pending
-    /// maintenance first, so the entry count is current.
+    /// Counters of the verified-token cache (all zero without one).
     pub fn token_cache_stats(&self) -> TokenCacheStats {
         self.inner.cache.as_ref().map_or_else(TokenCacheStats::default, TokenCache::stats)
     }

@@ -32,6 +32,9 @@ use crate::observe;
 use crate::principal::Principal;
 use crate::time::TimeWindow;
 
+mod entries;
+use entries::Entries;
+
 /// Defaults of the verified-token cache.
 pub(crate) mod defaults {
     use std::time::Duration;
@@ -124,6 +127,16 @@ struct Entry {
     cached_at: i64,
 }
 
+/// What the entry of a token says, read under its shard's lock.
+enum Looked {
+    Valid(Principal),
+    Invalid(InvalidToken),
+    /// Too old, or its key no longer vouches for it: as if absent.
+    Gone {
+        fresh: bool,
+    },
+}
+
 /// What a lookup found.
 pub(crate) enum Hit {
     /// Valid now: the cached principal.
@@ -135,9 +148,8 @@ pub(crate) enum Hit {
 }
 
 pub(crate) struct TokenCache {
-    /// `Arc`: a hit clones the value, and that should cost a reference count, not allocations.
     /// Keyed by the token's bytes: a lookup needs no UTF-8 check of what it is asked for.
-    entries: moka::sync::Cache<Box<[u8]>, Arc<Entry>, TailHash>,
+    entries: Entries<Entry>,
     hasher: DoorkeeperHash,
     inserted: Inserted,
     doorkeeper: Doorkeeper,
@@ -196,7 +208,7 @@ impl Doorkeeper {
 
 /// The tokens inserted into the cache, one bit each (by hash) in a small table: 8 bits an entry,
 /// 4 Ki to 16 Mi bits. A clear bit means the token was never inserted, so a token never seen
-/// before skips the cache's lookup (moka's read bookkeeping and a random access into a table
+/// before skips the cache's lookup (a shard's lock and a random access into a table
 /// sized for every entry) for one access into this one, which is 8 times smaller than the
 /// doorkeeper's and stays in the CPU's caches.
 ///
@@ -287,7 +299,8 @@ impl Striped {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenCacheStats {
-    /// Tokens remembered now.
+    /// Entries held now. One past its maximum TTL counts until a lookup finds it (and drops it)
+    /// or a full cache gives it up, which it does first.
     pub entries: u64,
     /// Lookups answered from the cache (valid or expired), with no signature check.
     pub hits: u64,
@@ -298,12 +311,7 @@ pub struct TokenCacheStats {
 impl TokenCache {
     pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         TokenCache {
-            // moka's own TTL only reclaims memory; acceptance is decided by `cached_at` against
-            // the validator's clock below, so a test clock governs it too.
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(max_ttl.min(crate::time::LONGEST_LIFETIME))
-                .build_with_hasher(TailHash::default()),
+            entries: Entries::new(max_entries),
             hasher: DoorkeeperHash::default(),
             inserted: Inserted::new(max_entries),
             doorkeeper: Doorkeeper::new(max_entries),
@@ -335,25 +343,36 @@ impl TokenCache {
         if !self.may_contain(token) {
             return miss();
         }
-        let Some(entry) = self.entries.get(token) else {
-            return miss();
-        };
-        let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
-        if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
-            self.entries.invalidate(token);
-            if !fresh {
-                // It was admitted before: once verified again, it is remembered at once.
-                self.doorkeeper.seen_again(self.hasher.hash(token));
+        // Decided under the shard's shared lock, so that a hit clones the principal and nothing
+        // else; what ends an entry is carried out after.
+        let looked = self.entries.read(token, |entry| {
+            let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
+            if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
+                return Looked::Gone { fresh };
             }
-            return miss();
-        }
-        observe::token_cache(true);
-        self.hits.increment();
-        let principal = &entry.principal;
-        match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
-            Ok(()) => Hit::Valid(entry.principal.clone()),
-            Err(why) => {
-                self.entries.invalidate(token);
+            let principal = &entry.principal;
+            match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
+                Ok(()) => Looked::Valid(principal.clone()),
+                Err(why) => Looked::Invalid(why),
+            }
+        });
+        match looked {
+            None => miss(),
+            Some(Looked::Gone { fresh }) => {
+                self.entries.remove(token);
+                if !fresh {
+                    // It was admitted before: once verified again, it is remembered at once.
+                    self.doorkeeper.seen_again(self.hasher.hash(token));
+                }
+                miss()
+            }
+            Some(Looked::Valid(principal)) => {
+                self.count_hit();
+                Hit::Valid(principal)
+            }
+            Some(Looked::Invalid(why)) => {
+                self.count_hit();
+                self.entries.remove(token);
                 Hit::Invalid(why)
             }
         }
@@ -370,9 +389,16 @@ impl TokenCache {
     ) {
         if self.doorkeeper.seen_again(self.hasher.hash(token.as_bytes())) {
             let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
-            self.entries.insert(token.as_bytes().into(), Arc::new(entry));
+            // A full cache gives up a stale entry first: it would only be refused on its next hit.
+            let stale = |e: &Entry| now.saturating_sub(e.cached_at) >= self.max_ttl;
+            self.entries.insert(token.as_bytes(), entry, stale);
             self.inserted.insert(self.inserted.hash(token.as_bytes()));
         }
+    }
+
+    fn count_hit(&self) {
+        observe::token_cache(true);
+        self.hits.increment();
     }
 
     /// `false` when `token` was certainly never inserted (a bit test), whatever else.
@@ -381,9 +407,8 @@ impl TokenCache {
     }
 
     pub(crate) fn stats(&self) -> TokenCacheStats {
-        self.entries.run_pending_tasks();
         TokenCacheStats {
-            entries: self.entries.entry_count(),
+            entries: self.entries.len() as u64,
             hits: self.hits.sum(),
             misses: self.misses.sum(),
         }
@@ -420,13 +445,11 @@ mod tests {
         }
     }
 
-    /// An absurd configured lifetime is clamped, not handed to moka (which panics beyond
-    /// 1 000 years).
+    /// An absurd configured lifetime is clamped.
     #[test]
     fn a_huge_max_ttl_is_clamped() {
         let cache = TokenCache::new(10, Duration::MAX);
         assert_eq!(cache.max_ttl, i64::MAX);
-        cache.entries.run_pending_tasks();
     }
 
     /// What was inserted is always reported as possibly there (a false "absent" would cost a
