@@ -1,6 +1,6 @@
 //! Where the verified-token cache keeps its entries: hash maps in shards, each behind a
 //! read-write lock, under one entry count; a full cache gives up an entry by CLOCK (second
-//! chance).
+//! chance, each shard a ring of its entries in the order they came).
 //!
 //! Why not moka, which the introspection cache uses: a moka hit records itself for the eviction
 //! policy (a frequency sketch, an access-order list, a channel drained by whichever request
@@ -9,10 +9,11 @@
 //! (perf, `benches/load.sh`). Here admission is already decided by the doorkeeper, and a hit
 //! only reads: a shared lock, a probe, the key compared, a bit set if it was clear.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::HashTable;
 
 use super::TailHash;
 
@@ -25,43 +26,63 @@ pub(super) struct Entries<V> {
     max: usize,
 }
 
-type Shard<V> = HashMap<Box<[u8]>, Slot<V>, TailHash>;
+struct Shard<V> {
+    table: HashTable<Slot<V>>,
+    /// The CLOCK's ring: the hash of the entry at each place (`None`: a place given back, listed
+    /// in `free`). An entry knows its place, so the hand finds it in the table by that hash.
+    ring: Vec<Option<u64>>,
+    free: Vec<usize>,
+    hand: usize,
+}
 
 struct Slot<V> {
+    key: Box<[u8]>,
+    /// Kept: the table rehashes from it when it grows, and the ring finds the entry by it.
+    hash: u64,
+    place: usize,
     value: V,
-    /// Set by a hit, cleared by an eviction passing over it: an entry not used since the last
-    /// pass is the one given up.
+    /// Set by a hit, cleared by the hand passing: an entry not used for a whole turn of the
+    /// hand is the one given up.
     used: AtomicBool,
 }
 
 /// A shard for about every 256 entries, at most 64: enough that two threads rarely want the
-/// same one for writing, few enough that each stays a real map.
+/// same one for writing, few enough that each stays a real table.
 const MAX_SHARDS: usize = 64;
 
 impl<V> Entries<V> {
     pub(super) fn new(max_entries: u64) -> Self {
         let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
         let shards = (max / 256).clamp(1, MAX_SHARDS).next_power_of_two();
-        let hasher = TailHash::default();
         Entries {
-            shards: (0..shards).map(|_| RwLock::new(HashMap::with_hasher(hasher.clone()))).collect(),
-            hasher,
+            shards: (0..shards)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        table: HashTable::new(),
+                        ring: Vec::new(),
+                        free: Vec::new(),
+                        hand: 0,
+                    })
+                })
+                .collect(),
+            hasher: TailHash::default(),
             len: AtomicUsize::new(0),
             max,
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard<V>> {
-        // Bits the map itself does not use: it takes the low ones for the bucket and the top seven
-        // for its tags.
+    fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard<V>>) {
         let hash = self.hasher.hash_one(key);
-        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+        // Bits the table does not use: it takes the low ones for the bucket and the top seven
+        // for its tags.
+        (hash, &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)])
     }
 
     /// `f` of the entry under `key`, if there is one, run under the shard's shared lock.
     pub(super) fn read<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
-        let shard = read(self.shard(key));
-        let slot = shard.get(key)?;
+        let (hash, shard) = self.locate(key);
+        let shard = read(shard);
+        let slot = shard.table.find(hash, |slot| *slot.key == *key)?;
         // Only a clear bit is written: a hot entry's line is not written on every hit.
         if !slot.used.load(Ordering::Relaxed) {
             slot.used.store(true, Ordering::Relaxed);
@@ -70,31 +91,47 @@ impl<V> Entries<V> {
     }
 
     /// Keeps `value` under `key`. A full cache first gives up an entry of the same shard: one
-    /// `stale` says is of no use, else one not used since an eviction last passed over it.
+    /// `stale` says is of no use, else one not used for a turn of the hand.
     pub(super) fn insert(&self, key: &[u8], value: V, stale: impl Fn(&V) -> bool) {
         if self.max == 0 {
             return;
         }
-        let mut shard = write(self.shard(key));
-        if let Some(slot) = shard.get_mut(key) {
+        let (hash, shard) = self.locate(key);
+        let mut shard = write(shard);
+        if let Some(slot) = shard.table.find_mut(hash, |slot| *slot.key == *key) {
             slot.value = value;
             return;
         }
         // A place is taken from the count before the entry goes in, so that inserts into two
         // shards at once cannot both take the last one.
-        let place =
+        let room =
             self.len.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1));
-        // Full: the entry given up leaves its place to this one.
-        if place.is_err() && !evict_one(&mut shard, stale) {
-            // This shard holds nothing to give up: its traffic is small, so is the loss of not
-            // remembering this token.
-            return;
-        }
-        shard.insert(key.into(), Slot { value, used: AtomicBool::new(false) });
+        let place = if room.is_ok() {
+            shard.free.pop().unwrap_or_else(|| {
+                shard.ring.push(None);
+                shard.ring.len() - 1
+            })
+        } else {
+            // Full: the entry given up leaves its place, and its count, to this one.
+            match shard.evict_one(stale) {
+                Some(place) => place,
+                // This shard holds nothing to give up: its traffic is small, so is the loss of
+                // not remembering this token.
+                None => return,
+            }
+        };
+        shard.ring[place] = Some(hash);
+        let slot = Slot { key: key.into(), hash, place, value, used: AtomicBool::new(false) };
+        shard.table.insert_unique(hash, slot, |slot| slot.hash);
     }
 
     pub(super) fn remove(&self, key: &[u8]) {
-        if write(self.shard(key)).remove(key).is_some() {
+        let (hash, shard) = self.locate(key);
+        let mut shard = write(shard);
+        if let Ok(found) = shard.table.find_entry(hash, |slot| *slot.key == *key) {
+            let (slot, _) = found.remove();
+            shard.ring[slot.place] = None;
+            shard.free.push(slot.place);
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -104,19 +141,30 @@ impl<V> Entries<V> {
     }
 }
 
-/// Gives up one entry of `shard`: the first stale one, or the first not used since the last
-/// pass, clearing the bits of those passed over (CLOCK's second chance), in the map's order,
-/// which is the tokens' hashes: random as far as their users go. `false` if the shard is empty.
-fn evict_one<V>(shard: &mut Shard<V>, stale: impl Fn(&V) -> bool) -> bool {
-    // Two passes at most: the first may only clear bits.
-    for _ in 0..2 {
-        let mut pass =
-            shard.extract_if(|_, slot| stale(&slot.value) || !slot.used.swap(false, Ordering::Relaxed));
-        if pass.next().is_some() {
-            return true;
+impl<V> Shard<V> {
+    /// Gives up one entry, CLOCK's way: the hand goes round the ring, clearing the bits of the
+    /// entries it passes, until it finds one stale or not used since its last turn. Returns the
+    /// place given up; `None` if the shard is empty.
+    fn evict_one(&mut self, stale: impl Fn(&V) -> bool) -> Option<usize> {
+        if self.table.is_empty() {
+            return None;
         }
+        // Two turns at most: the first clears every bit it passes, and no reader sets one while
+        // this lock is held.
+        for _ in 0..=2 * self.ring.len() {
+            let place = self.hand;
+            self.hand = (place + 1) % self.ring.len();
+            let Some(hash) = self.ring[place] else { continue };
+            let Ok(found) = self.table.find_entry(hash, |slot| slot.place == place) else { continue };
+            let slot = found.get();
+            if stale(&slot.value) || !slot.used.swap(false, Ordering::Relaxed) {
+                found.remove();
+                self.ring[place] = None;
+                return Some(place);
+            }
+        }
+        None
     }
-    false
 }
 
 // A poisoned lock only means a panic elsewhere while it was held; every write here leaves the
@@ -188,8 +236,29 @@ mod tests {
                 });
             }
         });
-        let held: usize = entries.shards.iter().map(|shard| read(shard).len()).sum();
+        let held: usize = entries.shards.iter().map(|shard| read(shard).table.len()).sum();
         assert_eq!(entries.len(), held);
+    }
+
+    /// Tokens used every 24 insertions, in a full cache of 64 that takes 2 000 newcomers: the
+    /// hand passes each entry about once in 56 evictions, so each is used again in time, wherever
+    /// its hash puts it. (An eviction walking the table in its own order, from its start, gives
+    /// up those near the start: the walk restarts there, and clears their bits, every time.)
+    #[test]
+    fn an_entry_used_once_a_turn_stays() {
+        let entries = Entries::new(64);
+        let hot: Vec<u32> = (0..8).collect();
+        for i in 0..64 {
+            entries.insert(&key(i), i, |_| false);
+        }
+        for n in 0..2_000u32 {
+            if n % 24 == 0 {
+                for &i in &hot {
+                    assert_eq!(entries.read(&key(i), |v| *v), Some(i), "token {i} given up by insertion {n}");
+                }
+            }
+            entries.insert(&key(10_000 + n), n, |_| false);
+        }
     }
 
     #[test]
