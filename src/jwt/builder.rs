@@ -105,8 +105,9 @@ impl JwtValidatorBuilder {
     /// repeat then costs a hash and a lookup instead of a signature check. An entry vouches for its token
     /// until the token's `exp`, for `max_ttl` at most, and only while the key that verified it
     /// is still in the key set; `exp`/`nbf`/`iat` are checked again on every hit. Only valid
-    /// tokens are cached, so memory stays bounded by `max_entries` whatever the traffic; a full
-    /// cache gives up an entry past `max_ttl`, else one not used since it last looked (CLOCK).
+    /// tokens are cached, so memory stays bounded by `max_entries` whatever the traffic. A full
+    /// cache gives up an entry past `max_ttl` or not used lately (CLOCK). Entries do not expire
+    /// on a timer: memory stays at its high-water mark, at most `max_entries` entries.
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.cache = Some((max_entries, max_ttl));
         self

@@ -1,6 +1,10 @@
 //! Where the verified-token cache keeps its entries: hash tables in shards, each behind a
 //! read-write lock, under one entry count; a full cache gives up an entry by CLOCK (second
-//! chance, each shard a ring of its entries in the order they came).
+//! chance, each shard a ring of its entries).
+//!
+//! Unlike moka's, entries do not expire on a timer: one past the cache's maximum TTL is refused
+//! (and dropped) by the lookup that finds it, and is the hand's first pick when the cache is full.
+//! Memory stays at the high-water mark, bounded by the entry count.
 //!
 //! Why not moka, which the introspection cache uses: a moka hit records itself for the eviction
 //! policy (a frequency sketch, an access-order list, a channel drained by whichever request
@@ -21,16 +25,17 @@ use super::TailHash;
 pub(super) struct Entries<V> {
     shards: Box<[RwLock<Shard<V>>]>,
     hasher: TailHash,
-    /// Entries in all shards: a shard may hold more than its share while another holds less,
-    /// so a shard's share of the traffic, not a fixed split, decides what it keeps.
+    /// Entries in all shards: a shard fills with what its share of the traffic brings, not a
+    /// fixed split of the bound (once the cache is full, each shard gives up its own entries).
     len: AtomicUsize,
     max: usize,
 }
 
 struct Shard<V> {
     table: HashTable<Slot<V>>,
-    /// The CLOCK's ring: the hash of the entry at each place (`None`: a place given back, listed
-    /// in `free`). An entry knows its place, so the hand finds it in the table by that hash.
+    /// The CLOCK's ring: the hash of the entry at each place (`None`: a place given back by a
+    /// removal, listed in `free` for the next newcomer). An entry knows its place, so the hand
+    /// finds it in the table by that hash.
     ring: Vec<Option<u64>>,
     free: Vec<usize>,
     hand: usize,
@@ -42,13 +47,13 @@ struct Slot<V> {
     hash: u64,
     place: usize,
     value: V,
-    /// Set by a hit, cleared by the hand passing: an entry not used for a whole turn of the
-    /// hand is the one given up.
+    /// Set by a hit, cleared by the hand passing: an entry not used since the hand last passed
+    /// it (or since it came) is the one given up.
     used: AtomicBool,
 }
 
-/// A shard for about every 256 entries, at most 64: enough that two threads rarely want the
-/// same one for writing, few enough that each stays a real table.
+/// A shard for every 128 to 256 entries (a power of two of them), at most 64 shards: enough that
+/// two threads rarely want the same one for writing, few enough that each stays a real table.
 const MAX_SHARDS: usize = 64;
 
 impl<V> Entries<V> {
@@ -82,7 +87,7 @@ impl<V> Entries<V> {
     /// `f` of the entry under `key`, if there is one, run under the shard's shared lock.
     pub(super) fn read<R>(&self, key: &[u8], f: impl FnOnce(&V) -> R) -> Option<R> {
         let (hash, shard) = self.locate(key);
-        let shard = read(shard);
+        let shard = read_lock(shard);
         let slot = shard.table.find(hash, |slot| *slot.key == *key)?;
         // Only a clear bit is written: a hot entry's line is not written on every hit.
         if !slot.used.load(Ordering::Relaxed) {
@@ -91,15 +96,18 @@ impl<V> Entries<V> {
         Some(f(&slot.value))
     }
 
-    /// Keeps `value` under `key`. A full cache first gives up an entry of the same shard: one
-    /// `stale` says is of no use, else one not used for a turn of the hand.
-    pub(super) fn insert(&self, key: &[u8], value: V, stale: impl Fn(&V) -> bool) {
+    /// Keeps `value` under `key`. A full cache first gives up an entry of the same shard: the
+    /// first the hand finds that `stale` says is of no use or that was not used for a turn.
+    pub(super) fn insert(&self, key: &[u8], value: V, stale: impl FnMut(&V) -> bool) {
         if self.max == 0 {
             return;
         }
         let (hash, shard) = self.locate(key);
-        let mut shard = write(shard);
-        if let Some(slot) = shard.table.find_mut(hash, |slot| *slot.key == *key) {
+        // What can be made outside the lock is: the key's copy, and the drop of an entry given up.
+        let key: Box<[u8]> = key.into();
+        let mut given_up = None;
+        let mut shard = write_lock(shard);
+        if let Some(slot) = shard.table.find_mut(hash, |slot| slot.key == key) {
             slot.value = value;
             return;
         }
@@ -115,25 +123,33 @@ impl<V> Entries<V> {
         } else {
             // Full: the entry given up leaves its place, and its count, to this one.
             match shard.evict_one(stale) {
-                Some(place) => place,
+                Some(slot) => {
+                    let place = slot.place;
+                    given_up = Some(slot);
+                    place
+                }
                 // This shard holds nothing to give up: its traffic is small, so is the loss of
                 // not remembering this token.
                 None => return,
             }
         };
-        shard.ring[place] = Some(hash);
-        let slot = Slot { key: key.into(), hash, place, value, used: AtomicBool::new(false) };
+        let slot = Slot { key, hash, place, value, used: AtomicBool::new(false) };
         shard.table.insert_unique(hash, slot, |slot| slot.hash);
+        shard.ring[place] = Some(hash);
+        drop(shard);
+        drop(given_up);
     }
 
     pub(super) fn remove(&self, key: &[u8]) {
         let (hash, shard) = self.locate(key);
-        let mut shard = write(shard);
+        let mut shard = write_lock(shard);
         if let Ok(found) = shard.table.find_entry(hash, |slot| *slot.key == *key) {
             let (slot, _) = found.remove();
             shard.ring[slot.place] = None;
             shard.free.push(slot.place);
             self.len.fetch_sub(1, Ordering::Relaxed);
+            drop(shard);
+            drop(slot);
         }
     }
 
@@ -144,9 +160,9 @@ impl<V> Entries<V> {
 
 impl<V> Shard<V> {
     /// Gives up one entry, CLOCK's way: the hand goes round the ring, clearing the bits of the
-    /// entries it passes, until it finds one stale or not used since its last turn. Returns the
-    /// place given up; `None` if the shard is empty.
-    fn evict_one(&mut self, stale: impl Fn(&V) -> bool) -> Option<usize> {
+    /// entries it passes, until it finds one stale or not used since its last turn. Returns that
+    /// entry (its place is free for the caller); `None` if the shard is empty.
+    fn evict_one(&mut self, mut stale: impl FnMut(&V) -> bool) -> Option<Slot<V>> {
         if self.table.is_empty() {
             return None;
         }
@@ -159,28 +175,51 @@ impl<V> Shard<V> {
             let Ok(found) = self.table.find_entry(hash, |slot| slot.place == place) else { continue };
             let slot = found.get();
             if stale(&slot.value) || !slot.used.swap(false, Ordering::Relaxed) {
-                found.remove();
+                let (slot, _) = found.remove();
                 self.ring[place] = None;
-                return Some(place);
+                return Some(slot);
             }
         }
         None
     }
 }
 
-// A poisoned lock only means a panic while it was held; no write here can stop halfway between
-// the table and the ring, so the entries are still good.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+// A poisoned lock only means a panic while it was held; nothing under these locks can panic
+// between a change to the table and the matching one to the ring (entries are dropped after the
+// lock is released), so the entries are still good.
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ring and the table agree in every shard (each place in use holds the hash of the one
+    /// entry that knows it, each free place is empty and listed once), and the count is what
+    /// the tables hold.
+    fn assert_whole<V>(entries: &Entries<V>) {
+        let mut held = 0;
+        for shard in &entries.shards {
+            let shard = read_lock(shard);
+            for slot in shard.table.iter() {
+                assert_eq!(shard.ring[slot.place], Some(slot.hash), "place {}", slot.place);
+            }
+            let in_use = shard.ring.iter().filter(|place| place.is_some()).count();
+            assert_eq!(in_use, shard.table.len(), "a place in use without its entry");
+            let mut free = shard.free.clone();
+            free.sort_unstable();
+            free.dedup();
+            assert_eq!(free.len(), shard.free.len(), "a place listed free twice");
+            assert!(free.iter().all(|&place| shard.ring[place].is_none()), "a free place in use");
+            held += shard.table.len();
+        }
+        assert_eq!(entries.len(), held);
+    }
 
     fn key(i: u32) -> Vec<u8> {
         format!("token-{i:06}-with-a-signature-tail-{i:08x}").into_bytes()
@@ -194,6 +233,7 @@ mod tests {
                 entries.insert(&key(i), i, |_| false);
                 assert!(entries.len() <= max as usize, "{} entries for a bound of {max}", entries.len());
             }
+            assert_whole(&entries);
             let found = (0..3 * max as u32).filter(|i| entries.read(&key(*i), |v| *v) == Some(*i)).count();
             assert_eq!(found, entries.len(), "bound {max}: every entry counted is found, under its own key");
             assert!(found > 0);
@@ -237,8 +277,7 @@ mod tests {
                 });
             }
         });
-        let held: usize = entries.shards.iter().map(|shard| read(shard).table.len()).sum();
-        assert_eq!(entries.len(), held);
+        assert_whole(&entries);
     }
 
     /// Tokens used every 24 insertions, in a full cache of 64 that takes 2 000 newcomers: the
@@ -263,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_entries_go_first_and_removal_counts() {
+    fn a_stale_entry_goes_before_used_ones_and_removal_counts() {
         let entries = Entries::new(16);
         for i in 0..16 {
             entries.insert(&key(i), i, |_| false);
@@ -278,6 +317,10 @@ mod tests {
         // Inserting a held key again replaces its value; the count stays.
         entries.insert(&key(1), 41, |_| false);
         assert_eq!((entries.read(&key(1), |v| *v), entries.len()), (Some(41), 15));
+        // The place key 100 gave back goes to the next newcomer.
+        entries.insert(&key(200), 200, |_| false);
+        assert_eq!(entries.len(), 16);
+        assert_whole(&entries);
         assert!(Entries::<u32>::new(0).read(&key(0), |v| *v).is_none());
     }
 }

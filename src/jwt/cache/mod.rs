@@ -300,7 +300,7 @@ impl Striped {
 #[non_exhaustive]
 pub struct TokenCacheStats {
     /// Entries held now. One past its maximum TTL counts until a lookup finds it (and drops it)
-    /// or a full cache gives it up, which it does first.
+    /// or a full cache gives it up: entries do not expire on a timer.
     pub entries: u64,
     /// Lookups answered from the cache (valid or expired), with no signature check.
     pub hits: u64,
@@ -389,7 +389,8 @@ impl TokenCache {
     ) {
         if self.doorkeeper.seen_again(self.hasher.hash(token.as_bytes())) {
             let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
-            // A full cache gives up a stale entry first: it would only be refused on its next hit.
+            // When the cache is full, the hand takes a stale entry as readily as an unused one: it
+            // would only be refused on its next hit.
             let stale = |e: &Entry| now.saturating_sub(e.cached_at) >= self.max_ttl;
             self.entries.insert(token.as_bytes(), entry, stale);
             self.inserted.insert(self.inserted.hash(token.as_bytes()));
