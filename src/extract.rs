@@ -234,13 +234,6 @@ fn query_token(query: Option<&str>, max_bytes: usize) -> Result<Option<String>, 
     Ok(found)
 }
 
-/// Parses `credentials = "Bearer" 1*SP b64token` (or `"DPoP"` when `dpop`) from raw header bytes.
-#[cfg(test)]
-fn parse_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&str, Scheme), AuthError> {
-    let (token, scheme) = split_credentials(value, max_bytes, dpop)?;
-    Ok((checked_token(token)?, scheme))
-}
-
 /// `token` as text, if it is a `b64token`.
 fn checked_token(token: &[u8]) -> Result<&str, AuthError> {
     if !is_b64token(token) {
@@ -321,6 +314,13 @@ fn all_b64token_chars(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses `credentials = "Bearer" 1*SP b64token` (or `"DPoP"` when `dpop`) from raw header
+    /// bytes: what the header path does, split check and syntax check together.
+    fn parse_credentials(value: &[u8], max_bytes: usize, dpop: bool) -> Result<(&str, Scheme), AuthError> {
+        let (token, scheme) = split_credentials(value, max_bytes, dpop)?;
+        Ok((checked_token(token)?, scheme))
+    }
     use http::HeaderValue;
 
     fn parse(v: &[u8]) -> Result<&str, AuthError> {
