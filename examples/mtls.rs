@@ -76,13 +76,15 @@ async fn main() -> Result<(), Error> {
     let server = self_signed("localhost", ExtendedKeyUsagePurpose::ServerAuth)?;
     let alice = self_signed("alice", ExtendedKeyUsagePurpose::ClientAuth)?;
     let mallory = self_signed("mallory", ExtendedKeyUsagePurpose::ClientAuth)?;
-    let dir = std::env::temp_dir().join(format!("tower-bearer-mtls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let server_pem = write(&dir, "server.pem", &server.pem)?;
+    // A fresh directory of its own (a random name: nobody can plant files in it first), removed
+    // on the way out, errors included.
+    let temp = tempfile::Builder::new().prefix("tower-bearer-mtls-").tempdir()?;
+    let dir = temp.path();
+    let server_pem = write(dir, "server.pem", &server.pem)?;
     let identity = |who: &Made, name: &str| -> Result<(PathBuf, PathBuf), Error> {
         Ok((
-            write(&dir, &format!("{name}.pem"), &who.pem)?,
-            write(&dir, &format!("{name}.key"), &who.key.serialize_pem())?,
+            write(dir, &format!("{name}.pem"), &who.pem)?,
+            write(dir, &format!("{name}.key"), &who.key.serialize_pem())?,
         ))
     };
     let (alice_cert, alice_key) = identity(&alice, "alice")?;
@@ -125,7 +127,8 @@ async fn main() -> Result<(), Error> {
             failed |= !ok;
             println!("{} {what}: {status}", if ok { "ok  " } else { "FAIL" });
         }
-        std::fs::remove_dir_all(&dir)?;
+        // `exit` runs no destructors.
+        temp.close()?;
         std::process::exit(i32::from(failed));
     }
 
@@ -150,6 +153,6 @@ async fn main() -> Result<(), Error> {
         _ = serving => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    std::fs::remove_dir_all(&dir)?;
+    temp.close()?;
     Ok(())
 }

@@ -28,6 +28,8 @@ struct Server {
     banner: String,
     /// Kept open: the program must not get EPIPE on a later print.
     _stdout: Option<BufReader<ChildStdout>>,
+    /// The directory of its configuration file, if any: removed after the server is killed.
+    _config: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -48,7 +50,8 @@ fn start(extra: &[&str]) -> Server {
         .spawn()
         .expect("start tower-bearer dev");
     // Owned by `Server` at once: killed and waited for however the start goes.
-    let mut server = Server { child, base: String::new(), banner: String::new(), _stdout: None };
+    let mut server =
+        Server { child, base: String::new(), banner: String::new(), _stdout: None, _config: None };
     let mut stdout = BufReader::new(server.child.stdout.take().expect("stdout"));
     loop {
         let mut line = String::new();
@@ -94,15 +97,12 @@ subject = "bob"
 "#;
 
 fn configured() -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "tb-dev-server-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("dev.toml");
+    let dir = tempfile::Builder::new().prefix("tb-dev-server-").tempdir().expect("temp dir");
+    let path = dir.path().join("dev.toml");
     std::fs::write(&path, CONFIG).expect("write dev.toml");
-    start(&["-c", path.to_str().expect("utf-8 path")])
+    let mut server = start(&["-c", path.to_str().expect("utf-8 path")]);
+    server._config = Some(dir);
+    server
 }
 
 fn http() -> reqwest::Client {

@@ -302,8 +302,7 @@ async fn readyz_waits_for_the_keys() {
 async fn opaque_tokens_are_introspected() {
     use tower_bearer::dev::{RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
     let dev = issuer().await;
-    let secret = temp_dir("secret").join("client_secret");
-    std::fs::write(&secret, format!("{RESOURCE_CLIENT_SECRET}\n")).expect("write the secret");
+    let secret = TempFile::write("secret", "client_secret", format!("{RESOURCE_CLIENT_SECRET}\n"));
     let introspection = format!(
         "algorithms = [\"ES256\"]\n[issuers.introspection]\nendpoint = \"{}\"\nclient_id = \"{RESOURCE_CLIENT_ID}\"\nclient_secret_file = \"{}\"\n",
         dev.introspection_url(),

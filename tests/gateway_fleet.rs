@@ -22,6 +22,7 @@ use gateway_support::{
     write_config,
 };
 use redis_support::{RedisServer, wait_until};
+use tempfile::TempDir;
 use tower_bearer::dev::{DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
 
 fn nginx() -> Option<std::path::PathBuf> {
@@ -46,23 +47,30 @@ fn start_nginx(nginx: &std::path::Path, replicas: &[SocketAddr]) -> (Process, So
          server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            proxy_pass http://replicas;\n\
          proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
     );
-    let file = dir.join("nginx.conf");
+    let file = dir.path().join("nginx.conf");
     std::fs::write(&file, conf).expect("write nginx.conf");
     let mut command = Command::new(nginx);
-    command.arg("-p").arg(&dir).arg("-c").arg(&file).arg("-g").arg("daemon off;");
-    (Process::spawn("nginx", command), ([127, 0, 0, 1], port).into())
+    command.arg("-p").arg(dir.path()).arg("-c").arg(&file).arg("-g").arg("daemon off;");
+    (Process::spawn("nginx", command).keeping(dir), ([127, 0, 0, 1], port).into())
 }
 
 /// Secrets go through files (`key_file`, `client_secret_file`), as in production.
-fn secret_file(name: &str, secret: &str) -> String {
-    let path = temp_dir("fleet-secrets").join(name);
+fn secret_file(dir: &TempDir, name: &str, secret: &str) -> String {
+    let path = dir.path().join(name);
     std::fs::write(&path, format!("{secret}\n")).expect("write a secret");
     path.to_str().expect("utf-8 path").to_owned()
 }
 
-fn replica_config(dev: &DevIssuer, upstream: &Upstream, redis: Option<&RedisServer>, prefix: &str) -> String {
-    let key = secret_file("fleet.key", "a fleet key for the nginx test");
-    let secret = secret_file("introspection.secret", RESOURCE_CLIENT_SECRET);
+/// The replicas' configuration; its secret files are written to `secrets`, which must outlive them.
+fn replica_config(
+    dev: &DevIssuer,
+    upstream: &Upstream,
+    redis: Option<&RedisServer>,
+    prefix: &str,
+    secrets: &TempDir,
+) -> String {
+    let key = secret_file(secrets, "fleet.key", "a fleet key for the nginx test");
+    let secret = secret_file(secrets, "introspection.secret", RESOURCE_CLIENT_SECRET);
     let redis = redis.map_or(String::new(), |r| {
         format!("\n[redis]\nurl = \"{}\"\nkey_file = \"{key}\"\nprefix = \"{prefix}\"\n", r.url())
     });
@@ -91,7 +99,8 @@ async fn three_replicas_behind_nginx_share_introspection_and_revocations() {
             .await
             .expect("dev issuer");
         let prefix = format!("gw-{shared}:");
-        let config = replica_config(&dev, &upstream, shared.then_some(&redis), &prefix);
+        let secrets = temp_dir("fleet-secrets");
+        let config = replica_config(&dev, &upstream, shared.then_some(&redis), &prefix, &secrets);
         let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start("proxy", &config)).collect();
         let addrs: Vec<SocketAddr> = replicas.iter().map(|g| g.addr).collect();
         let (_nginx, front) = start_nginx(&nginx, &addrs);
@@ -166,7 +175,8 @@ async fn a_dpop_proof_used_at_one_replica_is_a_replay_at_the_others() {
     let dpop = "\n[dpop]\norigin = \"https://api.example\"\n";
     for shared in [true, false] {
         let prefix = format!("dpop-{shared}:");
-        let config = replica_config(&dev, &upstream, shared.then_some(&redis), &prefix) + dpop;
+        let secrets = temp_dir("fleet-secrets");
+        let config = replica_config(&dev, &upstream, shared.then_some(&redis), &prefix, &secrets) + dpop;
         let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start("proxy", &config)).collect();
         for r in &replicas {
             gateway_support::wait_for_ok(&r.url("/readyz")).await;

@@ -64,7 +64,8 @@ struct Gw {
 
 fn start_nginx(nginx: &PathBuf, auth: SocketAddr, upstream: SocketAddr) -> Gw {
     let port = free_port();
-    let dir = temp_dir("nginx");
+    let guard = temp_dir("nginx");
+    let dir = guard.path();
     let conf = from_template(
         "nginx.conf",
         &[
@@ -76,13 +77,14 @@ fn start_nginx(nginx: &PathBuf, auth: SocketAddr, upstream: SocketAddr) -> Gw {
     let file = dir.join("nginx.conf");
     std::fs::write(&file, conf).expect("write nginx.conf");
     let mut command = Command::new(nginx);
-    command.arg("-p").arg(&dir).arg("-c").arg(&file).arg("-g").arg("daemon off;");
-    Gw { _process: Process::spawn("nginx", command), addr: ([127, 0, 0, 1], port).into() }
+    command.arg("-p").arg(dir).arg("-c").arg(&file).arg("-g").arg("daemon off;");
+    Gw { _process: Process::spawn("nginx", command).keeping(guard), addr: ([127, 0, 0, 1], port).into() }
 }
 
 fn start_caddy(caddy: &PathBuf, auth: SocketAddr, upstream: SocketAddr) -> Gw {
     let port = free_port();
-    let dir = temp_dir("caddy");
+    let guard = temp_dir("caddy");
+    let dir = guard.path();
     let conf = from_template(
         "Caddyfile",
         &[
@@ -100,11 +102,11 @@ fn start_caddy(caddy: &PathBuf, auth: SocketAddr, upstream: SocketAddr) -> Gw {
         .arg(&file)
         .arg("--adapter")
         .arg("caddyfile")
-        .env("HOME", &dir)
+        .env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("XDG_DATA_HOME", dir.join("data"))
         .stdout(std::process::Stdio::null());
-    Gw { _process: Process::spawn("caddy", command), addr: ([127, 0, 0, 1], port).into() }
+    Gw { _process: Process::spawn("caddy", command).keeping(guard), addr: ([127, 0, 0, 1], port).into() }
 }
 
 /// Everything a client of the gateway can observe, for every case the layer distinguishes.
@@ -248,21 +250,25 @@ use bound::{Made, self_signed, thumbprint};
 use dpop_key::DpopKey;
 use rcgen::ExtendedKeyUsagePurpose;
 
+/// Declared before the processes that read its files, so it is dropped (and its directory
+/// removed) after them.
 struct Tls {
     dir: PathBuf,
+    _guard: tempfile::TempDir,
     server: Made,
     alice: Made,
     mallory: Made,
 }
 
 fn tls_files(tag: &str) -> Tls {
-    let dir = temp_dir(tag);
+    let guard = temp_dir(tag);
+    let dir = guard.path().to_owned();
     let server = self_signed("localhost", ExtendedKeyUsagePurpose::ServerAuth);
     std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
     let alice = self_signed("alice", ExtendedKeyUsagePurpose::ClientAuth);
     let mallory = self_signed("mallory", ExtendedKeyUsagePurpose::ClientAuth);
-    Tls { dir, server, alice, mallory }
+    Tls { dir, _guard: guard, server, alice, mallory }
 }
 
 /// `tower-bearer auth` with DPoP (nonces on, origin the gateway's) and the certificate header.

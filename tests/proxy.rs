@@ -39,6 +39,8 @@ struct Pki {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
     dir: PathBuf,
+    /// Removes `dir` when the test is done with it.
+    _guard: tempfile::TempDir,
 }
 
 impl Pki {
@@ -49,10 +51,11 @@ impl Pki {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("CA key");
         let cert = params.self_signed(&key).expect("CA cert");
-        let dir = temp_dir("pki");
+        let guard = temp_dir("pki");
+        let dir = guard.path().to_owned();
         let ca_pem = cert.pem();
         std::fs::write(dir.join("ca.pem"), &ca_pem).expect("write CA");
-        Pki { issuer: Issuer::new(params, key), ca_pem, dir }
+        Pki { issuer: Issuer::new(params, key), ca_pem, dir, _guard: guard }
     }
 
     fn ca_file(&self) -> PathBuf {

@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -22,23 +21,53 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer};
 
 use crate::common::HANG_GUARD;
 
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tower-bearer-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
-    dir
+/// A fresh directory under the system temp dir, removed with everything in it when the guard is
+/// dropped: keep it as long as a process uses it (a [`Process`] can hold it, see
+/// [`Process::keeping`]), so that test runs leave nothing behind in `/tmp`.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("tower-bearer-{tag}-")).tempdir().expect("create a temp dir")
+}
+
+/// A file in a temp dir of its own: both are removed when this is dropped.
+pub struct TempFile {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl TempFile {
+    /// Writes `contents` to `name` in a fresh temp dir tagged `tag`.
+    pub fn write(tag: &str, name: &str, contents: impl AsRef<[u8]>) -> TempFile {
+        let dir = temp_dir(tag);
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        TempFile { path, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempFile {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
 }
 
 /// The tests' configuration: realm `test`, the dev issuer, these rules, and `extra` appended.
@@ -100,10 +129,8 @@ pub fn binary() -> &'static str {
 }
 
 /// Writes `text` to a fresh `tower-bearer.toml`.
-pub fn write_config(text: &str) -> PathBuf {
-    let path = temp_dir("config").join("tower-bearer.toml");
-    std::fs::write(&path, text).expect("write the config");
-    path
+pub fn write_config(text: &str) -> TempFile {
+    TempFile::write("config", "tower-bearer.toml", text)
 }
 
 /// Runs the binary to completion: `(status, stdout, stderr)`.
@@ -121,6 +148,8 @@ pub struct Process {
     pub name: &'static str,
     pub child: Child,
     pub stderr: Arc<Mutex<String>>,
+    /// Its work directory, removed after the process is stopped (fields drop after `drop`).
+    dir: Option<TempDir>,
 }
 
 impl Process {
@@ -141,7 +170,13 @@ impl Process {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Process { name, child, stderr }
+        Process { name, child, stderr, dir: None }
+    }
+
+    /// Keeps `dir` until the process is stopped, then removes it.
+    pub fn keeping(mut self, dir: TempDir) -> Process {
+        self.dir = Some(dir);
+        self
     }
 
     pub fn stderr(&self) -> String {
@@ -206,8 +241,8 @@ fn kill_term(pid: u32) -> std::io::Result<ExitStatus> {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
-    /// The configuration file it was started with.
-    pub config: PathBuf,
+    /// The configuration file it was started with (removed after the process is stopped).
+    pub config: TempFile,
 }
 
 impl Gateway {

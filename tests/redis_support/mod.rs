@@ -40,6 +40,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Its `--dir`, removed after the server is killed (fields drop after `drop`).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -56,6 +58,7 @@ impl RedisServer {
             port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir: None,
         };
         server.spawn().await;
         Some(server)
@@ -78,15 +81,23 @@ impl RedisServer {
             "--cluster-node-timeout",
             "2000",
         ];
-        let mut server =
-            RedisServer { binary, port, child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut server = RedisServer {
+            binary,
+            port,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir: None,
+        };
         server.spawn().await;
         Some(server)
     }
 
     async fn spawn(&mut self) {
-        let dir = std::env::temp_dir().join(format!("tb-redis-{}-{}", std::process::id(), self.port));
-        std::fs::create_dir_all(&dir).expect("redis work dir");
+        // One work dir for the server's whole life (a restart reuses it), removed on drop.
+        let dir = self.dir.get_or_insert_with(|| {
+            tempfile::Builder::new().prefix("tb-redis-").tempdir().expect("redis work dir")
+        });
+        let dir = dir.path().to_owned();
         let child = Command::new(&self.binary)
             .args([
                 "--port",

@@ -311,9 +311,8 @@ mod tests {
 
     #[test]
     fn file_errors_are_reported() {
-        let dir = std::env::temp_dir().join(format!("tb-dev-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("dev.toml");
+        let dir = tempfile::Builder::new().prefix("tb-dev-").tempdir().expect("dir");
+        let path = dir.path().join("dev.toml");
         std::fs::write(&path, "[[clients]]\nid = \"x\"\ntoken_format = \"xml\"\n").expect("write");
         assert!(file_setup(&path, None).err().is_some_and(|e| e.contains("expected jwt or opaque")));
         std::fs::write(&path, "bogus = 1\n").expect("write");
@@ -337,6 +336,5 @@ mod tests {
         let setup = file_setup(&path, None).expect("the README's dev.toml");
         assert_eq!(setup.clients.len(), 2);
         assert_eq!(setup.audience, "tower-bearer-dev");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -249,9 +249,8 @@ mod tests {
 
     #[test]
     fn redis_table() {
-        let dir = std::env::temp_dir().join(format!("tb-fleet-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = dir.join("key");
+        let dir = tempfile::Builder::new().prefix("tb-fleet-key-").tempdir().unwrap();
+        let key = dir.path().join("key");
         std::fs::write(&key, "sixteen bytes at least\n").unwrap();
         let good = format!(
             "url = \"rediss://user:pw@r.example:6380\"\nkey_file = \"{}\"\nreplay = \"strict\"",
