@@ -12,7 +12,8 @@
 //! * `service_cold` / `service_cached`: the whole `BearerService` call on an in-memory request
 //!   (header parsing, validation, extensions, inner service trivial);
 //!
-//! and `introspection/cached`: an opaque token whose introspection result is cached; and for
+//! and `introspection/cached`: an opaque token whose introspection result is cached (and
+//! `introspection/service_cached`: the same through the whole `BearerService`); and for
 //! DPoP (`dpop/`): the raw ES256 verification of a proof, a cached Bearer request, and a DPoP
 //! request (cached token + one proof verification + replay record), each proof fresh (made
 //! outside the timed part).
@@ -176,6 +177,17 @@ fn benches(c: &mut Criterion) {
     let local = tokio::runtime::Builder::new_current_thread().build().unwrap();
     c.bench_function("introspection/cached", |b| {
         b.iter(|| local.block_on(introspector.introspect(&opaque)).unwrap())
+    });
+    // The same, through the layer: a request with the opaque token, answered from the cache.
+    let mut opaque_service = BearerLayer::new(introspector.clone()).layer(inner);
+    let opaque_header = http::HeaderValue::try_from(format!("Bearer {opaque}")).unwrap();
+    c.bench_function("introspection/service_cached", |b| {
+        b.iter(|| {
+            let mut req = Request::new(());
+            req.headers_mut().insert(http::header::AUTHORIZATION, opaque_header.clone());
+            let res = local.block_on(opaque_service.call(req)).unwrap();
+            assert_eq!(res.status(), 200);
+        })
     });
     assert_eq!(introspector.stats().calls, 1, "every iteration was served from the cache");
     dpop(c, &dev, &cached);

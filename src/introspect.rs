@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -502,17 +503,20 @@ impl Introspector {
 
     /// Validates a token, waiting for the endpoint if the answer is not cached.
     pub async fn introspect(&self, token: &str) -> Result<Principal, AuthError> {
-        let inner = &self.inner;
-        if inner.precheck.as_ref().is_some_and(|Precheck(can_be_a_token)| !can_be_a_token(token)) {
+        if self.inner.refuses(token) {
             return Err(AuthError::InvalidToken(InvalidToken::Malformed));
         }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(entry) = inner.cache.get(&key).await {
-            if inner.clock.now() < entry.stale_at {
-                return inner.finish(entry.principal);
-            }
-            inner.cache.invalidate(&key).await;
+        let key = cache_key(token);
+        if let Some(answer) = self.inner.cached(&key).await {
+            return answer;
         }
+        self.load_and_finish(key, token).await
+    }
+
+    /// The part of [`introspect`](Self::introspect) past the cache: the shared tier or the
+    /// endpoint, one call for all concurrent requests with the same token.
+    async fn load_and_finish(&self, key: [u8; 32], token: &str) -> Result<Principal, AuthError> {
+        let inner = &self.inner;
         let token = token.to_owned();
         match inner.cache.try_get_with(key, inner.load(key, token)).await {
             Ok(entry) => inner.finish(entry.principal),
@@ -538,7 +542,27 @@ impl Introspector {
     }
 }
 
+/// The cache's key for a token: its SHA-256 (the token itself is not kept).
+fn cache_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 impl Inner {
+    /// Whether the precheck, if any, says `token` cannot be one of the issuer's tokens.
+    fn refuses(&self, token: &str) -> bool {
+        self.precheck.as_ref().is_some_and(|Precheck(can_be_a_token)| !can_be_a_token(token))
+    }
+
+    /// The cached answer for `key`, unless there is none or it is stale (then it is dropped).
+    async fn cached(&self, key: &[u8; 32]) -> Option<Result<Principal, AuthError>> {
+        let entry = self.cache.get(key).await?;
+        if self.clock.now() < entry.stale_at {
+            return Some(self.finish(entry.principal));
+        }
+        self.cache.invalidate(key).await;
+        None
+    }
+
     /// A cached or fresh answer becomes a verdict; time is checked on every use.
     fn finish(&self, principal: Result<Principal, InvalidToken>) -> Result<Principal, AuthError> {
         let principal = principal.map_err(AuthError::InvalidToken)?;
@@ -718,9 +742,26 @@ fn own(claim: Str<'_>) -> Text {
 
 impl Validator for Introspector {
     fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
-        let this = self.clone();
-        let token = token.to_owned();
-        Verdict::Pending(Box::pin(async move { this.introspect(&token).await }))
+        if self.inner.refuses(token) {
+            return Verdict::Ready(Err(AuthError::InvalidToken(InvalidToken::Malformed)));
+        }
+        // A cached answer needs no waiting: moka's lookup is async in form only (it waits for
+        // nothing but a lock it only tries), so one poll nearly always finishes it, and a cache
+        // hit goes on without a boxed future, a copy of the token or a task switch.
+        let key = cache_key(token);
+        let looked = std::pin::pin!(self.inner.cached(&key)).poll(&mut Context::from_waker(Waker::noop()));
+        let Poll::Ready(cached) = looked else {
+            // The lookup would have waited: it is dropped (it had no effect but the read) and the
+            // whole introspection runs as a future, lookup included.
+            let (this, token) = (self.clone(), token.to_owned());
+            return Verdict::Pending(Box::pin(async move { this.introspect(&token).await }));
+        };
+        if let Some(answer) = cached {
+            return Verdict::Ready(answer);
+        }
+        // Not cached, or stale (and dropped): on to the endpoint.
+        let (this, token) = (self.clone(), token.to_owned());
+        Verdict::Pending(Box::pin(async move { this.load_and_finish(key, &token).await }))
     }
 }
 

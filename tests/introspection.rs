@@ -30,8 +30,8 @@ use tower_bearer::dev::{
     DEFAULT_AUDIENCE, DevIssuer, RESOURCE_BEARER, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET,
 };
 use tower_bearer::{
-    Algorithm, BearerLayer, Clock, Introspector, IntrospectorBuilder, JwtOrOpaque, JwtValidator, Principal,
-    RequireScope, TokenRouting, Validator,
+    Algorithm, AuthError, BearerLayer, Clock, Introspector, IntrospectorBuilder, JwtOrOpaque, JwtValidator,
+    Principal, RequestView, RequireScope, TokenRouting, Validator, Verdict,
 };
 
 const REALM: &str = "introspection-tests";
@@ -559,6 +559,52 @@ async fn revocation_takes_effect_after_max_ttl() {
     // And that inactive answer is cached in turn.
     app.get("/me", &token).await.invalid_token();
     assert_eq!(dev.introspection_calls(), 2);
+}
+
+/// A cached answer needs no waiting: `validate` gives it at once (`Ready`: no boxed future, no
+/// copy of the token), active or inactive; an unknown or stale token is `Pending`, the endpoint
+/// is asked, and a stale answer is never given at once.
+#[tokio::test]
+async fn cached_answers_are_ready_at_once() {
+    let dev = dev_issuer().await;
+    let token = dev.opaque_token().scope("items:read").issue();
+    let time = ManualClock::starting_now();
+    let introspector =
+        introspector_for(&dev).max_ttl(Duration::from_secs(60)).clock(time.clock()).build().expect("build");
+    let view = RequestView::detached();
+
+    let Verdict::Pending(first) = introspector.validate(&token, &view) else {
+        panic!("nothing is cached yet: the endpoint must be asked")
+    };
+    first.await.expect("an active token");
+    assert_eq!(dev.introspection_calls(), 1);
+    for _ in 0..3 {
+        match introspector.validate(&token, &view) {
+            Verdict::Ready(Ok(principal)) => assert!(principal.scopes().contains("items:read")),
+            other => panic!("a cached active answer is ready at once: {other:?}"),
+        }
+    }
+
+    // An inactive answer is cached, and ready at once too.
+    let Verdict::Pending(unknown) = introspector.validate("never-issued", &view) else {
+        panic!("an unknown token goes to the endpoint")
+    };
+    assert!(matches!(unknown.await, Err(AuthError::InvalidToken(_))));
+    assert!(matches!(
+        introspector.validate("never-issued", &view),
+        Verdict::Ready(Err(AuthError::InvalidToken(_)))
+    ));
+    assert_eq!(dev.introspection_calls(), 2, "nothing but the two first answers was asked for");
+
+    // Past max_ttl the cached answer is stale: not given, the endpoint is asked again (and says
+    // inactive, as the token is revoked meanwhile).
+    dev.revoke(&token);
+    time.advance(Duration::from_secs(61));
+    let Verdict::Pending(again) = introspector.validate(&token, &view) else {
+        panic!("a stale answer is not given at once")
+    };
+    assert!(matches!(again.await, Err(AuthError::InvalidToken(_))));
+    assert_eq!(dev.introspection_calls(), 3);
 }
 
 #[tokio::test]
