@@ -2,6 +2,7 @@
 
 use crate::introspect::Introspector;
 use crate::jwt::JwtValidator;
+use crate::principal::Principal;
 use crate::validate::{RequestView, Validator, Verdict};
 
 /// Which tokens [`JwtOrOpaque`] sends to introspection.
@@ -71,6 +72,17 @@ impl Validator for JwtOrOpaque {
         match self.routing {
             TokenRouting::ByShape if is_jwt_shaped(token) => self.jwt.validate(token, request),
             _ => self.opaque.validate(token, request),
+        }
+    }
+
+    /// Routing by shape, what the JWT validator remembers: every token it verified is
+    /// JWT-shaped (three parts, and a header whose first byte is `{`, which it requires), so
+    /// `validate` would send the same bytes there again. Opaque tokens are not remembered here:
+    /// the introspection cache's lookup is async in form.
+    fn remembered(&self, token: &[u8]) -> Option<Principal> {
+        match self.routing {
+            TokenRouting::ByShape => self.jwt.remembered(token),
+            TokenRouting::IntrospectAll => None,
         }
     }
 }

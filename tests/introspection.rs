@@ -1082,6 +1082,46 @@ async fn jwt_or_opaque_routes_by_shape() {
     assert_eq!(introspector.stats().calls, 1);
 }
 
+/// `JwtOrOpaque` answers from the JWT validator's cache exactly when `validate` would ask that
+/// validator: routing by shape (every token the JWT validator accepts is JWT-shaped).
+#[tokio::test]
+async fn jwt_or_opaque_remembers_what_it_would_send_to_the_jwt_validator() {
+    let dev = dev_issuer().await;
+    let jwt = jwt_validator(&dev);
+    let introspector = introspector_for(&dev).build().expect("build");
+    let by_shape = JwtOrOpaque::new(jwt.clone(), introspector.clone());
+    let introspect_all = by_shape.clone().routing(TokenRouting::IntrospectAll);
+    let view = RequestView::detached();
+    let validated = async |token: &str| match jwt.validate(token, &view) {
+        Verdict::Ready(result) => result,
+        Verdict::Pending(pending) => pending.await,
+    };
+
+    let token = dev.token().subject("jwt-user").sign();
+    assert!(by_shape.remembered(token.as_bytes()).is_none(), "nothing verified yet");
+    // The cache admits a token seen twice.
+    for _ in 0..2 {
+        validated(&token).await.expect("a valid JWT");
+    }
+    let remembered = by_shape.remembered(token.as_bytes()).expect("remembered, routing by shape");
+    assert_eq!(remembered.subject(), Some("jwt-user"));
+    assert!(introspect_all.remembered(token.as_bytes()).is_none(), "every token is introspected");
+
+    // What the delegation relies on: a JWT whose header is not JWT-shaped at a glance (a space
+    // before `{`, signed all the same) is refused by the JWT validator, so it is never in its
+    // cache for `JwtOrOpaque` to answer where `validate` would have introspected it.
+    let claims = format!(
+        r#"{{"iss":"{}","aud":"{DEFAULT_AUDIENCE}","sub":"spaced","exp":{}}}"#,
+        dev.issuer(),
+        unix_now() + 300
+    );
+    let spaced =
+        dev.sign_raw("es256-1", Algorithm::ES256, br#" {"alg":"ES256","kid":"es256-1"}"#, claims.as_bytes());
+    assert!(!spaced.starts_with('e'), "a JSON object's base64url starts with `e`");
+    assert!(matches!(validated(&spaced).await, Err(AuthError::InvalidToken(_))));
+    assert_eq!(dev.introspection_calls(), 0);
+}
+
 #[tokio::test]
 async fn jwt_or_opaque_introspect_all() {
     let dev = dev_issuer().await;
