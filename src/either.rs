@@ -77,8 +77,8 @@ impl Validator for JwtOrOpaque {
 
     /// Routing by shape, what the JWT validator remembers: every token it verified is
     /// JWT-shaped (three parts, and a header whose first byte is `{`, which it requires), so
-    /// `validate` would send the same bytes there again. Opaque tokens are not remembered here:
-    /// the introspection cache's lookup is async in form.
+    /// `validate` would send the same bytes there again. Opaque tokens are not remembered here
+    /// (`Introspector` has no `remembered`): their cache hits come back `Ready` from `validate`.
     fn remembered(&self, token: &[u8]) -> Option<Principal> {
         match self.routing {
             TokenRouting::ByShape => self.jwt.remembered(token),

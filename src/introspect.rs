@@ -745,14 +745,16 @@ impl Validator for Introspector {
         if self.inner.refuses(token) {
             return Verdict::Ready(Err(AuthError::InvalidToken(InvalidToken::Malformed)));
         }
-        // A cached answer needs no waiting: moka's lookup is async in form only (it waits for
-        // nothing but a lock it only tries), so one poll nearly always finishes it, and a cache
-        // hit goes on without a boxed future, a copy of the token or a task switch.
+        // A cached answer needs no waiting: moka's lookup waits only in rare cases (its queue of
+        // pending writes full, or its housekeeping contended), so one poll nearly always
+        // finishes it, and a cache hit goes on without a boxed future, a copy of the token or a
+        // task switch.
         let key = cache_key(token);
         let looked = std::pin::pin!(self.inner.cached(&key)).poll(&mut Context::from_waker(Waker::noop()));
         let Poll::Ready(cached) = looked else {
-            // The lookup would have waited: it is dropped (it had no effect but the read) and the
-            // whole introspection runs as a future, lookup included.
+            // The lookup would have waited: it is dropped (safe: moka finishes an interrupted
+            // removal or housekeeping later) and the whole introspection runs as a future,
+            // lookup included.
             let (this, token) = (self.clone(), token.to_owned());
             return Verdict::Pending(Box::pin(async move { this.introspect(&token).await }));
         };

@@ -596,6 +596,11 @@ async fn cached_answers_are_ready_at_once() {
     ));
     assert_eq!(dev.introspection_calls(), 2, "nothing but the two first answers was asked for");
 
+    // A precheck's refusal needs no waiting either, and no call.
+    let prechecked = introspector_for(&dev).precheck(|token| token.len() > 20).build().expect("build");
+    assert!(matches!(prechecked.validate("short", &view), Verdict::Ready(Err(AuthError::InvalidToken(_)))));
+    assert_eq!(dev.introspection_calls(), 2);
+
     // Past max_ttl the cached answer is stale: not given, the endpoint is asked again (and says
     // inactive, as the token is revoked meanwhile).
     dev.revoke(&token);
@@ -1119,7 +1124,14 @@ async fn jwt_or_opaque_remembers_what_it_would_send_to_the_jwt_validator() {
         dev.sign_raw("es256-1", Algorithm::ES256, br#" {"alg":"ES256","kid":"es256-1"}"#, claims.as_bytes());
     assert!(!spaced.starts_with('e'), "a JSON object's base64url starts with `e`");
     assert!(matches!(validated(&spaced).await, Err(AuthError::InvalidToken(_))));
+    assert!(by_shape.remembered(spaced.as_bytes()).is_none());
+    // `JwtOrOpaque` itself sends it to introspection, which does not know it.
     assert_eq!(dev.introspection_calls(), 0);
+    let Verdict::Pending(introspected) = by_shape.validate(&spaced, &view) else {
+        panic!("not JWT-shaped: introspected")
+    };
+    assert!(matches!(introspected.await, Err(AuthError::InvalidToken(_))));
+    assert_eq!(dev.introspection_calls(), 1);
 }
 
 #[tokio::test]
