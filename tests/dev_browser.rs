@@ -22,13 +22,17 @@ use serde_json::{Value, json};
 use tower_bearer::dev::{DevClient, DevIssuer, DevUser, Pkce};
 use tower_bearer::{Algorithm, BearerLayer};
 
-/// chromedriver, killed when the test ends (pass or fail).
-struct Driver(Child);
+/// chromedriver, killed when the test ends (pass or fail); then its temp dir (Chromium's
+/// profile and scoped dirs, which it would otherwise leave in `/tmp`) is removed.
+struct Driver {
+    child: Child,
+    _temp: tempfile::TempDir,
+}
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -60,13 +64,16 @@ async fn browser() -> Option<(Driver, Client)> {
         return None;
     };
     let port = free_port();
+    let temp = tempfile::Builder::new().prefix("tb-chromium-").tempdir().expect("temp dir");
     let child = Command::new(&chromedriver)
         .arg(format!("--port={port}"))
+        // Chromium (started by chromedriver, with its environment) makes its dirs under TMPDIR.
+        .env("TMPDIR", temp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
-    let driver = Driver(child);
+    let driver = Driver { child, _temp: temp };
     let url = format!("http://127.0.0.1:{port}");
     let http = common::client();
     // Wait until chromedriver answers (bounded: a hang guard, not an assertion on time).
