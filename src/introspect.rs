@@ -503,21 +503,18 @@ impl Introspector {
 
     /// Validates a token, waiting for the endpoint if the answer is not cached.
     pub async fn introspect(&self, token: &str) -> Result<Principal, AuthError> {
-        if self.inner.refuses(token) {
-            return Err(AuthError::InvalidToken(InvalidToken::Malformed));
-        }
+        self.inner.precheck(token)?;
         let key = cache_key(token);
         if let Some(answer) = self.inner.cached(&key).await {
             return answer;
         }
-        self.load_and_finish(key, token).await
+        self.load_and_finish(key, token.to_owned()).await
     }
 
     /// The part of [`introspect`](Self::introspect) past the cache: the shared tier or the
     /// endpoint, one call for all concurrent requests with the same token.
-    async fn load_and_finish(&self, key: [u8; 32], token: &str) -> Result<Principal, AuthError> {
+    async fn load_and_finish(&self, key: [u8; 32], token: String) -> Result<Principal, AuthError> {
         let inner = &self.inner;
-        let token = token.to_owned();
         match inner.cache.try_get_with(key, inner.load(key, token)).await {
             Ok(entry) => inner.finish(entry.principal),
             Err(err) if matches!(*err, IntrospectionError::Busy) => {
@@ -548,9 +545,14 @@ fn cache_key(token: &str) -> [u8; 32] {
 }
 
 impl Inner {
-    /// Whether the precheck, if any, says `token` cannot be one of the issuer's tokens.
-    fn refuses(&self, token: &str) -> bool {
-        self.precheck.as_ref().is_some_and(|Precheck(can_be_a_token)| !can_be_a_token(token))
+    /// A malformed token if the precheck, if any, says `token` cannot be one of the issuer's.
+    fn precheck(&self, token: &str) -> Result<(), AuthError> {
+        match &self.precheck {
+            Some(Precheck(can_be_a_token)) if !can_be_a_token(token) => {
+                Err(AuthError::InvalidToken(InvalidToken::Malformed))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The cached answer for `key`, unless there is none or it is stale (then it is dropped).
@@ -742,8 +744,8 @@ fn own(claim: Str<'_>) -> Text {
 
 impl Validator for Introspector {
     fn validate(&self, token: &str, _request: &RequestView<'_>) -> Verdict {
-        if self.inner.refuses(token) {
-            return Verdict::Ready(Err(AuthError::InvalidToken(InvalidToken::Malformed)));
+        if let Err(malformed) = self.inner.precheck(token) {
+            return Verdict::Ready(Err(malformed));
         }
         // A cached answer needs no waiting: moka's lookup waits only in rare cases (its queue of
         // pending writes full, or its housekeeping contended), so one poll nearly always
@@ -751,19 +753,21 @@ impl Validator for Introspector {
         // task switch.
         let key = cache_key(token);
         let looked = std::pin::pin!(self.inner.cached(&key)).poll(&mut Context::from_waker(Waker::noop()));
-        let Poll::Ready(cached) = looked else {
-            // The lookup would have waited: it is dropped (safe: moka finishes an interrupted
-            // removal or housekeeping later) and the whole introspection runs as a future,
-            // lookup included.
-            let (this, token) = (self.clone(), token.to_owned());
-            return Verdict::Pending(Box::pin(async move { this.introspect(&token).await }));
+        let waited = match looked {
+            Poll::Ready(Some(answer)) => return Verdict::Ready(answer),
+            Poll::Ready(None) => false,
+            Poll::Pending => true,
         };
-        if let Some(answer) = cached {
-            return Verdict::Ready(answer);
-        }
-        // Not cached, or stale (and dropped): on to the endpoint.
         let (this, token) = (self.clone(), token.to_owned());
-        Verdict::Pending(Box::pin(async move { this.load_and_finish(key, &token).await }))
+        Verdict::Pending(Box::pin(async move {
+            // The lookup would have waited: it was dropped (safe: moka finishes an interrupted
+            // removal or housekeeping later) and is made again here, where it may wait.
+            if waited && let Some(answer) = this.inner.cached(&key).await {
+                return answer;
+            }
+            // Not cached, or stale (and dropped): on to the endpoint.
+            this.load_and_finish(key, token).await
+        }))
     }
 }
 
