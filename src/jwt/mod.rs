@@ -3,6 +3,7 @@
 
 mod builder;
 pub(crate) mod cache;
+mod claims_scan;
 mod header;
 pub(crate) mod jwks;
 pub(crate) mod policy;
@@ -236,15 +237,12 @@ impl Inner {
         // read it skips with the scanner `RawValue` uses); the decoded buffer itself is then kept
         // verbatim for the principal, not a copy, and its string claims are read in place.
         let mut payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
-        let claims: RegisteredClaims<'_> = serde_json::from_str(&payload).map_err(|e| {
-            // A wrong claim type stops the pass early: the text after it may not be JSON at all,
-            // which makes the token malformed, as checking the whole text first used to say.
-            if e.is_data() && serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_ok() {
-                InvalidToken::InvalidClaim
-            } else {
-                InvalidToken::Malformed
-            }
-        })?;
+        // The usual plain shape is read by a quick scanner of our own; anything else (and every
+        // error) by serde_json, which the scanner agrees with wherever it answers.
+        let claims = match claims_scan::read(&payload) {
+            Some(claims) => claims,
+            None => read_claims(&payload)?,
+        };
         self.policy.check(&claims, now)?;
         if claims.is_id_token() {
             return Err(InvalidToken::WrongType);
@@ -320,6 +318,19 @@ impl Inner {
         let verified = self.claims(compact.payload, now)?;
         Ok(Verified { key: Some(key), ..verified })
     }
+}
+
+/// serde_json's reading of the claims, with its errors told apart.
+fn read_claims(payload: &str) -> Result<RegisteredClaims<'_>, InvalidToken> {
+    serde_json::from_str(payload).map_err(|e| {
+        // A wrong claim type stops the pass early: the text after it may not be JSON at all,
+        // which makes the token malformed, as checking the whole text first used to say.
+        if e.is_data() && serde_json::from_str::<serde::de::IgnoredAny>(payload).is_ok() {
+            InvalidToken::InvalidClaim
+        } else {
+            InvalidToken::Malformed
+        }
+    })
 }
 
 /// A token that passed every check, with what the verified-token cache needs to remember.
