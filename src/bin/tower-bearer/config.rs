@@ -445,6 +445,7 @@ impl Checker<'_> {
             rules: Rules {
                 rules: rules.into_iter().map(std::sync::Arc::new).collect(),
                 case_insensitive: file.case_insensitive_paths,
+                allow_path_parameters: file.allow_path_parameters,
             },
             headers,
             token_cache,

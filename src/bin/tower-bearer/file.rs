@@ -20,6 +20,10 @@ pub struct File {
     /// Match route patterns without regard to ASCII case.
     #[serde(default)]
     pub case_insensitive_paths: bool,
+    /// Accept `;parameters` in request path segments (refused with `400` by default: servlet
+    /// containers strip them before routing, so rules would judge another path).
+    #[serde(default)]
+    pub allow_path_parameters: bool,
     /// After SIGTERM, how long requests in flight may take before the process exits anyway.
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]

@@ -1,6 +1,8 @@
 //! Forwarding headers for the upstream: `X-Forwarded-For`/`-Proto`/`-Host` or RFC 7239
 //! `Forwarded`. What a trusted front proxy sent is extended; what anyone else sent is replaced,
-//! so a client cannot claim another address.
+//! so a client cannot claim another address. From anyone else, the other headers upstream
+//! frameworks read as the client's address, scheme, host or path go too ([`CLIENT_CLAIMS`], and
+//! every `X-Forwarded-*`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -13,6 +15,23 @@ use crate::file::ForwardedFile;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that upstream frameworks take as the client's address (`X-Real-IP`, `True-Client-IP`,
+/// ...), or as the path they should serve (`X-Original-URL`, `X-Rewrite-URL`): only a trusted
+/// front proxy may send them. Every `X-Forwarded-*` header is treated alike (`-Port`, `-Prefix`,
+/// `-Ssl`, `-Server`, ...).
+const CLIENT_CLAIMS: [&str; 10] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded-for",
+    "x-forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// Which family of headers the upstream gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +147,16 @@ impl Forwarding {
         for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED] {
             headers.remove(name);
         }
+        if !trusted {
+            let claims: Vec<HeaderName> = headers
+                .keys()
+                .filter(|n| n.as_str().starts_with("x-forwarded-") || CLIENT_CLAIMS.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            for name in claims {
+                headers.remove(name);
+            }
+        }
         let mut set = |name: HeaderName, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);
@@ -223,11 +252,23 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example");
-        let h =
-            run(Style::XForwarded, false, &[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
+        let claims = [
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "//evil.example"),
+            ("x-real-ip", "127.0.0.1"),
+            ("true-client-ip", "127.0.0.1"),
+            ("x-original-url", "/admin"),
+            ("x-request-id", "kept"),
+        ];
+        let h = run(Style::XForwarded, true, &claims);
+        assert_eq!(h.len(), claims.len() + 3, "a trusted proxy's claims are kept: {h:?}");
+        let sent = [("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")];
+        let h = run(Style::XForwarded, false, &[&sent[..], &claims[..]].concat());
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("forwarded").is_none());
+        assert_eq!(h["x-request-id"], "kept");
+        assert_eq!(h.len(), 4, "only ours and x-request-id: {h:?}");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //!    and `%00` are refused: upstreams disagree on what they mean;
 //! 3. empty segments (`//`) and `.` segments are dropped, `..` removes the segment before it
 //!    (never climbing above `/`), as in RFC 3986 §5.2.4;
-//! 4. a segment that is `.` or `..` once a `;parameter` suffix is cut off (`..;x`, `.;`) is
-//!    refused: servlet containers read it as a dot segment.
+//! 4. a `;` in any segment is refused unless the configuration allows path parameters
+//!    (`allow_path_parameters`): servlet containers cut `;parameter` off each segment before they
+//!    route, so `/admin;x/users` would pass a rule for `/**` and reach the upstream's
+//!    `/admin/users`. Where they are allowed, a segment that is `.` or `..` once its parameter
+//!    is cut off (`..;x`, `.;`) is still refused: servlet containers read it as a dot segment.
 //!
 //! A trailing `/` is kept. Case folding, when configured, is up to the caller (the forwarded
 //! path keeps its case).
@@ -33,6 +36,8 @@ pub enum PathError {
     EncodedNul,
     /// A dot segment with a `;` parameter (`..;`).
     DotSegmentWithParameter,
+    /// A `;` parameter in a segment, where they are not allowed.
+    Parameter,
 }
 
 impl PathError {
@@ -46,6 +51,7 @@ impl PathError {
             PathError::EncodedBackslash => "path_encoded_backslash",
             PathError::EncodedNul => "path_encoded_nul",
             PathError::DotSegmentWithParameter => "path_dot_segment_parameter",
+            PathError::Parameter => "path_parameter",
         }
     }
 }
@@ -69,8 +75,9 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// The canonical form of `raw` (a path without query), or why it is refused.
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// The canonical form of `raw` (a path without query), or why it is refused. With
+/// `allow_parameters`, segments may carry `;parameters` (kept as they are).
+pub fn normalize(raw: &str, allow_parameters: bool) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -110,9 +117,13 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded[1..].split('/') {
-        let bare = segment.split(';').next().unwrap_or_default();
-        if segment.contains(';') && matches!(bare, "." | "..") {
-            return Err(PathError::DotSegmentWithParameter);
+        if let Some((bare, _)) = segment.split_once(';') {
+            if !allow_parameters {
+                return Err(PathError::Parameter);
+            }
+            if matches!(bare, "." | "..") {
+                return Err(PathError::DotSegmentWithParameter);
+            }
         }
         match segment {
             "" | "." => trailing_slash = true,
@@ -164,12 +175,12 @@ mod tests {
 
     #[track_caller]
     fn ok(raw: &str, want: &str) {
-        assert_eq!(normalize(raw), Ok(want.to_owned()), "{raw}");
+        assert_eq!(normalize(raw, false), Ok(want.to_owned()), "{raw}");
     }
 
     #[track_caller]
     fn err(raw: &str, want: PathError) {
-        assert_eq!(normalize(raw), Err(want), "{raw}");
+        assert_eq!(normalize(raw, false), Err(want), "{raw}");
     }
 
     #[test]
@@ -253,19 +264,29 @@ mod tests {
         err("*", PathError::NotAbsolute);
     }
 
+    /// `;parameters` are refused by default: servlet containers cut them off each segment before
+    /// they route, so a rule would judge another path than the upstream serves. An encoded `;`
+    /// is data to them, and kept. Where parameters are allowed, dot segments with one are still
+    /// refused.
     #[test]
-    fn dot_segments_with_parameters_are_refused() {
-        err("/public/..;/admin", PathError::DotSegmentWithParameter);
-        err("/public/.;x/admin", PathError::DotSegmentWithParameter);
-        err("/public/%2e%2e;/admin", PathError::DotSegmentWithParameter);
-        ok("/items;v=1", "/items;v=1");
+    fn path_parameters() {
+        for raw in ["/admin;x/users", "/items;v=1", "/a/b;", "/%61dmin;x", "/public/..;/admin", "/;"] {
+            err(raw, PathError::Parameter);
+        }
+        ok("/admin%3bx/users", "/admin%3Bx/users");
+        let allowed = |raw| normalize(raw, true);
+        assert_eq!(allowed("/items;v=1"), Ok("/items;v=1".to_owned()));
+        assert_eq!(allowed("/public/../items;v=1"), Ok("/items;v=1".to_owned()));
+        for raw in ["/public/..;/admin", "/public/.;x/admin", "/public/%2e%2e;/admin"] {
+            assert_eq!(allowed(raw), Err(PathError::DotSegmentWithParameter), "{raw}");
+        }
     }
 
     #[test]
     fn normal_form_is_a_fixed_point() {
         for raw in ["/public/../admin", "//a//b/", "/%61/%2e/b/..", "/a%3bb/./c"] {
-            let once = normalize(raw).unwrap();
-            assert_eq!(normalize(&once).unwrap(), once, "{raw}");
+            let once = normalize(raw, false).unwrap();
+            assert_eq!(normalize(&once, false).unwrap(), once, "{raw}");
         }
     }
 

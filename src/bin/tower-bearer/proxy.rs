@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -50,6 +50,9 @@ pub enum ForwardError {
     Timeout,
     /// An upgrade to an upstream that speaks HTTP/2 only: `502`.
     NoUpgrade,
+    /// The upstream's base and prefix with the request's path and query make no URI (longer
+    /// than the 64 KiB the `http` crate takes, with a large `max_header_bytes`): `414`.
+    TargetTooLong,
 }
 
 impl Forwarder {
@@ -115,16 +118,18 @@ impl Forwarder {
         )
     }
 
-    /// Sends `req` (identity headers already set by the caller) to the upstream at `path_and_query`.
+    /// Sends `req` to the upstream at `path_and_query`, with the `identity` headers.
     pub async fn forward(
         &self,
         mut req: Request<Body>,
+        identity: Vec<(HeaderName, HeaderValue)>,
         path_and_query: &str,
         forwarding: &Forwarding,
     ) -> Result<Response<Body>, ForwardError> {
+        // Normalised paths and the client's query make a valid URI, unless it is too long.
         let uri: Uri = format!("{}{}{}", self.base, self.prefix, path_and_query)
             .parse()
-            .expect("normalised paths and the client's query make a valid URI");
+            .map_err(|_| ForwardError::TargetTooLong)?;
         let upgrade = crate::upgrade::requested(&req);
         if upgrade.is_some() && self.h2c {
             return Err(ForwardError::NoUpgrade);
@@ -146,6 +151,11 @@ impl Forwarder {
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(req.headers_mut());
         let headers = req.headers_mut();
+        // After the hop-by-hop headers are gone: a client's `Connection: x-auth-subject` would
+        // otherwise delete the identity the upstream relies on.
+        for (name, value) in identity {
+            headers.insert(name, value);
+        }
         if let Some(c) = connected {
             forwarding.apply(headers, c.peer, if c.tls { "https" } else { "http" }, original_host);
         }

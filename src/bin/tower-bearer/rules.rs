@@ -60,7 +60,9 @@ impl Pattern {
         }
         // The pattern must be spelled the way requests are normalised, or it could never match.
         let probe = if body.is_empty() { "/".to_owned() } else { body.replace('*', "x") };
-        match normalize(&probe) {
+        // Parameters allowed: a pattern that names one is not malformed (requests with one are
+        // refused before any rule when they are not allowed).
+        match normalize(&probe, true) {
             Ok(normal) if normal == probe => {}
             Ok(normal) => {
                 return Err(format!(
@@ -130,6 +132,8 @@ impl Rule {
 pub struct Rules {
     pub rules: Vec<Arc<Rule>>,
     pub case_insensitive: bool,
+    /// Whether request paths may carry `;parameters` (see [`normalize`]).
+    pub allow_path_parameters: bool,
 }
 
 impl Rules {
@@ -209,6 +213,7 @@ mod tests {
                 index: 0,
             })],
             case_insensitive: true,
+            allow_path_parameters: false,
         };
         assert!(rules.find(&Method::GET, "/ADMIN/x").is_some());
         assert!(rules.find(&Method::HEAD, "/admin").is_some());

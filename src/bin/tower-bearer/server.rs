@@ -214,15 +214,12 @@ impl Dispatch {
             }
             Mode::Proxy => {
                 let target = req.extensions_mut().remove::<Target>().expect("target set before dispatch");
-                for (name, value) in identity {
-                    req.headers_mut().insert(name, value);
-                }
                 let name = target.upstream.as_deref().unwrap_or("default");
                 let Some(forwarder) = self.forwarders.iter().find(|f| f.name == name) else {
                     set_reason("no_upstream");
                     return plain(StatusCode::BAD_GATEWAY, "no upstream for this route\n");
                 };
-                match forwarder.forward(req, &target.path_and_query, &self.forwarding).await {
+                match forwarder.forward(req, identity, &target.path_and_query, &self.forwarding).await {
                     Ok(res) => res,
                     Err(ForwardError::Timeout) => {
                         set_reason("upstream_timeout");
@@ -237,6 +234,10 @@ impl Dispatch {
                     Err(ForwardError::NoUpgrade) => {
                         set_reason("upstream_no_upgrade");
                         plain(StatusCode::BAD_GATEWAY, "the upstream speaks HTTP/2 only: no upgrades\n")
+                    }
+                    Err(ForwardError::TargetTooLong) => {
+                        set_reason("target_too_long");
+                        plain(StatusCode::URI_TOO_LONG, "the request target is too long\n")
                     }
                 }
             }
@@ -456,7 +457,7 @@ impl App {
             *req.method_mut() = method.clone();
         }
         let (raw_path, query) = split_target(&target);
-        let normal = match normalize(raw_path) {
+        let normal = match normalize(raw_path, self.rules.allow_path_parameters) {
             Ok(p) => p,
             Err(e) => {
                 set_reason(e.reason());
