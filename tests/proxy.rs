@@ -609,6 +609,13 @@ async fn smuggling_attempts_are_refused_and_never_reach_the_upstream() {
         assert_eq!(status_lines(&answer), ["HTTP/1.1 400 Bad Request"], "{case:?} -> {answer}");
     }
     assert_eq!(upstream.count(), 0, "{:?}", upstream.seen.lock().unwrap());
+    // An upgrade the upstream does not take leaves the guard behind (the bytes after a 101 are
+    // not HTTP): the connection ends with that answer, so nothing smuggled after it is read.
+    let refused_upgrade = format!("GET /public/a HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\n\r\n{}", cases[0]);
+    let answer = exchange(gw.addr, refused_upgrade.as_bytes()).await;
+    assert_eq!(status_lines(&answer).len(), 1, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert_eq!(upstream.count(), 1, "only the upgrade request: {:?}", upstream.seen.lock().unwrap());
     // A clean request is still served.
     let ok = exchange(gw.addr, b"GET /public/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_lines(&ok), ["HTTP/1.1 200 OK"]);

@@ -7,9 +7,16 @@
 //! block back until it is complete, and renames `Transfer-Encoding` in a block that also has a
 //! `Content-Length` to [`MARKER`] (same length, in place). The service answers a request with
 //! the marker `400` and closes the connection.
+//!
+//! Once the reader stops following the framing (an upgrade, `CONNECT`, or framing hyper refuses
+//! anyway), it says so through [`Guarded::unguarded`]: the service then closes the connection
+//! after any answer that does not hand it over to another protocol, so no later request on it
+//! goes unchecked. (A refused upgrade used to leave the connection open and unguarded.)
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -60,6 +67,8 @@ pub struct Guarded<I> {
     header_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
     first: bool,
+    /// Set once `state` is [`State::Opaque`], shared with the connection's service.
+    unguarded: Arc<AtomicBool>,
 }
 
 impl<I> Guarded<I> {
@@ -74,7 +83,22 @@ impl<I> Guarded<I> {
             header_timeout,
             deadline: None,
             first: true,
+            unguarded: Arc::default(),
         }
+    }
+
+    /// Becomes `true` once bytes pass this reader unchecked: the service must then close the
+    /// connection after its answer, unless that answer switches protocols.
+    pub fn unguarded(&self) -> Arc<AtomicBool> {
+        self.unguarded.clone()
+    }
+
+    fn set_state(&mut self, state: State) {
+        if state == State::Opaque {
+            // Before hyper can read the header block that led here: the service sees it set.
+            self.unguarded.store(true, Ordering::Release);
+        }
+        self.state = state;
     }
 
     /// Runs `bytes` through the framing, appending what hyper may read to `out`.
@@ -99,7 +123,8 @@ impl<I> Guarded<I> {
                             // What follows the block came in `bytes`: it goes round the loop again.
                             let rest = self.head.len() - end;
                             self.head.truncate(end);
-                            self.state = inspect(&mut self.head);
+                            let next = inspect(&mut self.head);
+                            self.set_state(next);
                             self.deadline = None;
                             self.first = false;
                             self.out.append(&mut self.head);
@@ -108,7 +133,7 @@ impl<I> Guarded<I> {
                         None if self.head.len() > self.max_head + 1024 => {
                             // hyper answers 431 for this; no need to hold it any longer.
                             self.out.append(&mut self.head);
-                            self.state = State::Opaque;
+                            self.set_state(State::Opaque);
                             return;
                         }
                         None => return,
@@ -136,7 +161,9 @@ impl<I> Guarded<I> {
                             (b'\n', _) if size == 0 => State::Chunk(Chunk::Trailer(0)),
                             (b'\n', _) => State::Chunk(Chunk::Data(size)),
                             (b'\r', _) | (_, true) => State::Chunk(Chunk::Size(size, ext)),
-                            (b';', false) => State::Chunk(Chunk::Size(size, true)),
+                            // hyper allows whitespace after the size (`5 \r\n`): as an
+                            // extension, the rest of the line is skipped.
+                            (b';' | b' ' | b'\t', false) => State::Chunk(Chunk::Size(size, true)),
                             (_, false) => match (b as char).to_digit(16) {
                                 Some(d) if size < (1 << 56) => {
                                     State::Chunk(Chunk::Size(size * 16 + u64::from(d), false))
@@ -159,7 +186,7 @@ impl<I> Guarded<I> {
                     };
                     self.out.push(b);
                     bytes = &bytes[1..];
-                    self.state = next;
+                    self.set_state(next);
                 }
             }
         }
@@ -372,5 +399,20 @@ mod tests {
         assert_eq!(through(preface, 5), preface);
         let upgrade = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
         assert_eq!(through(upgrade, 4), upgrade, "bytes after an upgrade are not HTTP");
+    }
+
+    /// The flag the service closes the connection by: set with the header block that made the
+    /// reader stop checking (before hyper can read it), and only then.
+    #[test]
+    fn unguarded_is_said_before_the_block_is_read() {
+        let mut g = Guarded::new((), 16 * 1024, Duration::from_secs(1));
+        let flag = g.unguarded();
+        g.feed(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n");
+        g.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!flag.load(Ordering::Acquire), "a chunk size with a space is still followed");
+        g.feed(b"GET /ws HTTP/1.1\r\nUpgrade: foo\r\n\r");
+        assert!(!flag.load(Ordering::Acquire));
+        g.feed(b"\n");
+        assert!(g.out.ends_with(b"Upgrade: foo\r\n\r\n") && flag.load(Ordering::Acquire));
     }
 }

@@ -5,12 +5,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderValue};
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -77,8 +78,9 @@ pub async fn serve(
             let running = shared.current();
             let Some(tls) = &shared.tls else {
                 let stream = Guarded::new(stream, running.max_header_bytes, running.header_read_timeout);
-                connection(stream, Connected { peer, tls: false }, None, running, shared.clone(), watcher)
-                    .await;
+                let unguarded = Some(stream.unguarded());
+                let connected = Connected { peer, tls: false };
+                connection(stream, connected, None, unguarded, running, shared.clone(), watcher).await;
                 return;
             };
             // The handshake counts against the header read timeout (slowloris over TLS).
@@ -105,10 +107,11 @@ pub async fn serve(
             }
             let connected = Connected { peer, tls: true };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                connection(stream, connected, cert, running, shared.clone(), watcher).await;
+                connection(stream, connected, cert, None, running, shared.clone(), watcher).await;
             } else {
                 let stream = Guarded::new(stream, running.max_header_bytes, running.header_read_timeout);
-                connection(stream, connected, cert, running, shared.clone(), watcher).await;
+                let unguarded = Some(stream.unguarded());
+                connection(stream, connected, cert, unguarded, running, shared.clone(), watcher).await;
             }
         });
     }
@@ -119,11 +122,13 @@ pub async fn serve(
     }
 }
 
-/// One HTTP connection, HTTP/1.1 or HTTP/2, with upgrades.
+/// One HTTP connection, HTTP/1.1 or HTTP/2, with upgrades. `unguarded`: the smuggling guard's
+/// flag, on HTTP/1.x connections it reads (see [`Guarded::unguarded`]).
 async fn connection<I>(
     io: I,
     connected: Connected,
     cert: Option<ClientCertificate>,
+    unguarded: Option<Arc<AtomicBool>>,
     running: Arc<Running>,
     shared: Arc<Shared>,
     watcher: Watcher,
@@ -147,6 +152,11 @@ async fn connection<I>(
             req.extensions_mut().insert(cert.clone());
         }
         let app = shared.current().app.clone();
+        // Read when the answer is ready: the guard set its flag (if at all) before hyper could
+        // read this request's header block.
+        let unguarded = unguarded.clone();
+        let http1 = req.version() <= Version::HTTP_11;
+        let connect = req.method() == Method::CONNECT;
         async move {
             if smuggling {
                 tracing::warn!(peer = %connected.peer, "request with both Content-Length and Transfer-Encoding: refused");
@@ -154,7 +164,15 @@ async fn connection<I>(
                 res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Ok(res);
             }
-            Ok::<_, Infallible>(app.serve_one(req.map(Body::new)).await)
+            let mut res = app.serve_one(req.map(Body::new)).await;
+            // The guard no longer follows this connection's framing: unless the connection now
+            // belongs to another protocol, it ends with this answer.
+            let handed_over =
+                res.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && res.status().is_success());
+            if http1 && !handed_over && unguarded.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(res)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
