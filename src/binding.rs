@@ -46,7 +46,14 @@ pub(crate) fn check<'a>(
     let Some(proof) = proof else { return Checked::Done(check_bearer(cnf, cert)) };
     match cnf {
         Confirmation::Jkt(jkt) if *jkt == proof.jkt => {
-            match dpop.replay.begin(proof.replay_key, proof.expires_at, dpop.clock.unix_now()) {
+            let now = dpop.clock.unix_now();
+            // The proof's window is judged again when its use is recorded: a validation that
+            // outlasted what was left of it (an introspection call, a key fetch) would record an
+            // entry already expired, which stores drop, and the same proof would pass again.
+            if proof.expires_at <= now {
+                return Checked::Done(Err(InvalidDpopProof::Stale.into()));
+            }
+            match dpop.replay.begin(proof.replay_key, proof.expires_at, now) {
                 Recording::Done(recorded) => Checked::Done(recorded.map_err(refusal)),
                 Recording::Pending(recording) => {
                     Checked::Pending(Box::pin(async move { recording.await.map_err(refusal) }))

@@ -304,7 +304,7 @@ fn expected_reason(what: &str) -> &'static str {
         | "a 16384-bit RSA key" => "dpop_key_algorithm_mismatch",
         "DER-encoded ECDSA signature" | "tampered payload" => "dpop_bad_signature",
         "jwk with d" | "jwk with k" => "dpop_private_jwk",
-        "no jwk" => "dpop_missing_jwk",
+        "no jwk" | "an RSA exponent with a leading zero" => "dpop_missing_jwk",
         "typ JWT" | "typ at+jwt" | "no typ" | "the access token as the proof" => "dpop_wrong_typ",
         "crit header" => "dpop_unsupported_crit",
         "jwk not an object" | "two segments" | "claims are an array" | "not base64url" => "dpop_malformed",
@@ -648,6 +648,19 @@ async fn hostile_proofs() {
             vec![
                 ProofBuilder::new(&rsa, "GET", "/me", &token, now)
                     .header("jwk", json!({"kty": "RSA", "e": "AQAB", "n": huge_n}))
+                    .sign(),
+            ],
+            Expect::BadProof,
+        ),
+        (
+            // The same key, another thumbprint: RFC 7518 wants no leading zero octets.
+            "an RSA exponent with a leading zero",
+            "GET",
+            "/me",
+            token.clone(),
+            vec![
+                ProofBuilder::new(&rsa, "GET", "/me", &token, now)
+                    .header("jwk", json!({"kty": "RSA", "e": "AAEAAQ", "n": rsa.jwk()["n"]}))
                     .sign(),
             ],
             Expect::BadProof,
@@ -1049,6 +1062,31 @@ async fn introspected_tokens_bound_to_a_key_need_its_proof() {
     let res = app.oneshot(bearer.unwrap()).await.unwrap();
     assert_eq!(challenge_of(res.headers()), ("Bearer".into(), Some("invalid_token".into())));
     assert_eq!(dev.introspection_calls(), calls, "answered from the cache");
+}
+
+/// The proof's window is judged again when its use is recorded: a validation that took longer
+/// than what was left of it (an introspection call, a key fetch) must not record an entry that
+/// is already expired, which the store would drop, letting the same proof through again.
+#[tokio::test]
+async fn a_proof_whose_window_ends_during_validation_is_refused() {
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let start = unix_now();
+    let reads = Arc::new(AtomicI64::new(0));
+    let counter = reads.clone();
+    // Each read of the DPoP clock is 31 s after the one before: verification sees the proof
+    // fresh, the recording sees its 30 s window over.
+    let clock = Clock::from_fn(move || {
+        UNIX_EPOCH + Duration::from_secs((start + 31 * counter.fetch_add(1, Ordering::SeqCst)) as u64)
+    });
+    let dpop = Dpop::allowed(ORIGIN).unwrap().iat_window(Duration::from_secs(30)).clock(clock);
+    let app = routes().layer(BearerLayer::new(validator(&dev)).realm(REALM).dpop(dpop));
+    let key = Key::p256();
+    let token = dev.token().alg(Algorithm::ES256).claim("cnf", json!({"jkt": key.jkt()})).sign();
+    let proof = ProofBuilder::new(&key, "GET", "/me", &token, start).sign();
+    let res = app.oneshot(dpop_request("GET", "/me", &token, &[&proof])).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge_of(res.headers()), ("DPoP".into(), Some("invalid_dpop_proof".into())));
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "read to verify, then to record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,8 @@ fn proof_key(jwk: &Map<String, Value>, alg: Algorithm) -> Result<ProofKey, Why> 
             if n_bytes.first() == Some(&0) || !RSA_MODULUS_BYTES.contains(&n_bytes.len()) {
                 return Err(Why::KeyAlgorithmMismatch);
             }
-            if e_bytes.is_empty() || e_bytes.len() > 8 {
+            // Leading zeros too (RFC 7518 §6.3.1.2): the same key would have another thumbprint.
+            if e_bytes.first().is_none_or(|b| *b == 0) || e_bytes.len() > 8 {
                 return Err(Why::MissingKey);
             }
             Ok(ProofKey {
