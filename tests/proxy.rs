@@ -616,6 +616,16 @@ async fn smuggling_attempts_are_refused_and_never_reach_the_upstream() {
     assert_eq!(status_lines(&answer).len(), 1, "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     assert_eq!(upstream.count(), 1, "only the upgrade request: {:?}", upstream.seen.lock().unwrap());
+    // Only WebSocket upgrades are passed on: an `h2c` one (HTTP/2 streams to any path, which the
+    // rules would never see) reaches the upstream as a plain request.
+    let h2c = "GET /public/b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let answer = exchange(gw.addr, h2c.as_bytes()).await;
+    assert_eq!(status_lines(&answer), ["HTTP/1.1 200 OK"], "{answer}");
+    let seen = upstream.seen.lock().unwrap().last().cloned().expect("forwarded");
+    assert_eq!(seen.uri, "/public/b");
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(!seen.headers.contains_key(name), "{name} reached the upstream: {seen:?}");
+    }
     // A clean request is still served.
     let ok = exchange(gw.addr, b"GET /public/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_lines(&ok), ["HTTP/1.1 200 OK"]);

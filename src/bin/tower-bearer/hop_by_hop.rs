@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Headers that concern one connection only and are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -13,6 +13,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",
+    // The settings of an `h2c` upgrade (RFC 7540 §3.2.1), which is never passed on.
+    "http2-settings",
 ];
 
 /// Whether `name` is hop-by-hop (including every `Proxy-*` header).

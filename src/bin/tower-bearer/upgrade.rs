@@ -1,13 +1,18 @@
 //! Protocol upgrades (WebSockets): an authorised `Upgrade` request goes to the upstream with
 //! its `Upgrade` header, and once both sides have switched protocols the two connections are
 //! spliced. The token was checked once, at the upgrade request.
+//!
+//! WebSocket only: any other protocol's `Upgrade` is dropped as the hop-by-hop header it is, and
+//! the request goes on as a plain one. An `h2c` upgrade passed on would open HTTP/2 streams to
+//! any path of the upstream that the route rules never see.
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-/// The `Upgrade` header of an HTTP/1.1 request that asks for one (`Connection: upgrade`).
+/// The `Upgrade` header of an HTTP/1.1 request that asks for a WebSocket (`Connection: upgrade`,
+/// `Upgrade: websocket`).
 pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
@@ -19,7 +24,8 @@ pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(UPGRADE).cloned()).flatten()
+    let upgrade = req.headers().get(UPGRADE).filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    upgrade.filter(|_| asks).cloned()
 }
 
 /// Copies bytes both ways once the client and the upstream have switched.
