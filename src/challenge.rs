@@ -520,14 +520,18 @@ mod tests {
                 R::MalformedToken,
                 R::MultipleTokenSources,
                 R::MissingDpopProof,
-                R::MultipleDpopProofs,
                 R::BearerWithDpopProof,
             ]
             .map(AuthError::InvalidRequest),
         );
         all.extend(
-            [InvalidDpopProof::Malformed, InvalidDpopProof::Replayed, InvalidDpopProof::WrongUri]
-                .map(AuthError::InvalidDpopProof),
+            [
+                InvalidDpopProof::Multiple,
+                InvalidDpopProof::Malformed,
+                InvalidDpopProof::Replayed,
+                InvalidDpopProof::WrongUri,
+            ]
+            .map(AuthError::InvalidDpopProof),
         );
         all.push(AuthError::UseDpopNonce);
         all.extend(

@@ -43,6 +43,8 @@ pub enum AuthError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InvalidDpopProof {
+    /// More than one `DPoP` header (RFC 9449 §4.3's first check, so `invalid_dpop_proof`).
+    Multiple,
     /// Not one compact JWS (segments, base64url, JSON objects), or too large.
     Malformed,
     /// The `typ` header is not `dpop+jwt`.
@@ -95,8 +97,6 @@ pub enum InvalidRequest {
     MultipleTokenSources,
     /// The `DPoP` scheme without a `DPoP` proof header.
     MissingDpopProof,
-    /// More than one `DPoP` header.
-    MultipleDpopProofs,
     /// A `Bearer` token together with a `DPoP` proof header.
     BearerWithDpopProof,
     /// The trusted client-certificate header was sent more than once, or together with a
@@ -245,7 +245,6 @@ impl AuthError {
                 InvalidRequest::MalformedToken => "malformed_credentials",
                 InvalidRequest::MultipleTokenSources => "multiple_token_sources",
                 InvalidRequest::MissingDpopProof => "missing_dpop_proof",
-                InvalidRequest::MultipleDpopProofs => "multiple_dpop_proofs",
                 InvalidRequest::BearerWithDpopProof => "bearer_with_dpop_proof",
                 InvalidRequest::MultipleClientCertificates => "multiple_client_certificates",
                 InvalidRequest::MalformedClientCertificate => "malformed_client_certificate",
@@ -288,6 +287,8 @@ impl AuthError {
             },
             AuthError::UseDpopNonce => "dpop_nonce_required",
             AuthError::InvalidDpopProof(r) => match r {
+                // The name it had as an `invalid_request`: dashboards keep their series.
+                InvalidDpopProof::Multiple => "multiple_dpop_proofs",
                 InvalidDpopProof::Malformed => "dpop_malformed",
                 InvalidDpopProof::WrongType => "dpop_wrong_typ",
                 InvalidDpopProof::AlgorithmNotAllowed => "dpop_algorithm_not_allowed",
@@ -324,7 +325,6 @@ impl AuthError {
                 InvalidRequest::MalformedToken => "the bearer token is not a valid b64token",
                 InvalidRequest::MultipleTokenSources => "the token was sent in more than one place",
                 InvalidRequest::MissingDpopProof => "the DPoP scheme needs a DPoP proof",
-                InvalidRequest::MultipleDpopProofs => "more than one DPoP header",
                 InvalidRequest::BearerWithDpopProof => "a bearer token cannot come with a DPoP proof",
                 InvalidRequest::MultipleClientCertificates => "more than one client certificate",
                 InvalidRequest::MalformedClientCertificate => "the forwarded client certificate is malformed",
@@ -347,6 +347,7 @@ impl AuthError {
             },
             AuthError::Unavailable(_) => "authorization is temporarily unavailable",
             AuthError::InvalidDpopProof(InvalidDpopProof::Replayed) => "the DPoP proof was used before",
+            AuthError::InvalidDpopProof(InvalidDpopProof::Multiple) => "more than one DPoP header",
             AuthError::InvalidDpopProof(_) => "the DPoP proof is invalid",
             AuthError::UseDpopNonce => "the DPoP proof needs the server nonce",
         }
@@ -472,6 +473,14 @@ impl AuthError {
             self.push_challenge(&mut out, params, Scheme::Dpop);
         } else {
             self.push_challenge(&mut out, params, Scheme::Bearer);
+            // A DPoP-bound token sent as `Bearer`: the error is the token's, under the scheme
+            // used, and a bare `DPoP` challenge says how to send it (RFC 9449 §7.1).
+            if matches!(self, AuthError::InvalidToken(InvalidToken::BoundTokenAsBearer))
+                && params.dpop_algs.is_some()
+            {
+                out.push_str(", ");
+                AuthError::MissingToken.push_challenge(&mut out, params, Scheme::Dpop);
+            }
         }
         // Everything pushed is visible ASCII (non-ASCII was dropped by `push_quoted`).
         HeaderValue::from_str(&out).ok()

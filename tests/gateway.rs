@@ -510,12 +510,16 @@ async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
     use base64::Engine;
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let extra = format!(
-        "[upstream]\nurl = \"{}\"\n\n[dpop]\norigin = \"https://api.example\"\n\n\
-         [client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"der-base64\"\n",
-        upstream.url()
-    );
-    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
+    // The certificate header is believed from trusted front proxies only (this test's client).
+    let config = |trusted: &str| {
+        format!(
+            "[upstream]\nurl = \"{}\"\n\n[dpop]\norigin = \"https://api.example\"\n\n\
+             [client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"der-base64\"\n\n\
+             [forwarded]\ntrusted_proxies = [{trusted}]\n",
+            upstream.url()
+        )
+    };
+    let gw = Gateway::start("proxy", &dev_config(&dev, &config("\"127.0.0.1\"")));
     wait_for_ok(&gw.url("/readyz")).await;
     let http = common::client();
     let key = dpop_key::DpopKey::new();
@@ -557,4 +561,11 @@ async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
     assert_eq!(common::send(with(Some(&cert))).await.status, http::StatusCode::OK);
     assert_eq!(common::send(with(None)).await.status, http::StatusCode::UNAUTHORIZED);
     assert_eq!(common::send(with(Some("MAMCAQg="))).await.status, http::StatusCode::UNAUTHORIZED);
+
+    // From a peer that is not a trusted proxy, the header is nobody's word: as if absent.
+    let untrusted = Gateway::start("proxy", &dev_config(&dev, &config("")));
+    wait_for_ok(&untrusted.url("/readyz")).await;
+    let r = http.get(untrusted.url("/items/1")).bearer_auth(&bound).header("x-client-cert", cert);
+    assert_eq!(common::send(r).await.status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream.count(), 2, "only the two accepted requests reached the upstream");
 }

@@ -52,7 +52,7 @@ pub(crate) fn proof_header(headers: &HeaderMap, max_bytes: usize) -> Result<&str
     let mut all = headers.get_all(super::DPOP).iter();
     let Some(value) = all.next() else { return Err(InvalidRequest::MissingDpopProof.into()) };
     if all.next().is_some() {
-        return Err(InvalidRequest::MultipleDpopProofs.into());
+        return Err(Why::Multiple.into());
     }
     if value.len() > max_bytes {
         return Err(Why::Malformed.into());

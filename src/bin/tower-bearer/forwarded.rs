@@ -123,6 +123,11 @@ impl Forwarding {
         Ok(Forwarding { style, trusted })
     }
 
+    /// Whether `ip` is one of the trusted front proxies (`trusted_proxies`).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
     /// Sets the forwarding headers for a request that came from `peer` over `proto`, for `host`.
     pub fn apply(
         &self,
@@ -131,7 +136,7 @@ impl Forwarding {
         proto: &'static str,
         host: Option<HeaderValue>,
     ) {
-        let trusted = self.trusted.iter().any(|c| c.contains(peer.ip()));
+        let trusted = self.trusts(peer.ip());
         let ip = match peer.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,

@@ -23,7 +23,7 @@ use tower_layer::Layer;
 use crate::config::{Config, IdentityHeaders};
 use crate::forwarded::Forwarding;
 use crate::normalize::{normalize, split_target};
-use crate::proxy::{ForwardError, Forwarder, plain};
+use crate::proxy::{Connected, ForwardError, Forwarder, plain};
 use crate::rules::{Access, Rule, Rules};
 
 /// Which service we are.
@@ -289,6 +289,8 @@ pub struct App {
     bearer: BearerService<Protected, Arc<dyn Validator>>,
     dispatch: Arc<Dispatch>,
     validators: Vec<JwtValidator>,
+    /// `[client_certificate]`'s header, in proxy mode: believed from trusted proxies only.
+    certificate_header: Option<HeaderName>,
 }
 
 impl App {
@@ -353,6 +355,11 @@ impl App {
             bearer: layer.layer(Protected(dispatch.clone())),
             dispatch,
             validators,
+            certificate_header: config
+                .client_certificate
+                .as_ref()
+                .filter(|_| mode == Mode::Proxy)
+                .map(|(name, _)| name.clone()),
         })
     }
 
@@ -464,6 +471,15 @@ impl App {
                 return plain(StatusCode::BAD_REQUEST, "the request path is not acceptable\n");
             }
         };
+        // In proxy mode clients may reach us directly: a certificate header is a front proxy's
+        // word on the client's TLS certificate, believed from a trusted one only (`[forwarded]
+        // trusted_proxies`). In auth mode only the gateway can reach the service.
+        if let Some(name) = &self.certificate_header
+            && let Some(connected) = req.extensions().get::<Connected>().copied()
+            && !self.dispatch.forwarding.trusts(connected.peer.ip())
+        {
+            req.headers_mut().remove(name);
+        }
         // Identity headers come from us only: whatever the client sent under those names goes.
         let headers = req.headers_mut();
         for name in self.headers.all() {
