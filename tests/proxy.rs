@@ -616,6 +616,15 @@ async fn smuggling_attempts_are_refused_and_never_reach_the_upstream() {
     assert_eq!(status_lines(&answer).len(), 1, "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     assert_eq!(upstream.count(), 1, "only the upgrade request: {:?}", upstream.seen.lock().unwrap());
+    // CONNECT: no tunnel is opened, and the connection ends with the refusal.
+    let before = upstream.count();
+    let answer = exchange(
+        gw.addr,
+        b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_lines(&answer), ["HTTP/1.1 405 Method Not Allowed"], "{answer}");
+    assert_eq!(upstream.count(), before);
     // Only WebSocket upgrades are passed on: an `h2c` one (HTTP/2 streams to any path, which the
     // rules would never see) reaches the upstream as a plain request.
     let h2c = "GET /public/b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";

@@ -87,7 +87,10 @@ impl Pattern {
         Ok(Pattern { segments, rest })
     }
 
-    /// Whether the normalised (and, if configured, lower-cased) `path` matches.
+    /// Whether the normalised (and, if configured, lower-cased) `path` matches. A pattern also
+    /// matches its path with one trailing `/` (`/admin` covers `/admin/`): Express, Spring and
+    /// others serve both alike, and the rule written for the one must judge the other, not a
+    /// later catch-all.
     pub fn matches(&self, path: &str) -> bool {
         let mut parts = path[1..].split('/');
         for segment in &self.segments {
@@ -98,7 +101,7 @@ impl Pattern {
                 _ => return false,
             }
         }
-        self.rest || parts.next().is_none()
+        self.rest || matches!((parts.next(), parts.next()), (None, _) | (Some(""), None))
     }
 }
 
@@ -161,7 +164,8 @@ mod tests {
         assert!(p("/").matches("/"));
         assert!(!p("/").matches("/a"));
         assert!(p("/items").matches("/items"));
-        assert!(!p("/items").matches("/items/"));
+        assert!(p("/items").matches("/items/"), "a trailing slash is the same resource to many upstreams");
+        assert!(!p("/items").matches("/items//"));
         assert!(!p("/items").matches("/items/1"));
         assert!(!p("/items").matches("/itemsx"));
         assert!(p("/items/").matches("/items/"));
@@ -173,6 +177,7 @@ mod tests {
         assert!(star.matches("/items/1"));
         assert!(!star.matches("/items/"));
         assert!(!star.matches("/items"));
+        assert!(star.matches("/items/1/"));
         assert!(!star.matches("/items/1/2"));
         assert!(p("/*/x").matches("/a/x"));
     }

@@ -444,6 +444,12 @@ impl App {
                 }
             };
         }
+        // A tunnel is no resource the rules can judge (its target is a host, not a path), and
+        // the upstream would be asked to open one.
+        if self.mode == Mode::Proxy && req.method() == Method::CONNECT {
+            set_reason("connect_refused");
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        }
         let (method, target) = match self.target(&req) {
             Ok(t) => t,
             Err(reason) => {
