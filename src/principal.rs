@@ -188,8 +188,9 @@ pub(crate) enum ClaimsJson {
 }
 
 impl ClaimsJson {
-    /// `text`, which a serde_json pass over the whole of it has just accepted: as JSON it is what
-    /// `RawValue` accepts too (the same scanner skips what that pass did not read).
+    /// `text`, which a pass over the whole of it has just accepted as JSON, so `RawValue` accepts
+    /// it too: serde_json's (the same scanner skips what that pass did not read), or the JWT
+    /// claims scanner's, whose tests hold it to serde_json on every text it answers for.
     pub(crate) fn checked(text: String) -> Self {
         ClaimsJson::Checked { text: text.into_boxed_str(), raw: OnceLock::new() }
     }

@@ -399,6 +399,16 @@ async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
     assert_eq!(raw_get(gw.addr, "/unlisted", Some(&read), &[]).await.status, 403);
     assert_eq!(upstream.count(), before, "a rejected request reached the upstream");
 
+    // An identity header named like a forwarding one (oauth2-proxy's convention) survives the
+    // removal of an untrusted client's forwarding claims; the client's own value does not.
+    let text =
+        format!("[upstream]\nurl = \"{}\"\n\n[headers]\nsubject = \"X-Forwarded-User\"\n", upstream.url());
+    let named = Gateway::start("proxy", &dev_config(&dev, &text));
+    wait_for_ok(&named.url("/readyz")).await;
+    let r = raw_get(named.addr, "/items/1", Some(&read), &[("X-Forwarded-User", "mallory")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.upstream_header("x-forwarded-user").as_deref(), Some("alice"));
+
     // Public: no token needed, spoofed identity still stripped.
     let public = raw_get(gw.addr, "/public/a%2db", None, &[("X-Auth-Subject", "mallory")]).await;
     assert_eq!(public.status, 200, "{public:?}");

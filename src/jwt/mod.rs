@@ -233,9 +233,10 @@ impl Inner {
         if payload.first() != Some(&b'{') {
             return Err(InvalidToken::Malformed);
         }
-        // One pass reads the claims we need and checks the whole object as JSON (what it does not
-        // read it skips with the scanner `RawValue` uses); the decoded buffer itself is then kept
-        // verbatim for the principal, not a copy, and its string claims are read in place.
+        // One pass reads the claims we need and checks the whole object as JSON (the quick
+        // scanner below, or serde_json, which skips what it does not read with the scanner
+        // `RawValue` uses); the decoded buffer itself is then kept verbatim for the principal,
+        // not a copy, and its string claims are read in place.
         let mut payload = String::from_utf8(payload).map_err(|_| InvalidToken::Malformed)?;
         // The usual plain shape is read by a quick scanner of our own; anything else (and every
         // error) by serde_json, which the scanner agrees with wherever it answers.

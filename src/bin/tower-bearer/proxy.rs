@@ -151,13 +151,14 @@ impl Forwarder {
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(req.headers_mut());
         let headers = req.headers_mut();
-        // After the hop-by-hop headers are gone: a client's `Connection: x-auth-subject` would
-        // otherwise delete the identity the upstream relies on.
-        for (name, value) in identity {
-            headers.insert(name, value);
-        }
         if let Some(c) = connected {
             forwarding.apply(headers, c.peer, if c.tls { "https" } else { "http" }, original_host);
+        }
+        // Last: a client's `Connection: x-auth-subject` (the hop-by-hop strip) or an untrusted
+        // peer's forwarding claims (`X-Forwarded-User` is a common identity header name) would
+        // otherwise remove the identity the upstream relies on.
+        for (name, value) in identity {
+            headers.insert(name, value);
         }
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -87,11 +87,17 @@ impl Pattern {
         Ok(Pattern { segments, rest })
     }
 
-    /// Whether the normalised (and, if configured, lower-cased) `path` matches. A pattern also
-    /// matches its path with one trailing `/` (`/admin` covers `/admin/`): Express, Spring and
-    /// others serve both alike, and the rule written for the one must judge the other, not a
-    /// later catch-all.
+    /// Whether the normalised (and, if configured, lower-cased) `path` matches.
     pub fn matches(&self, path: &str) -> bool {
+        self.matching(path, false)
+    }
+
+    /// Whether `path` matches, or is a matching path with one more trailing `/`.
+    pub fn matches_with_slash(&self, path: &str) -> bool {
+        self.matching(path, true)
+    }
+
+    fn matching(&self, path: &str, slash: bool) -> bool {
         let mut parts = path[1..].split('/');
         for segment in &self.segments {
             match (segment, parts.next()) {
@@ -101,7 +107,12 @@ impl Pattern {
                 _ => return false,
             }
         }
-        self.rest || matches!((parts.next(), parts.next()), (None, _) | (Some(""), None))
+        self.rest
+            || match (parts.next(), parts.next()) {
+                (None, _) => true,
+                (Some(""), None) => slash,
+                _ => false,
+            }
     }
 }
 
@@ -126,7 +137,12 @@ impl Rule {
             None => true,
             Some(m) => m == method || (*m == Method::GET && *method == Method::HEAD),
         };
-        method_ok && self.pattern.matches(path)
+        // A rule that asks for a token also covers its path with one trailing `/` (`/admin`
+        // covers `/admin/`): Express, Spring and others serve both alike, and a later catch-all
+        // must not judge it instead. A public rule does not: a public page must not open its
+        // directory form (an index, a listing) to anyone.
+        let widened = !matches!(self.access, Access::Public);
+        method_ok && (self.pattern.matches(path) || (widened && self.pattern.matches_with_slash(path)))
     }
 }
 
@@ -164,8 +180,10 @@ mod tests {
         assert!(p("/").matches("/"));
         assert!(!p("/").matches("/a"));
         assert!(p("/items").matches("/items"));
-        assert!(p("/items").matches("/items/"), "a trailing slash is the same resource to many upstreams");
-        assert!(!p("/items").matches("/items//"));
+        assert!(!p("/items").matches("/items/"));
+        assert!(p("/items").matches_with_slash("/items/"));
+        assert!(!p("/items").matches_with_slash("/items//"));
+        assert!(!p("/items").matches_with_slash("/items/1"));
         assert!(!p("/items").matches("/items/1"));
         assert!(!p("/items").matches("/itemsx"));
         assert!(p("/items/").matches("/items/"));
@@ -177,7 +195,7 @@ mod tests {
         assert!(star.matches("/items/1"));
         assert!(!star.matches("/items/"));
         assert!(!star.matches("/items"));
-        assert!(star.matches("/items/1/"));
+        assert!(star.matches_with_slash("/items/1/"));
         assert!(!star.matches("/items/1/2"));
         assert!(p("/*/x").matches("/a/x"));
     }
@@ -204,6 +222,37 @@ mod tests {
         assert!(Pattern::parse("/a/../b", false).is_err());
         assert!(Pattern::parse("/%61", false).is_err());
         assert!(Pattern::parse("/a%2Fb", false).is_err());
+    }
+
+    /// `/admin/` is judged by the rule for `/admin` when that rule asks for a token, not by a
+    /// later catch-all; a public rule keeps to its own path.
+    #[test]
+    fn trailing_slash_widens_protected_rules_only() {
+        let rule = |path: &str, access: Access, index| {
+            Arc::new(Rule {
+                upstream: None,
+                method: None,
+                pattern: Pattern::parse(path, false).unwrap(),
+                access,
+                path: path.into(),
+                index,
+            })
+        };
+        let rules = Rules {
+            rules: vec![
+                rule("/admin", Access::Scopes(RequireScope::any(["admin"]), "any admin".into()), 0),
+                rule("/docs", Access::Public, 1),
+                rule("/**", Access::Authenticated, 2),
+            ],
+            case_insensitive: false,
+            allow_path_parameters: false,
+        };
+        let index = |path| rules.find(&Method::GET, path).map(|r| r.index);
+        assert_eq!(index("/admin"), Some(0));
+        assert_eq!(index("/admin/"), Some(0), "not the catch-all");
+        assert_eq!(index("/admin/x"), Some(2));
+        assert_eq!(index("/docs"), Some(1));
+        assert_eq!(index("/docs/"), Some(2), "a public rule is not widened");
     }
 
     #[test]
