@@ -564,6 +564,29 @@ mod tests {
         assert!(h.to_str().unwrap().contains(r#"scope="items:write""#));
     }
 
+    /// A DPoP-bound token sent as `Bearer`: its error under `Bearer`, then a bare `DPoP`
+    /// challenge naming the algorithms, only where DPoP is on; any other token error gets one.
+    #[test]
+    fn a_bound_token_sent_as_bearer_is_told_how_to_send_it() {
+        let bound = AuthError::InvalidToken(InvalidToken::BoundTokenAsBearer);
+        let off = ChallengeParams::new().realm("api");
+        let text = |err: &AuthError, params| err.challenge(params).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            text(&bound, &off),
+            text(&AuthError::InvalidToken(InvalidToken::Expired), &off)
+                .replace("the access token expired", "the access token is bound to another sender")
+        );
+        let mut on = off.clone();
+        on.dpop_algs = Some("ES256 EdDSA".into());
+        let all = crate::challenge::Challenge::parse_all(&text(&bound, &on)).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].is_scheme("Bearer") && all[0].param("error") == Some("invalid_token"));
+        assert!(all[1].is_scheme("DPoP") && all[1].param("error").is_none());
+        assert_eq!(all[1].dpop_algs().collect::<Vec<_>>(), ["ES256", "EdDSA"]);
+        let expired = AuthError::InvalidToken(InvalidToken::Expired);
+        assert_eq!(crate::challenge::Challenge::parse_all(&text(&expired, &on)).unwrap().len(), 1);
+    }
+
     #[test]
     fn unavailable_is_a_server_error_without_challenge() {
         let err = AuthError::Unavailable(Unavailable::KeySet);
