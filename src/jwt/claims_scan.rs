@@ -69,11 +69,8 @@ pub(crate) fn read(json: &str) -> Option<RegisteredClaims<'_>> {
                 "cnf" | "nonce" | "at_hash" | "c_hash" => return None,
                 _ => scan.skip_value(0)?,
             }
-            scan.space();
-            match scan.next()? {
-                b',' => scan.space(),
-                b'}' => break,
-                _ => return None,
+            if scan.closes(b'}')? {
+                break;
             }
         }
     }
@@ -124,6 +121,19 @@ impl<'a> Scan<'a> {
         self.eat(byte).then_some(())
     }
 
+    /// What follows a member or an element: `,` and more to come (`false`), or `close` (`true`),
+    /// whitespace around either; `None` for anything else.
+    fn closes(&mut self, close: u8) -> Option<bool> {
+        self.space();
+        match self.next()? {
+            b',' => {
+                self.space();
+                Some(false)
+            }
+            byte => (byte == close).then_some(true),
+        }
+    }
+
     /// JSON's whitespace (RFC 8259 §2), nothing else.
     fn space(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
@@ -158,11 +168,8 @@ impl<'a> Scan<'a> {
         }
         loop {
             many.push(borrowed(self.string()?));
-            self.space();
-            match self.next()? {
-                b',' => self.space(),
-                b']' => return Some(OneOrMany::Many(many)),
-                _ => return None,
+            if self.closes(b']')? {
+                return Some(OneOrMany::Many(many));
             }
         }
     }
@@ -210,11 +217,8 @@ impl<'a> Scan<'a> {
                 }
                 loop {
                     self.skip_value(depth + 1)?;
-                    self.space();
-                    match self.next()? {
-                        b',' => self.space(),
-                        b']' => return Some(()),
-                        _ => return None,
+                    if self.closes(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -230,11 +234,8 @@ impl<'a> Scan<'a> {
                     self.expect(b':')?;
                     self.space();
                     self.skip_value(depth + 1)?;
-                    self.space();
-                    match self.next()? {
-                        b',' => self.space(),
-                        b'}' => return Some(()),
-                        _ => return None,
+                    if self.closes(b'}')? {
+                        return Some(());
                     }
                 }
             }
