@@ -45,35 +45,22 @@ pub(crate) fn read(json: &str) -> Option<RegisteredClaims<'_>> {
         c_hash: None,
     };
     scan.space();
-    scan.expect(b'{')?;
-    scan.space();
-    if !scan.eat(b'}') {
-        loop {
-            let name = scan.string()?;
-            scan.space();
-            scan.expect(b':')?;
-            scan.space();
-            match name {
-                "iss" => once(&mut claims.iss, scan.string().map(borrowed))?,
-                "sub" => once(&mut claims.sub, scan.string().map(borrowed))?,
-                "client_id" => once(&mut claims.client_id, scan.string().map(borrowed))?,
-                "azp" => once(&mut claims.azp, scan.string().map(borrowed))?,
-                "aud" => once(&mut claims.aud, scan.strings())?,
-                "scope" => once(&mut claims.scope, scan.strings())?,
-                "scp" => once(&mut claims.scp, scan.strings())?,
-                "exp" => once(&mut claims.exp, scan.date())?,
-                "nbf" => once(&mut claims.nbf, scan.date())?,
-                "iat" => once(&mut claims.iat, scan.date())?,
-                // Read by their own rules (the confirmation's, or `null` meaning absent): rare on
-                // access tokens, and serde_json's to decide.
-                "cnf" | "nonce" | "at_hash" | "c_hash" => return None,
-                _ => scan.skip_value(0)?,
-            }
-            if scan.closes(b'}')? {
-                break;
-            }
-        }
-    }
+    scan.items(b'{', b'}', |scan| match scan.name()? {
+        "iss" => once(&mut claims.iss, scan.string().map(borrowed)),
+        "sub" => once(&mut claims.sub, scan.string().map(borrowed)),
+        "client_id" => once(&mut claims.client_id, scan.string().map(borrowed)),
+        "azp" => once(&mut claims.azp, scan.string().map(borrowed)),
+        "aud" => once(&mut claims.aud, scan.strings()),
+        "scope" => once(&mut claims.scope, scan.strings()),
+        "scp" => once(&mut claims.scp, scan.strings()),
+        "exp" => once(&mut claims.exp, scan.date()),
+        "nbf" => once(&mut claims.nbf, scan.date()),
+        "iat" => once(&mut claims.iat, scan.date()),
+        // Read by their own rules (the confirmation's, or `null` meaning absent): rare on
+        // access tokens, and serde_json's to decide.
+        "cnf" | "nonce" | "at_hash" | "c_hash" => None,
+        _ => scan.skip_value(0),
+    })?;
     scan.space();
     (scan.at == json.len()).then_some(claims)
 }
@@ -121,17 +108,32 @@ impl<'a> Scan<'a> {
         self.eat(byte).then_some(())
     }
 
-    /// What follows a member or an element: `,` and more to come (`false`), or `close` (`true`),
-    /// whitespace around either; `None` for anything else.
-    fn closes(&mut self, close: u8) -> Option<bool> {
+    /// `open`, then items read by `item` and separated by `,`, then `close`, with JSON
+    /// whitespace between them all; `None` as soon as anything else comes.
+    fn items(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.expect(open)?;
         self.space();
-        match self.next()? {
-            b',' => {
-                self.space();
-                Some(false)
-            }
-            byte => (byte == close).then_some(true),
+        if self.eat(close) {
+            return Some(());
         }
+        loop {
+            item(self)?;
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                byte if byte == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A member's name, and the `:` after it.
+    fn name(&mut self) -> Option<&'a str> {
+        let name = self.string()?;
+        self.space();
+        self.expect(b':')?;
+        self.space();
+        Some(name)
     }
 
     /// JSON's whitespace (RFC 8259 §2), nothing else.
@@ -158,20 +160,15 @@ impl<'a> Scan<'a> {
 
     /// A string, or an array of strings (`aud`, `scope`, `scp`).
     fn strings(&mut self) -> Option<OneOrMany<'a>> {
-        if !self.eat(b'[') {
+        if self.peek() != Some(b'[') {
             return self.string().map(|s| OneOrMany::One(borrowed(s)));
         }
         let mut many = Vec::new();
-        self.space();
-        if self.eat(b']') {
-            return Some(OneOrMany::Many(many));
-        }
-        loop {
-            many.push(borrowed(self.string()?));
-            if self.closes(b']')? {
-                return Some(OneOrMany::Many(many));
-            }
-        }
+        self.items(b'[', b']', |scan| {
+            many.push(borrowed(scan.string()?));
+            Some(())
+        })?;
+        Some(OneOrMany::Many(many))
     }
 
     /// The digits of a non-negative integer without leading zeros, at most [`MAX_DIGITS`] of
@@ -209,36 +206,11 @@ impl<'a> Scan<'a> {
             b't' => self.literal("true"),
             b'f' => self.literal("false"),
             b'n' => self.literal("null"),
-            b'[' if depth < MAX_DEPTH => {
-                self.at += 1;
-                self.space();
-                if self.eat(b']') {
-                    return Some(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    if self.closes(b']')? {
-                        return Some(());
-                    }
-                }
-            }
-            b'{' if depth < MAX_DEPTH => {
-                self.at += 1;
-                self.space();
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                loop {
-                    self.string()?;
-                    self.space();
-                    self.expect(b':')?;
-                    self.space();
-                    self.skip_value(depth + 1)?;
-                    if self.closes(b'}')? {
-                        return Some(());
-                    }
-                }
-            }
+            b'[' if depth < MAX_DEPTH => self.items(b'[', b']', |scan| scan.skip_value(depth + 1)),
+            b'{' if depth < MAX_DEPTH => self.items(b'{', b'}', |scan| {
+                scan.name()?;
+                scan.skip_value(depth + 1)
+            }),
             _ => None,
         }
     }
