@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use crate::certificate::ClientCertificate;
 use crate::dpop::{Dpop, Proof, Recording, ReplayError};
-use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Unavailable};
+use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Throttled, Unavailable};
 use crate::principal::Confirmation;
 
 /// The outcome of a binding check: known now, or once a shared replay store answered.
@@ -70,10 +70,11 @@ pub(crate) fn check<'a>(
     }
 }
 
-/// A store's refusal: only a replay is the client's fault.
+/// A store's refusal: a replay and a key over its share are the client's doing.
 fn refusal(err: ReplayError) -> AuthError {
     match err {
         ReplayError::Replayed => InvalidDpopProof::Replayed.into(),
+        ReplayError::KeyOverBudget => Throttled::DpopProofs.into(),
         ReplayError::Full => Unavailable::ReplayStoreFull.into(),
         ReplayError::Unavailable => Unavailable::ReplayStore.into(),
     }

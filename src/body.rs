@@ -162,10 +162,10 @@ impl ErrorBody {
             ErrorBody::ProblemJson => {
                 let problem = serde_json::json!({
                     "type": format!("urn:tower-bearer:error:{}", err.reason()),
-                    "title": err.error_code().unwrap_or(if err.is_server_error() {
-                        "temporarily_unavailable"
-                    } else {
-                        "unauthorized"
+                    "title": err.error_code().unwrap_or(match err {
+                        AuthError::Unavailable(_) => "temporarily_unavailable",
+                        AuthError::Throttled(_) => "too_many_requests",
+                        _ => "unauthorized",
                     }),
                     "status": err.status().as_u16(),
                     "detail": err.description(),
@@ -287,7 +287,7 @@ fn http_rejection<B>(err: &AuthError, how: &Rejections) -> Response<AuthBody<B>>
     if let Some(ct) = content_type {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    if err.is_server_error() {
+    if err.is_try_later() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     res
@@ -328,7 +328,7 @@ fn grpc_percent_encode(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{InvalidRequest, InvalidToken, Unavailable};
+    use crate::error::{InvalidRequest, InvalidToken, Throttled, Unavailable};
 
     #[test]
     fn grpc_message_is_percent_encoded() {
@@ -363,6 +363,7 @@ mod tests {
             (AuthError::InvalidToken(InvalidToken::Expired), "16"),
             (AuthError::InsufficientScope { required: "a".into() }, "7"),
             (AuthError::Unavailable(Unavailable::KeySet), "14"),
+            (AuthError::Throttled(Throttled::DpopProofs), "8"),
         ];
         for (err, code) in cases {
             let res = rejection_response::<String>(&err, &how, Dialect::Grpc);

@@ -12,7 +12,8 @@ use http::{HeaderValue, StatusCode};
 /// Why a request was not let through.
 ///
 /// The variants follow the RFC 6750 §3.1 error codes, plus [`AuthError::Unavailable`] for the
-/// one failure that is ours rather than the client's.
+/// one failure that is ours rather than the client's and [`AuthError::Throttled`] for a client
+/// that takes more than its share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -37,6 +38,19 @@ pub enum AuthError {
     /// The DPoP proof lacks the server nonce or has a stale one (RFC 9449 §8): `401`,
     /// `DPoP error="use_dpop_nonce"` with a fresh `DPoP-Nonce` header.
     UseDpopNonce,
+    /// The client took more than its share of something every client needs: `429` with
+    /// `Retry-After`, no challenge (its credentials are not in question).
+    Throttled(Throttled),
+}
+
+/// What a client took more than its share of (`429`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Throttled {
+    /// Its DPoP key already holds its share of the replay store
+    /// ([`InMemoryReplayStore::per_key`](crate::dpop::InMemoryReplayStore::per_key)): proofs are
+    /// being minted faster than they expire.
+    DpopProofs,
 }
 
 /// Why a DPoP proof was refused (RFC 9449 §4.3; `401 invalid_dpop_proof`).
@@ -196,11 +210,13 @@ impl AuthError {
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// The gRPC status code a gRPC client is answered with: `16` (`UNAUTHENTICATED`) for `400` and
-    /// `401`, `7` (`PERMISSION_DENIED`) for `403`, `14` (`UNAVAILABLE`) for `503`.
+    /// `401`, `7` (`PERMISSION_DENIED`) for `403`, `8` (`RESOURCE_EXHAUSTED`) for `429`, `14`
+    /// (`UNAVAILABLE`) for `503`.
     ///
     /// ```
     /// use tower_bearer::{AuthError, InvalidRequest};
@@ -216,6 +232,7 @@ impl AuthError {
             | AuthError::InvalidDpopProof(_)
             | AuthError::UseDpopNonce => 16,
             AuthError::InsufficientScope { .. } => 7,
+            AuthError::Throttled(_) => 8,
             AuthError::Unavailable(_) => 14,
         }
     }
@@ -223,7 +240,7 @@ impl AuthError {
     /// The RFC 6750 `error` code, if this error has one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
-            AuthError::MissingToken | AuthError::Unavailable(_) => None,
+            AuthError::MissingToken | AuthError::Unavailable(_) | AuthError::Throttled(_) => None,
             AuthError::InvalidRequest(_) => Some("invalid_request"),
             AuthError::InvalidToken(_) => Some("invalid_token"),
             AuthError::InsufficientScope { .. } => Some("insufficient_scope"),
@@ -285,6 +302,7 @@ impl AuthError {
                 Unavailable::ReplayStore => "dpop_replay_store_unavailable",
                 Unavailable::Revocations => "revocations_unavailable",
             },
+            AuthError::Throttled(Throttled::DpopProofs) => "dpop_key_over_budget",
             AuthError::UseDpopNonce => "dpop_nonce_required",
             AuthError::InvalidDpopProof(r) => match r {
                 // The name it had as an `invalid_request`: dashboards keep their series.
@@ -346,6 +364,7 @@ impl AuthError {
                 _ => "the access token is invalid",
             },
             AuthError::Unavailable(_) => "authorization is temporarily unavailable",
+            AuthError::Throttled(Throttled::DpopProofs) => "too many DPoP proofs from this key, retry later",
             AuthError::InvalidDpopProof(InvalidDpopProof::Replayed) => "the DPoP proof was used before",
             AuthError::InvalidDpopProof(InvalidDpopProof::Multiple) => "more than one DPoP header",
             AuthError::InvalidDpopProof(_) => "the DPoP proof is invalid",
@@ -356,6 +375,13 @@ impl AuthError {
     /// Whether this failure is the server's (a `503`), not the client's.
     pub fn is_server_error(&self) -> bool {
         matches!(self, AuthError::Unavailable(_))
+    }
+
+    /// Whether the request is answered without a challenge: the credentials are not what went
+    /// wrong (the server could not judge them, or the client must slow down), and a `Retry-After`
+    /// says when to try again.
+    pub(crate) fn is_try_later(&self) -> bool {
+        matches!(self, AuthError::Unavailable(_) | AuthError::Throttled(_))
     }
 }
 
@@ -382,6 +408,12 @@ impl From<InvalidRequest> for AuthError {
 impl From<InvalidDpopProof> for AuthError {
     fn from(r: InvalidDpopProof) -> Self {
         AuthError::InvalidDpopProof(r)
+    }
+}
+
+impl From<Throttled> for AuthError {
+    fn from(r: Throttled) -> Self {
+        AuthError::Throttled(r)
     }
 }
 
@@ -454,7 +486,7 @@ impl AuthError {
     /// the client used (DPoP proof errors always under `DPoP`); no credentials get a challenge
     /// for each scheme the server accepts (RFC 9449 §7.1).
     pub(crate) fn challenge_for(&self, params: &ChallengeParams, used: Scheme) -> Option<HeaderValue> {
-        if self.is_server_error() {
+        if self.is_try_later() {
             return None;
         }
         let mut out = String::with_capacity(128);
@@ -592,5 +624,17 @@ mod tests {
         let err = AuthError::Unavailable(Unavailable::KeySet);
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.challenge(&ChallengeParams::new()).is_none());
+    }
+
+    #[test]
+    fn throttled_is_the_clients_doing_without_challenge() {
+        let err = AuthError::Throttled(Throttled::DpopProofs);
+        assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(!err.is_server_error());
+        assert_eq!(err.error_code(), None);
+        assert_eq!(err.grpc_status(), 8);
+        let mut params = ChallengeParams::new().realm("api");
+        params.used_dpop = true;
+        assert!(err.challenge(&params).is_none());
     }
 }

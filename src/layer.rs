@@ -366,8 +366,9 @@ fn forwarded_certificate<B>(
 
 fn log_rejection(err: &AuthError) {
     observe::rejected(err);
-    if err.is_server_error() {
-        // Every request of an outage lands here: a line now and then, the metric for each.
+    if err.is_try_later() {
+        // Every request of an outage (or of a client flooding us) lands here: a line now and
+        // then, the metric for each.
         static OUTAGE: Throttle = Throttle::new();
         if let Some(repeated) = OUTAGE.admit() {
             tracing::warn!(

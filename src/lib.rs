@@ -100,7 +100,9 @@ pub use certificate::{CertificateHeader, ClientCertificate};
 pub use config::ConfigError;
 pub use discovery::{Discovery, DiscoveryBuilder, DiscoveryError, IssuerMetadata};
 pub use either::{JwtOrOpaque, TokenRouting};
-pub use error::{AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken, Unavailable};
+pub use error::{
+    AuthError, ChallengeParams, InvalidDpopProof, InvalidRequest, InvalidToken, Throttled, Unavailable,
+};
 pub use extract::{TokenSource, TokenSources};
 pub use introspect::{
     ClientAuth, IntrospectionError, IntrospectionStats, Introspector, IntrospectorBuilder, SharedAnswer,

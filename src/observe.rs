@@ -4,7 +4,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `tower_bearer_decisions_total` | counter | `outcome` (`authenticated`, `anonymous`, `rejected`, `unavailable`), `reason` |
+//! | `tower_bearer_decisions_total` | counter | `outcome` (`authenticated`, `anonymous`, `rejected`, `throttled`, `unavailable`), `reason` |
 //! | `tower_bearer_scope_rejections_total` | counter | `reason` (`insufficient_scope`, or `missing_token` on a route no bearer layer guards) |
 //! | `tower_bearer_token_cache_total` | counter | `result` (`hit`, `miss`) |
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |
@@ -33,7 +33,11 @@ mod enabled {
     }
 
     pub(crate) fn rejected(err: &AuthError) {
-        let outcome = if err.is_server_error() { "unavailable" } else { "rejected" };
+        let outcome = match err {
+            AuthError::Unavailable(_) => "unavailable",
+            AuthError::Throttled(_) => "throttled",
+            _ => "rejected",
+        };
         metrics::counter!("tower_bearer_decisions_total", "outcome" => outcome, "reason" => err.reason())
             .increment(1);
     }

@@ -970,7 +970,8 @@ async fn replay_store_refuses_when_full_and_never_evicts_live_entries() {
 
     // Through the layer: a store of 20 fills up with valid proofs, the next one is a 503, and
     // the first proof is still refused as a replay.
-    let s = setup(|d| d.replay_store(InMemoryReplayStore::new(20)), true).await;
+    // (A share as large as the store is none: one key may fill it here.)
+    let s = setup(|d| d.replay_store(InMemoryReplayStore::new(20).per_key(20)), true).await;
     let key = Key::p256();
     let token = s.token_for(&key);
     let first = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
@@ -990,6 +991,60 @@ async fn replay_store_refuses_when_full_and_never_evicts_live_entries() {
     s.clock.advance(61);
     let later = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
     assert_eq!(s.send(dpop_request("GET", "/me", &token, &[&later])).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_minting_proofs_cannot_take_the_store_from_the_others() {
+    // The default share, a tenth: in a store of 1 000 a key holds at most 100 live proofs. One
+    // client floods from four tasks at once with valid proofs of its key; it gets its 100, then
+    // `429` with `Retry-After` and no challenge (its credentials are fine), while another
+    // client's key is served throughout and afterwards.
+    let s = Arc::new(setup(|d| d.replay_store(InMemoryReplayStore::new(1_000)), true).await);
+    let (flooder, other) = (Arc::new(Key::ed25519()), Key::p256());
+    let (flood_token, other_token) = (s.token_for(&flooder), s.token_for(&other));
+    let flood = (0..4).map(|_| {
+        let (s, key, token) = (s.clone(), flooder.clone(), flood_token.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut throttled) = (0u32, 0u32);
+            for _ in 0..100 {
+                let proof = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();
+                let (status, headers) = s.send(dpop_request("GET", "/me", &token, &[&proof])).await;
+                match status {
+                    StatusCode::OK => ok += 1,
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "5");
+                        assert!(headers.get(header::WWW_AUTHENTICATE).is_none());
+                        throttled += 1
+                    }
+                    other => panic!("a valid proof got {other}"),
+                }
+            }
+            (ok, throttled)
+        })
+    });
+    let mut others = 0;
+    let flood: Vec<_> = flood.collect();
+    // (At most 50: the other key has its own share of 100.)
+    while others < 50 && flood.iter().any(|task| !task.is_finished()) {
+        let proof = ProofBuilder::new(&other, "GET", "/me", &other_token, s.clock.now()).sign();
+        assert_eq!(s.send(dpop_request("GET", "/me", &other_token, &[&proof])).await.0, StatusCode::OK);
+        others += 1;
+        tokio::task::yield_now().await;
+    }
+    let (mut ok, mut throttled) = (0, 0);
+    for task in flood {
+        let (o, t) = task.await.unwrap();
+        ok += o;
+        throttled += t;
+    }
+    assert_eq!((ok, throttled), (100, 300));
+    assert!(others >= 1);
+    let proof = ProofBuilder::new(&other, "GET", "/me", &other_token, s.clock.now()).sign();
+    assert_eq!(s.send(dpop_request("GET", "/me", &other_token, &[&proof])).await.0, StatusCode::OK);
+    // Once the flooder's proofs expire (at most 121 s after they were made), it is served again.
+    s.clock.advance(121);
+    let later = ProofBuilder::new(&flooder, "GET", "/me", &flood_token, s.clock.now()).sign();
+    assert_eq!(s.send(dpop_request("GET", "/me", &flood_token, &[&later])).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -1103,7 +1158,7 @@ async fn a_flood_of_100_000_valid_proofs_through_the_layer_never_evicts_a_live_e
     // A store of 50 000 entries, one live proof, then 100 000 valid proofs (every one signed by
     // the bound key, so each passes every check up to single use), from four tasks at once: the
     // store fills, the rest get 503, and the live proof is still a replay at the end.
-    let s = Arc::new(setup(|d| d.replay_store(InMemoryReplayStore::new(50_000)), true).await);
+    let s = Arc::new(setup(|d| d.replay_store(InMemoryReplayStore::new(50_000).per_key(50_000)), true).await);
     let key = Arc::new(Key::ed25519());
     let token = s.token_for(&key);
     let live = ProofBuilder::new(&key, "GET", "/me", &token, s.clock.now()).sign();

@@ -20,7 +20,8 @@ use crate::time::Clock;
 pub use nonce::DpopNonces;
 pub(crate) use proof::{Proof, Target, proof_header};
 pub use replay::{
-    DEFAULT_REPLAY_ENTRIES, InMemoryReplayStore, Recording, ReplayError, ReplayKey, ReplayStore,
+    DEFAULT_REPLAY_ENTRIES, DEFAULT_REPLAY_ENTRIES_PER_KEY, InMemoryReplayStore, Recording, ReplayError,
+    ReplayKey, ReplayStore,
 };
 
 /// The `DPoP` request header (the proof).

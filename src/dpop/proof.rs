@@ -160,9 +160,10 @@ fn proof_key(jwk: &Map<String, Value>, alg: Algorithm) -> Result<ProofKey, Why> 
     }
 }
 
-/// The RFC 7638 SHA-256 thumbprint of a JWK given as its canonical JSON, base64url.
-fn thumbprint(canonical: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+/// The RFC 7638 SHA-256 thumbprint of a JWK given as its canonical JSON (base64url, it is the
+/// `jkt` of a bound token).
+fn thumbprint(canonical: &str) -> [u8; 32] {
+    Sha256::digest(canonical.as_bytes()).into()
 }
 
 /// What the request looks like to `htu`.
@@ -248,14 +249,15 @@ impl Dpop {
             None => true,
             Some(nonces) => claims.nonce.as_deref().is_some_and(|n| nonces.is_valid(n, now)),
         };
-        let jkt = thumbprint(&key.thumbprint_input);
+        let owner = thumbprint(&key.thumbprint_input);
+        let jkt = URL_SAFE_NO_PAD.encode(owner);
         let mut hash = Sha256::new();
         hash.update(jkt.as_bytes());
         hash.update([0]);
         hash.update(jti.as_bytes());
         Ok(Proof {
             jkt,
-            replay_key: ReplayKey(hash.finalize().into()),
+            replay_key: ReplayKey::new(hash.finalize().into(), owner),
             expires_at: iat.saturating_add(window).saturating_add(1),
             nonce_ok,
         })
@@ -319,7 +321,10 @@ mod tests {
         )
         .unwrap();
         let key = proof_key(&jwk, Algorithm::ES256).unwrap_or_else(|_| panic!("a valid key"));
-        assert_eq!(thumbprint(&key.thumbprint_input), "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(thumbprint(&key.thumbprint_input)),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
         assert!(matches!(proof_key(&jwk, Algorithm::ES384), Err(Why::KeyAlgorithmMismatch)));
         let mut private = jwk.clone();
         private.insert("d".into(), "x".into());

@@ -1,5 +1,6 @@
 //! Single use of DPoP proofs (RFC 9449 §11.1): a store of the proofs seen within the `iat`
-//! window, keyed by a hash of the key thumbprint and the `jti`.
+//! window, keyed by a hash of the key thumbprint and the `jti`, with a share of the store for
+//! each proof key.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -11,25 +12,48 @@ use std::sync::Mutex;
 /// Default bound of [`InMemoryReplayStore`]: live entries.
 pub const DEFAULT_REPLAY_ENTRIES: usize = 100_000;
 
-/// The key of one proof: SHA-256 over the proof key's thumbprint and the `jti`. Neither raw
-/// value is kept, and a `jti` is only ever compared for the key that signed it.
+/// Default share of one proof key in an [`InMemoryReplayStore`]: a tenth of its entries.
+pub const DEFAULT_REPLAY_ENTRIES_PER_KEY: usize = DEFAULT_REPLAY_ENTRIES / 10;
+
+/// The key of one proof: SHA-256 over the proof key's thumbprint and the `jti`, and the proof
+/// key it belongs to (its RFC 7638 thumbprint, the token's `cnf.jkt`). No raw `jti` is kept, and
+/// a `jti` is only ever compared for the key that signed it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplayKey(pub(crate) [u8; 32]);
+pub struct ReplayKey {
+    pub(crate) proof: [u8; 32],
+    pub(crate) owner: [u8; 32],
+}
 
 impl ReplayKey {
-    /// A key from its bytes (for a store of your own, or a test).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        ReplayKey(bytes)
+    /// The key of the proof hashed to `proof`, made with the key whose thumbprint is `owner`
+    /// (for a store of your own, or a test).
+    pub fn new(proof: [u8; 32], owner: [u8; 32]) -> Self {
+        ReplayKey { proof, owner }
     }
-    /// The hash.
+    /// A key from the proof's hash alone: its own owner, so no other key shares its budget (for
+    /// a store of your own, or a test).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ReplayKey { proof: bytes, owner: bytes }
+    }
+    /// The proof's hash: what a store records.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.proof
+    }
+    /// The SHA-256 thumbprint of the key that made the proof: what a store counts, so that one
+    /// client cannot take the room every other client needs.
+    pub fn owner(&self) -> &[u8; 32] {
+        &self.owner
     }
 }
 
 impl fmt::Debug for ReplayKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ReplayKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        let (p, o) = (&self.proof, &self.owner);
+        write!(
+            f,
+            "ReplayKey({:02x}{:02x}{:02x}{:02x}.. of {:02x}{:02x}{:02x}{:02x}..)",
+            p[0], p[1], p[2], p[3], o[0], o[1], o[2], o[3]
+        )
     }
 }
 
@@ -41,6 +65,9 @@ pub enum ReplayError {
     Replayed,
     /// The store is full of live entries: `503`. Evicting one would let its proof be replayed.
     Full,
+    /// The proof's key already holds its share of the store (a client minting proofs faster
+    /// than they expire): `429` for that key's requests, while other keys are still served.
+    KeyOverBudget,
     /// The store could not be asked (a shared store that is down or too slow): `503`. Never
     /// mistaken for a replay.
     Unavailable,
@@ -82,8 +109,14 @@ pub trait ReplayStore: Send + Sync + 'static {
 /// A bounded in-memory [`ReplayStore`]. Expired entries are dropped as time passes; when every
 /// entry is still live and the bound is reached, new proofs are refused (`503`) rather than an
 /// entry being evicted (which would reopen its replay).
+///
+/// One proof key may hold only a share of the entries ([`per_key`](Self::per_key), a tenth by
+/// default): one token and its key can mint proofs without end, and without a share they
+/// would fill the store and every DPoP request would get `503`. Past its share a key's new
+/// proofs get `429` until some of its entries expire.
 pub struct InMemoryReplayStore {
     capacity: usize,
+    per_key: usize,
     inner: Mutex<Entries>,
 }
 
@@ -92,12 +125,28 @@ struct Entries {
     live: HashMap<ReplayKey, i64>,
     // Expiry order, to drop expired entries in O(log n) each.
     by_expiry: BinaryHeap<Reverse<(i64, ReplayKey)>>,
+    // Live entries of each proof key that has any.
+    per_owner: HashMap<[u8; 32], usize>,
 }
 
 impl InMemoryReplayStore {
-    /// A store of at most `capacity` live entries.
+    /// A store of at most `capacity` live entries, a tenth of them (at least one) for any one
+    /// proof key.
     pub fn new(capacity: usize) -> Self {
-        InMemoryReplayStore { capacity, inner: Mutex::new(Entries::default()) }
+        InMemoryReplayStore {
+            capacity,
+            per_key: (capacity / 10).max(1),
+            inner: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// Most live entries one proof key may hold. At the default `iat` window (±60 s) an entry
+    /// lives up to 121 s, so the default share (10 000 of 100 000) lets one key make about 80
+    /// requests a second; raise it for a client that makes more with one key. A share as large
+    /// as the store is no share at all.
+    pub fn per_key(mut self, limit: usize) -> Self {
+        self.per_key = limit.max(1);
+        self
     }
 
     /// Live entries now (expired ones not yet dropped included).
@@ -124,14 +173,17 @@ impl Default for InMemoryReplayStore {
 
 impl fmt::Debug for InMemoryReplayStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryReplayStore").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("InMemoryReplayStore")
+            .field("capacity", &self.capacity)
+            .field("per_key", &self.per_key)
+            .finish_non_exhaustive()
     }
 }
 
 impl ReplayStore for InMemoryReplayStore {
     fn record(&self, key: ReplayKey, expires_at: i64, now: i64) -> Result<(), ReplayError> {
         let mut entries = self.lock();
-        let Entries { live, by_expiry } = &mut *entries;
+        let Entries { live, by_expiry, per_owner } = &mut *entries;
         while let Some(Reverse((at, old))) = by_expiry.peek().copied() {
             if at > now {
                 break;
@@ -139,18 +191,30 @@ impl ReplayStore for InMemoryReplayStore {
             by_expiry.pop();
             if live.get(&old) == Some(&at) {
                 live.remove(&old);
+                if let Some(count) = per_owner.get_mut(&old.owner) {
+                    *count -= 1;
+                    if *count == 0 {
+                        per_owner.remove(&old.owner);
+                    }
+                }
             }
         }
-        if let Some(&at) = live.get(&key)
-            && at > now
-        {
+        // Every entry left is live (at > now): one for this key is a replay.
+        if live.contains_key(&key) {
             return Err(ReplayError::Replayed);
+        }
+        // A key over its share is refused before the store as a whole is judged, so that it
+        // gets `429` and other keys keep their room. A share as large as the store is none.
+        let owned = per_owner.get(&key.owner).copied().unwrap_or(0);
+        if owned >= self.per_key && self.per_key < self.capacity {
+            return Err(ReplayError::KeyOverBudget);
         }
         if live.len() >= self.capacity {
             return Err(ReplayError::Full);
         }
         live.insert(key, expires_at);
         by_expiry.push(Reverse((expires_at, key)));
+        per_owner.insert(key.owner, owned + 1);
         Ok(())
     }
 }
@@ -160,7 +224,7 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> ReplayKey {
-        ReplayKey([n; 32])
+        ReplayKey::from_bytes([n; 32])
     }
 
     #[test]
@@ -175,5 +239,51 @@ mod tests {
         // Once expired, the room is back.
         assert_eq!(store.record(key(3), 200, 100), Ok(()));
         assert_eq!(store.len(), 1);
+    }
+
+    /// Proof `n` of the key `owner`.
+    fn proof_of(owner: u8, n: u32) -> ReplayKey {
+        let mut proof = [owner; 32];
+        proof[..4].copy_from_slice(&n.to_be_bytes());
+        ReplayKey::new(proof, [owner; 32])
+    }
+
+    #[test]
+    fn one_key_takes_its_share_and_no_more() {
+        let store = InMemoryReplayStore::new(10).per_key(3);
+        for n in 0..3 {
+            assert_eq!(store.record(proof_of(1, n), 100, 0), Ok(()));
+        }
+        // The fourth proof of key 1 is refused, a replay of its first still reads as a replay,
+        // and another key has its room.
+        assert_eq!(store.record(proof_of(1, 3), 100, 0), Err(ReplayError::KeyOverBudget));
+        assert_eq!(store.record(proof_of(1, 0), 100, 0), Err(ReplayError::Replayed));
+        assert_eq!(store.record(proof_of(2, 0), 100, 0), Ok(()));
+        // A refused proof took no room: once key 1's proofs expire it has its whole share again.
+        assert_eq!(store.record(proof_of(1, 4), 200, 50), Err(ReplayError::KeyOverBudget));
+        for n in 5..8 {
+            assert_eq!(store.record(proof_of(1, n), 200, 100), Ok(()), "proof {n}");
+        }
+        assert_eq!(store.record(proof_of(1, 8), 200, 100), Err(ReplayError::KeyOverBudget));
+        // Key 2's entry expired with key 1's first three: the store holds key 1's three.
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
+    fn shares_do_not_lift_the_bound_of_the_store() {
+        // Four keys of three each, in a store of ten: the tenth entry fills it, and the last
+        // key's third proof is a 503 (the store), not a 429 (its share).
+        let store = InMemoryReplayStore::new(10).per_key(3);
+        let mut refused = Vec::new();
+        for owner in 1..=4u8 {
+            for n in 0..3 {
+                if let Err(e) = store.record(proof_of(owner, n), 100, 0) {
+                    refused.push((owner, n, e));
+                }
+            }
+        }
+        assert_eq!(refused, [(4, 1, ReplayError::Full), (4, 2, ReplayError::Full)]);
+        assert_eq!(InMemoryReplayStore::new(5).per_key, 1, "a tenth, at least one");
+        assert_eq!(InMemoryReplayStore::default().per_key, DEFAULT_REPLAY_ENTRIES_PER_KEY);
     }
 }
