@@ -271,12 +271,14 @@ fn tls_files(tag: &str) -> Tls {
     Tls { dir, _guard: guard, server, alice, mallory }
 }
 
-/// `tower-bearer auth` with DPoP (nonces on, origin the gateway's) and the certificate header.
+/// `tower-bearer auth` with DPoP (nonces on, origin the gateway's, three live proofs a key) and
+/// the certificate header.
 fn bound_auth_service(dev: &DevIssuer, origin: &str, format: &str, dir: &std::path::Path) -> Gateway {
     let secret = dir.join("nonce-secret");
     std::fs::write(&secret, "a nonce secret of at least thirty-two bytes").unwrap();
     let extra = format!(
-        "\n[dpop]\nmode = \"allowed\"\norigin = \"{origin}\"\nnonce_secret_file = \"{}\"\n\n\
+        "\n[dpop]\nmode = \"allowed\"\norigin = \"{origin}\"\nnonce_secret_file = \"{}\"\n\
+         replay_entries = 100\nreplay_entries_per_key = 3\n\n\
          [client_certificate]\nheader = \"X-Client-Cert\"\nformat = \"{format}\"\n",
         secret.display()
     );
@@ -358,6 +360,18 @@ async fn check_bound(
         .unwrap();
     assert_eq!(status_of(&elsewhere), 401, "{name}: {elsewhere:?}");
     assert_eq!(upstream.count(), before, "{name}: a refused DPoP request reached the upstream");
+    // The key's share of the replay store is three live proofs: two more pass, the next is a
+    // 429 with Retry-After and no challenge, and never reaches the upstream.
+    for _ in 0..2 {
+        let more = dpop_get(key.proof("GET", &htu, Some(&token), Some(&nonce))).send().await.unwrap();
+        assert_eq!(status_of(&more), 200, "{name}: {more:?}");
+    }
+    let before = upstream.count();
+    let over = dpop_get(key.proof("GET", &htu, Some(&token), Some(&nonce))).send().await.unwrap();
+    assert_eq!(status_of(&over), 429, "{name}: {over:?}");
+    assert_eq!(over.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"5"[..]), "{name}: {over:?}");
+    assert_eq!(challenge(&over), "", "{name}: a challenge on a 429");
+    assert_eq!(upstream.count(), before, "{name}: a throttled DPoP request reached the upstream");
 
     // mTLS: a token bound to alice's certificate.
     let bound = dev

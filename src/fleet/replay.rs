@@ -64,6 +64,14 @@ impl ReplayStore for SharedReplayStore {
 }
 
 impl SharedReplayStore {
+    /// Records proofs in this replica in `store` (default: an [`InMemoryReplayStore`] of the
+    /// default size and share per key, one per [`Fleet`](super::Fleet)). Every proof passes
+    /// through it before Redis is asked, so its share per key holds on every replica.
+    pub fn local_store(mut self, store: InMemoryReplayStore) -> Self {
+        self.local = Arc::new(store);
+        self
+    }
+
     fn unavailable(&self, err: &FleetError) -> Result<(), ReplayError> {
         static DOWN: crate::throttle::Throttle = crate::throttle::Throttle::new();
         let strict = self.policy == ReplayPolicy::Strict;

@@ -17,7 +17,7 @@ use dpop_key::DpopKey;
 use serde_json::json;
 use tower::ServiceExt;
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
-use tower_bearer::dpop::Dpop;
+use tower_bearer::dpop::{Dpop, InMemoryReplayStore};
 use tower_bearer::fleet::{Fleet, FleetBuilder, Revocation};
 use tower_bearer::{Algorithm, BearerLayer, Introspector, JwtValidator, Principal};
 
@@ -237,6 +237,26 @@ pub async fn a_dpop_proof_replayed_to_another_replica_is_refused(backend: &impl 
     assert!(challenge.contains("invalid_dpop_proof"), "{challenge}");
     // A fresh proof passes on B: only the replay was refused.
     assert_eq!(call(&replica_b, "DPoP", &token, Some(&key.proof(&token))).await.0, StatusCode::OK);
+
+    // A replica whose own record gives a key two live proofs: the third gets 429 (before Redis
+    // is asked) while another key is served.
+    let store = b.replay_store().local_store(InMemoryReplayStore::new(100).per_key(2));
+    let replica_c = routes().layer(
+        BearerLayer::new(jwt_validator(&dev)).dpop(Dpop::allowed(ORIGIN).unwrap().replay_store(store)),
+    );
+    for _ in 0..2 {
+        assert_eq!(call(&replica_c, "DPoP", &token, Some(&key.proof(&token))).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        call(&replica_c, "DPoP", &token, Some(&key.proof(&token))).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let other = ProofKey::new();
+    let other_token = dev.token().subject("grace").claim("cnf", json!({"jkt": other.jkt()})).sign();
+    assert_eq!(
+        call(&replica_c, "DPoP", &other_token, Some(&other.proof(&other_token))).await.0,
+        StatusCode::OK
+    );
 
     // The control: replicas with their own in-memory stores let the replay through.
     let own = |dev: &DevIssuer| {

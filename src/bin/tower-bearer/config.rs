@@ -43,7 +43,7 @@ pub struct Config {
     pub path_prefix: Option<String>,
     pub upstream: Option<Upstream>,
     /// `[dpop]`, unless absent or off.
-    pub dpop: Option<tower_bearer::dpop::Dpop>,
+    pub dpop: Option<(tower_bearer::dpop::Dpop, crate::sender::ReplaySizes)>,
     /// `[client_certificate]`: the gateway's forwarded-certificate header.
     pub client_certificate: Option<(HeaderName, tower_bearer::CertificateHeader)>,
     /// Named upstreams (`[upstreams.NAME]`).
@@ -574,7 +574,20 @@ access = { all = ["items:read"] }
     #[test]
     fn dpop_and_client_certificate() {
         let config = parse(&format!("{GOOD}\n[dpop]\norigin = \"https://api.example\"\n"), "t.toml").unwrap();
-        assert!(config.dpop.is_some());
+        let sizes = |config: &Config| config.dpop.as_ref().map(|(_, sizes)| (sizes.entries, sizes.per_key));
+        assert_eq!(sizes(&config), Some((100_000, 10_000)));
+        let sized = "[dpop]\norigin = \"https://a\"\nreplay_entries = 50\n";
+        assert_eq!(sizes(&parse(&format!("{GOOD}\n{sized}"), "t.toml").unwrap()), Some((50, 5)));
+        let shared = format!("{GOOD}\n{sized}replay_entries_per_key = 50\n");
+        assert_eq!(sizes(&parse(&shared, "t.toml").unwrap()), Some((50, 50)));
+        assert!(
+            err(&format!("{GOOD}\n{sized}replay_entries_per_key = 0\n"))
+                .contains("dpop.replay_entries_per_key")
+        );
+        assert!(
+            err(&format!("{GOOD}\n[dpop]\norigin = \"https://a\"\nreplay_entries = 0\n"))
+                .contains("dpop.replay_entries")
+        );
         let off = parse(&format!("{GOOD}\n[dpop]\nmode = \"off\"\n"), "t.toml").unwrap();
         assert!(off.dpop.is_none());
         assert!(err(&format!("{GOOD}\n[dpop]\nmode = \"allowed\"\n")).contains("dpop.origin"));

@@ -270,8 +270,8 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             if let Some(u) = &config.upstream {
                 println!("  upstream: {}", u.url);
             }
-            if let Some(dpop) = &config.dpop {
-                println!("  dpop: {dpop:?}");
+            if let Some((dpop, replay)) = &config.dpop {
+                println!("  dpop: {dpop:?}, replay store: {replay:?}");
             }
             if let Some((header, format)) = &config.client_certificate {
                 println!("  client certificate: header {header} ({format:?}), trusted from the gateway");

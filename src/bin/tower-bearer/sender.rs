@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Deserialize;
 use tower_bearer::CertificateHeader;
-use tower_bearer::dpop::{Dpop, DpopNonces};
+use tower_bearer::dpop::{DEFAULT_REPLAY_ENTRIES, Dpop, DpopNonces, InMemoryReplayStore};
 
 /// `[dpop]` as written.
 #[derive(Debug, Deserialize)]
@@ -23,6 +23,24 @@ pub struct DpopFile {
     pub nonce_secret_env: Option<String>,
     /// The same, with the secret in this file.
     pub nonce_secret_file: Option<std::path::PathBuf>,
+    /// Live proofs the replay store holds.
+    pub replay_entries: Option<usize>,
+    /// Live proofs one proof key may hold in it.
+    pub replay_entries_per_key: Option<usize>,
+}
+
+/// The bounds of `[dpop]`'s replay store (this process's record, with or without `[redis]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySizes {
+    pub entries: usize,
+    pub per_key: usize,
+}
+
+impl ReplaySizes {
+    /// A new, empty store of these bounds.
+    pub fn store(self) -> InMemoryReplayStore {
+        InMemoryReplayStore::new(self.entries).per_key(self.per_key)
+    }
 }
 
 /// `[client_certificate]` as written.
@@ -35,12 +53,22 @@ pub struct ClientCertificateFile {
     pub format: String,
 }
 
-/// The checked `[dpop]` table; `Ok(None)` when absent or `off`. Errors are `(key, message)`.
-pub fn dpop(file: &DpopFile) -> Result<Option<Dpop>, (&'static str, String)> {
+/// The checked `[dpop]` table, with its replay store's bounds; `Ok(None)` when absent or `off`.
+/// Errors are `(key, message)`.
+pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplaySizes)>, (&'static str, String)> {
     let mode = file.mode.as_deref().unwrap_or("allowed");
     if mode == "off" {
         return Ok(None);
     }
+    let entries = file.replay_entries.unwrap_or(DEFAULT_REPLAY_ENTRIES);
+    if entries == 0 {
+        return Err(("dpop.replay_entries", "must be at least 1".to_owned()));
+    }
+    let per_key = file.replay_entries_per_key.unwrap_or((entries / 10).max(1));
+    if per_key == 0 {
+        return Err(("dpop.replay_entries_per_key", "must be at least 1".to_owned()));
+    }
+    let sizes = ReplaySizes { entries, per_key };
     let origin = file
         .origin
         .as_deref()
@@ -57,7 +85,7 @@ pub fn dpop(file: &DpopFile) -> Result<Option<Dpop>, (&'static str, String)> {
         None => dpop,
     };
     let (key, secret) = match (&file.nonce_secret_env, &file.nonce_secret_file) {
-        (None, None) => return Ok(Some(dpop)),
+        (None, None) => return Ok(Some((dpop.replay_store(sizes.store()), sizes))),
         (Some(var), None) => (
             "dpop.nonce_secret_env",
             std::env::var(var)
@@ -75,7 +103,8 @@ pub fn dpop(file: &DpopFile) -> Result<Option<Dpop>, (&'static str, String)> {
     if secret.len() < 32 {
         return Err((key, "the nonce secret must hold at least 32 bytes".to_owned()));
     }
-    Ok(Some(dpop.nonces(DpopNonces::new(secret.as_bytes(), Duration::from_secs(300)))))
+    let nonces = DpopNonces::new(secret.as_bytes(), Duration::from_secs(300));
+    Ok(Some((dpop.nonces(nonces).replay_store(sizes.store()), sizes)))
 }
 
 /// The checked `[client_certificate]` table.

@@ -327,11 +327,14 @@ impl App {
         if let Some(realm) = &config.realm {
             layer = layer.realm(realm);
         }
-        if let Some(dpop) = &config.dpop {
-            // With [redis], a proof used at one replica is a replay at every other.
+        if let Some((dpop, _replay)) = &config.dpop {
+            // With [redis], a proof used at one replica is a replay at every other; each replica's
+            // own record keeps [dpop]'s bounds.
             #[cfg(feature = "redis")]
             let dpop = match crate::fleet::replay_store() {
-                Some(store) if config.redis.is_some() => dpop.clone().replay_store(store),
+                Some(store) if config.redis.is_some() => {
+                    dpop.clone().replay_store(store.local_store(_replay.store()))
+                }
                 _ => dpop.clone(),
             };
             #[cfg(not(feature = "redis"))]
