@@ -343,7 +343,13 @@ fn fresh_nonce(dpop: &Dpop) -> Option<HeaderValue> {
 /// The DPoP proof of a request sent with the `DPoP` scheme, checked but for single use.
 fn dpop_proof<B>(dpop: &Dpop, req: &Request<B>, token: &str) -> Result<Proof, AuthError> {
     let proof = proof_header(req.headers(), dpop.max_proof_bytes)?;
-    let target = Target { method: req.method(), uri: req.uri(), headers: req.headers() };
+    // Under axum's `Router::nest` the layer sees the path without the nest's prefix; the client
+    // signed the one it sent, which the router kept.
+    #[cfg(feature = "axum")]
+    let uri = req.extensions().get::<axum::extract::OriginalUri>().map_or(req.uri(), |original| &original.0);
+    #[cfg(not(feature = "axum"))]
+    let uri = req.uri();
+    let target = Target { method: req.method(), uri, headers: req.headers() };
     let proof = dpop.verify(proof, Some(token), &target, dpop.clock.unix_now())?;
     if !proof.nonce_ok {
         return Err(AuthError::UseDpopNonce);

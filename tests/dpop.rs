@@ -1047,6 +1047,35 @@ async fn one_key_minting_proofs_cannot_take_the_store_from_the_others() {
     assert_eq!(s.send(dpop_request("GET", "/me", &flood_token, &[&later])).await.0, StatusCode::OK);
 }
 
+/// A layer inside `Router::nest("/api", …)` sees `/me`; the client signed `/api/me`, which is
+/// what counts. And `htu` is compared after RFC 3986 normalisation (`%7E` is `~`).
+#[tokio::test]
+async fn htu_is_the_path_the_client_sent() {
+    let dev = dev_issuer([Algorithm::ES256]).await;
+    let clock = TestClock::new();
+    let dpop = Dpop::allowed(ORIGIN).unwrap().clock(clock.clock());
+    let inner = routes()
+        .route("/~items", axum::routing::get(|| async { "tilde\n" }))
+        .layer(BearerLayer::new(validator(&dev)).realm(REALM).dpop(dpop));
+    let app = Router::new().nest("/api", inner);
+    let key = Key::p256();
+    let token = dev.token().alg(Algorithm::ES256).claim("cnf", json!({"jkt": key.jkt()})).sign();
+    let send = |uri: &str, proof: String| app.clone().oneshot(dpop_request("GET", uri, &token, &[&proof]));
+    let proof = |path: &str| ProofBuilder::new(&key, "GET", path, &token, clock.now()).sign();
+    assert_eq!(send("/api/me", proof("/api/me")).await.unwrap().status(), StatusCode::OK);
+    // A proof for the path the layer sees is one for another URI.
+    let res = send("/api/me", proof("/me")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge_of(res.headers()).1.as_deref(), Some("invalid_dpop_proof"));
+    // Signed `%7Eitems` or `%7eitems`, sent `~items` (and the other way round): the same URI.
+    for (signed, sent) in [("/api/%7Eitems", "/api/~items"), ("/api/%7eitems", "/api/~items")] {
+        let res = send(sent, proof(signed)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "signed {signed}, sent {sent}");
+    }
+    let res = send("/api/%7Eitems", proof("/api/~items")).await.unwrap();
+    assert_ne!(res.status(), StatusCode::UNAUTHORIZED, "signed ~, sent %7E: the proof is good");
+}
+
 #[tokio::test]
 async fn over_http_nonces_and_dpop_only() {
     let dev = dev_issuer([Algorithm::ES256]).await;

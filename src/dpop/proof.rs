@@ -275,7 +275,7 @@ impl Dpop {
         }
         let path = if htu.path().is_empty() { "/" } else { htu.path() };
         let request_path = if target.uri.path().is_empty() { "/" } else { target.uri.path() };
-        if path != request_path {
+        if !same_path(path, request_path) {
             return false;
         }
         let (want_scheme, want_authority) = match &self.origin {
@@ -298,6 +298,41 @@ impl Dpop {
     }
 }
 
+/// Whether two paths are the same after RFC 3986 §6.2.2's syntax-based normalisation (as RFC
+/// 9449 §4.3 asks): `%7e` and `%7E` are `~`, and `%2f` is `%2F` (still not `/`). Dot segments
+/// are not removed: clients send paths without them.
+fn same_path(a: &str, b: &str) -> bool {
+    /// One character of a path: a plain byte, or an octet that must stay percent-encoded.
+    #[derive(PartialEq)]
+    enum Unit {
+        Plain(u8),
+        Encoded(u8),
+    }
+    fn units(path: &str) -> impl Iterator<Item = Unit> + '_ {
+        let mut bytes = path.as_bytes().iter();
+        std::iter::from_fn(move || {
+            let &b = bytes.next()?;
+            if b != b'%' {
+                return Some(Unit::Plain(b));
+            }
+            let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+            let rest = bytes.as_slice();
+            match (hex(rest.first()), hex(rest.get(1))) {
+                (Some(hi), Some(lo)) => {
+                    bytes.nth(1);
+                    // Both digits are below 16: the octet fits.
+                    let octet = (hi * 16 + lo) as u8;
+                    let unreserved = octet.is_ascii_alphanumeric() || b"-._~".contains(&octet);
+                    Some(if unreserved { Unit::Plain(octet) } else { Unit::Encoded(octet) })
+                }
+                // A `%` not followed by two hex digits is compared as it is.
+                _ => Some(Unit::Plain(b'%')),
+            }
+        })
+    }
+    a == b || units(a).eq(units(b))
+}
+
 /// Lower-case host, default port dropped.
 pub(crate) fn normalize_authority(scheme: &str, authority: &str) -> String {
     let mut a = authority.to_ascii_lowercase();
@@ -311,6 +346,35 @@ pub(crate) fn normalize_authority(scheme: &str, authority: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_compare_after_rfc_3986_normalisation() {
+        for (a, b) in [
+            ("/a/b", "/a/b"),
+            ("/~user", "/%7Euser"),
+            ("/%7euser", "/%7Euser"),
+            ("/%41%62c", "/Abc"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/50%", "/50%"),
+            ("/%zz", "/%zz"),
+        ] {
+            assert!(same_path(a, b), "{a} {b}");
+            assert!(same_path(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("/a/b", "/a%2Fb"),
+            ("/a b", "/a%20b"),
+            ("/abc", "/ABC"),
+            ("/a", "/a/"),
+            ("/%41", "/%4"),
+            ("/50%", "/50%25"),
+            ("/%7e", "/%7e%"),
+        ] {
+            assert!(!same_path(a, b), "{a} {b}");
+            assert!(!same_path(b, a), "{b} {a}");
+        }
+    }
 
     #[test]
     fn rfc_9449_thumbprint() {
