@@ -449,6 +449,22 @@ async fn websockets_pass_with_a_valid_token_only() {
     assert_eq!(common::guarded(ws.next()).await.unwrap().unwrap().into_data().as_ref(), [0u8, 1, 2, 255]);
     ws.close(None).await.ok();
     assert_eq!(*subjects.lock().unwrap(), vec![Some("alice".to_owned())]);
+
+    // A socket lives no longer than its token: this one expired 28 s ago, within the validators'
+    // 30 s leeway, so the upgrade passes and the proxy closes both sides about 2 s later. (Before,
+    // it stayed open for as long as the client and the upstream kept it.)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let short = dev.token().subject("alice").scope("chat").claim("exp", now - 28).sign();
+    let (mut ws, res) = connect(Some(short)).await.expect("an upgrade within the leeway");
+    assert_eq!(res.status(), 101);
+    ws.send(Message::text("still valid")).await.expect("send");
+    let back = common::guarded(ws.next()).await.expect("an answer").expect("a message");
+    assert_eq!(back.into_text().unwrap().as_str(), "still valid");
+    // Then the connection ends, from the proxy's side (the echo server never closes first).
+    match common::guarded(ws.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(msg)) => assert!(msg.is_close(), "unexpected message {msg:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

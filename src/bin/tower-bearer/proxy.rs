@@ -3,7 +3,7 @@
 //! hop-by-hop headers removed (RFC 9110 §7.6.1), upgrades spliced.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
@@ -123,6 +123,7 @@ impl Forwarder {
         &self,
         mut req: Request<Body>,
         identity: Vec<(HeaderName, HeaderValue)>,
+        ends: Option<SystemTime>,
         path_and_query: &str,
         forwarding: &Forwarding,
     ) -> Result<Response<Body>, ForwardError> {
@@ -183,7 +184,7 @@ impl Forwarder {
                         res.headers().get(header::UPGRADE).cloned(),
                         res.headers().get(header::CONNECTION).cloned(),
                     );
-                    crate::upgrade::splice(client, hyper::upgrade::on(&mut res));
+                    crate::upgrade::splice(client, hyper::upgrade::on(&mut res), ends);
                     let mut res = res.map(Body::new);
                     strip_hop_by_hop(res.headers_mut());
                     if let (Some(up), Some(conn)) = kept {

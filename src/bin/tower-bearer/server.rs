@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_bearer::{
     BearerLayer, BearerService, Discovery, ErrorBody, Introspector, JwtOrOpaque, JwtValidator, MultiIssuer,
-    Principal, Validator,
+    Principal, Validator, jwt_defaults,
 };
 use tower_layer::Layer;
 
@@ -219,7 +219,11 @@ impl Dispatch {
                     set_reason("no_upstream");
                     return plain(StatusCode::BAD_GATEWAY, "no upstream for this route\n");
                 };
-                match forwarder.forward(req, identity, &target.path_and_query, &self.forwarding).await {
+                // A WebSocket lives no longer than the token it was opened with: until its `exp`,
+                // with the leeway the validators give requests.
+                let ends =
+                    principal.as_ref().and_then(Principal::expires_at).map(|exp| exp + jwt_defaults::LEEWAY);
+                match forwarder.forward(req, identity, ends, &target.path_and_query, &self.forwarding).await {
                     Ok(res) => res,
                     Err(ForwardError::Timeout) => {
                         set_reason("upstream_timeout");

@@ -1,12 +1,15 @@
 //! Protocol upgrades (WebSockets): an authorised `Upgrade` request goes to the upstream with
 //! its `Upgrade` header, and once both sides have switched protocols the two connections are
-//! spliced. The token was checked once, at the upgrade request.
+//! spliced. The token was checked once, at the upgrade request, so the splice ends when the token
+//! does: a connection opened with it must not outlive it (nor a revocation by more than that).
 //!
 //! WebSocket only: any other protocol's `Upgrade` is dropped as the hop-by-hop header it is, and
 //! the request goes on as a plain one. An `h2c` upgrade passed on would open HTTP/2 streams to
 //! any path of the upstream that the route rules never see.
 
 use http::header::{CONNECTION, UPGRADE};
+use std::time::SystemTime;
+
 use http::{HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -28,9 +31,14 @@ pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     upgrade.filter(|_| asks).cloned()
 }
 
-/// Copies bytes both ways once the client and the upstream have switched.
-pub fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+/// Copies bytes both ways once the client and the upstream have switched, until either side
+/// closes or `ends` (the token's expiry) comes: then both connections are closed, and the client
+/// reconnects with a fresh token.
+pub fn splice(client: OnUpgrade, upstream: OnUpgrade, ends: Option<SystemTime>) {
     tokio::spawn(async move {
+        // A token without `exp` (an introspected one may have none) leaves the connection to
+        // the two sides.
+        let lifetime = ends.map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -39,7 +47,18 @@ pub fn splice(client: OnUpgrade, upstream: OnUpgrade) {
             }
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        let copied = match lifetime {
+            Some(lifetime) => match tokio::time::timeout(lifetime, copied).await {
+                Ok(copied) => copied,
+                Err(_) => {
+                    tracing::debug!("upgraded connection closed: its token expired");
+                    return;
+                }
+            },
+            None => copied.await,
+        };
+        match copied {
             Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "upgraded connection closed"),
             Err(e) => tracing::debug!(error = %e, "upgraded connection broke"),
         }
