@@ -468,6 +468,96 @@ async fn websockets_pass_with_a_valid_token_only() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bodies that stop coming
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream on a raw socket: reads a request head, then writes `answer` (if any) and keeps
+/// the connection open without another byte. Sends on `closed` when the proxy closes its side.
+async fn stalling_upstream(
+    answer: Option<&'static str>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (closed, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                if let Some(answer) = answer {
+                    stream.write_all(answer.as_bytes()).await.expect("write");
+                }
+                // Whatever else comes (the body), until the proxy lets go.
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+                let _ = closed.send(());
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An upstream that sends its headers and 5 of 100 body bytes, then nothing: once the headers
+/// went out `timeout_secs` no longer applies, and `idle_timeout_secs` cuts the body (the client
+/// sees the connection end short of `Content-Length`) and frees the upstream connection.
+/// Before, both stayed open for as long as the upstream held its socket.
+#[tokio::test]
+async fn a_response_body_that_stops_is_cut_after_the_idle_timeout() {
+    let dev = issuer().await;
+    let (stall, mut closed) =
+        stalling_upstream(Some("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")).await;
+    let gw = Gateway::start(
+        "proxy",
+        &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\nidle_timeout_secs = 1\n")),
+    );
+    wait_for_ok(&gw.url("/readyz")).await;
+    let answer = exchange(gw.addr, b"GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-length: 100\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhello"), "the body was not cut at what came: {answer}");
+    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+}
+
+/// A client that sends 5 of the 100 bytes it announced, then nothing, while the upstream waits
+/// for the rest: `408` after `idle_timeout_secs` (not the upstream's `timeout_secs` `504`), and
+/// the upstream connection is let go.
+#[tokio::test]
+async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
+    let dev = issuer().await;
+    let (stall, mut closed) = stalling_upstream(None).await;
+    let gw = Gateway::start(
+        "proxy",
+        &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\nidle_timeout_secs = 1\n")),
+    );
+    wait_for_ok(&gw.url("/readyz")).await;
+    let answer = common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // The client never closes its side: read until the answer is whole.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&out).ends_with("the request body stopped coming\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Several upstreams, readiness, reload
 // ---------------------------------------------------------------------------------------------
 

@@ -181,6 +181,8 @@ pub struct UpstreamFile {
     pub connect_timeout_secs: Option<u64>,
     /// Longest wait for the upstream's response headers.
     pub timeout_secs: Option<u64>,
+    /// Longest wait for the next piece of a body, either way, once the headers went out.
+    pub idle_timeout_secs: Option<u64>,
     /// PEM file of the CA(s) to trust for an `https://` upstream instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// HTTP/2 to the upstream: prior knowledge (`h2c`) for `http://`, offered by ALPN for `https://`.

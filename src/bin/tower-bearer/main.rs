@@ -13,6 +13,7 @@ mod fleet;
 mod forwarded;
 mod guard;
 mod hop_by_hop;
+mod idle;
 mod listen;
 mod normalize;
 mod proxy;

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::Upstream;
 use crate::forwarded::Forwarding;
 use crate::hop_by_hop::strip_hop_by_hop;
+use crate::idle::IdleTimeout;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,7 @@ pub struct Forwarder {
     /// `host:port` for the health check.
     address: String,
     timeout: Duration,
+    idle_timeout: Duration,
     connect_timeout: Duration,
     /// Prior-knowledge HTTP/2: no Host header, no upgrades.
     h2c: bool,
@@ -48,6 +50,8 @@ pub enum ForwardError {
     Unreachable(hyper_util::client::legacy::Error),
     /// No response headers within the timeout: `504`.
     Timeout,
+    /// The client's body sent nothing for the idle timeout before the upstream answered: `408`.
+    UploadStalled,
     /// An upgrade to an upstream that speaks HTTP/2 only: `502`.
     NoUpgrade,
     /// The upstream's base and prefix with the request's path and query make no URI (longer
@@ -102,6 +106,7 @@ impl Forwarder {
                 .expect("an authority is a valid header value"),
             address: format!("{}:{port}", authority.host().trim_start_matches('[').trim_end_matches(']')),
             timeout: upstream.timeout,
+            idle_timeout: upstream.idle_timeout,
             connect_timeout: upstream.connect_timeout,
             h2c: upstream.http2 && !https,
             name: upstream.name.clone().unwrap_or_else(|| "default".to_owned()),
@@ -173,8 +178,11 @@ impl Forwarder {
         }
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
+        let idle = self.idle_timeout;
+        let req = req.map(|body| Body::new(IdleTimeout::new(body, idle)));
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(ForwardError::Timeout),
+            Ok(Err(e)) if crate::idle::caused(&e) => Err(ForwardError::UploadStalled),
             Ok(Err(e)) => Err(ForwardError::Unreachable(e)),
             Ok(Ok(mut res)) => {
                 if res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -193,7 +201,7 @@ impl Forwarder {
                     }
                     return Ok(res);
                 }
-                let mut res = res.map(Body::new);
+                let mut res = res.map(|body| Body::new(IdleTimeout::new(body, idle)));
                 strip_hop_by_hop(res.headers_mut());
                 Ok(res)
             }

@@ -230,6 +230,10 @@ impl Dispatch {
                         tracing::warn!("upstream did not answer in time");
                         plain(StatusCode::GATEWAY_TIMEOUT, "the upstream did not answer in time\n")
                     }
+                    Err(ForwardError::UploadStalled) => {
+                        set_reason("upload_stalled");
+                        plain(StatusCode::REQUEST_TIMEOUT, "the request body stopped coming\n")
+                    }
                     Err(ForwardError::Unreachable(e)) => {
                         set_reason("upstream_unreachable");
                         tracing::warn!(error = %e, "upstream unreachable");
