@@ -373,10 +373,12 @@ fn forwarded_certificate<B>(
 fn log_rejection(err: &AuthError) {
     observe::rejected(err);
     if err.is_try_later() {
-        // Every request of an outage (or of a client flooding us) lands here: a line now and
-        // then, the metric for each.
+        // Every request of an outage, or of a client flooding us, lands here: a line now and
+        // then, the metric for each. Each its own throttle: a flood must not hide an outage.
         static OUTAGE: Throttle = Throttle::new();
-        if let Some(repeated) = OUTAGE.admit() {
+        static FLOOD: Throttle = Throttle::new();
+        let throttle = if err.is_server_error() { &OUTAGE } else { &FLOOD };
+        if let Some(repeated) = throttle.admit() {
             tracing::warn!(
                 reason = err.reason(),
                 status = err.status().as_u16(),

@@ -12,10 +12,12 @@
 //! | bad, expired, foreign token | `401` | `Bearer error="invalid_token", error_description="…"` |
 //! | token lacks a route's scope | `403` | `Bearer error="insufficient_scope", scope="…"` |
 //! | keys cannot be fetched at all | `503` | none: the failure is ours, not the client's |
+//! | a DPoP key holding its share of the replay store | `429` + `Retry-After` | none: the client must slow down |
 //!
 //! gRPC requests (`content-type: application/grpc…`, e.g. from tonic) get the same decisions as
 //! trailers-only gRPC statuses: `UNAUTHENTICATED` for `400`/`401`, `PERMISSION_DENIED` for `403`,
-//! `UNAVAILABLE` for `503` ([`AuthError::grpc_status`]), with the challenge kept.
+//! `RESOURCE_EXHAUSTED` for `429`, `UNAVAILABLE` for `503` ([`AuthError::grpc_status`]), with the
+//! challenge kept.
 //!
 //! JWT access tokens are verified against a cached, self-refreshing JWKS ([`KeySet`]) following
 //! RFC 8725: an explicit algorithm allowlist, keys only from the configured key set, `crit`
@@ -50,7 +52,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `tower_bearer_decisions_total` | counter | the bearer layer's decision: `outcome` (`authenticated`, `anonymous`, `rejected`, `unavailable`), `reason` ([`AuthError::reason`]) |
+//! | `tower_bearer_decisions_total` | counter | the bearer layer's decision: `outcome` (`authenticated`, `anonymous`, `rejected`, `throttled`, `unavailable`), `reason` ([`AuthError::reason`]) |
 //! | `tower_bearer_scope_rejections_total` | counter | `reason` (`insufficient_scope`) |
 //! | `tower_bearer_token_cache_total` | counter | `result` (`hit`, `miss`) |
 //! | `tower_bearer_key_set_fetches_total` | counter | `result` (`ok`, `error`) |

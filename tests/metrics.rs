@@ -3,12 +3,14 @@
 #![cfg(all(feature = "metrics", feature = "dev", feature = "axum"))]
 
 mod common;
+mod dpop_key;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower_bearer::dev::{DEFAULT_AUDIENCE, DevIssuer, RESOURCE_CLIENT_ID, RESOURCE_CLIENT_SECRET};
+use tower_bearer::dpop::{Dpop, InMemoryReplayStore};
 use tower_bearer::{Algorithm, BearerLayer, Introspector, JwtOrOpaque, JwtValidator};
 
 /// `name{label=value,…}` → value, for counters; histograms as their sample count.
@@ -76,34 +78,65 @@ fn decisions_cache_fetches_and_introspection_are_counted() {
         for _ in 0..5 {
             down.get("/me", &valid).await.assert_unavailable();
         }
+
+        // A DPoP key past its share of the replay store (one live proof here): `429`, counted
+        // as `throttled`.
+        let dpop = Dpop::allowed("http://localhost")
+            .unwrap()
+            .trust_host_header()
+            .replay_store(InMemoryReplayStore::new(10).per_key(1));
+        let bound_app = common::TestApp::start_router(
+            app.validator.clone(),
+            common::routes().layer(BearerLayer::new(app.validator.clone()).dpop(dpop)),
+        )
+        .await;
+        let key = dpop_key::DpopKey::new();
+        let bound =
+            dev.token().alg(Algorithm::ES256).claim("cnf", serde_json::json!({"jkt": key.jkt()})).sign();
+        for expected in [200, 429] {
+            let proof = key.proof("GET", &bound_app.url("/me"), Some(&bound), None);
+            let res = common::send(
+                bound_app
+                    .request(reqwest::Method::GET, "/me")
+                    .header("authorization", format!("DPoP {bound}"))
+                    .header("dpop", proof),
+            )
+            .await;
+            assert_eq!(res.status.as_u16(), expected);
+        }
     });
 
     let metrics = snapshot(&snapshotter);
     let get = |key: &str| metrics.get(key).copied().unwrap_or(0);
     eprintln!("{metrics:#?}");
     // The layer authenticated 3 JWT requests (one of them then refused by the route's scope
-    // check, counted on its own) and 2 opaque ones.
-    assert_eq!(get("tower_bearer_decisions_total{outcome=authenticated,reason=valid}"), 5);
+    // check, counted on its own), 2 opaque ones and the DPoP one.
+    assert_eq!(get("tower_bearer_decisions_total{outcome=authenticated,reason=valid}"), 6);
     assert_eq!(get("tower_bearer_scope_rejections_total{reason=insufficient_scope}"), 1);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=insufficient_scope}"), 0);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=expired}"), 1);
     assert_eq!(get("tower_bearer_decisions_total{outcome=rejected,reason=missing_token}"), 1);
     // Three requests with `valid`: two full validations (the second admits it to the cache), one
-    // cache hit; `expired` was a miss; and the five outage requests each looked their token up
-    // first (another validator's cache).
+    // cache hit; `expired` was a miss; the five outage requests each looked their token up
+    // first (another validator's cache); and the two DPoP requests missed (a token is admitted
+    // the second time it verifies, and the throttled one was verified before its proof was
+    // recorded).
     assert_eq!(get("tower_bearer_token_cache_total{result=hit}"), 1);
-    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 3 + 5);
+    assert_eq!(get("tower_bearer_token_cache_total{result=miss}"), 3 + 5 + 2);
     assert_eq!(get("tower_bearer_key_set_fetches_total{result=ok}"), 1);
     assert_eq!(get("tower_bearer_introspection_calls_total{result=active}"), 1);
     assert_eq!(get("tower_bearer_introspection_duration_seconds{}"), 1);
     assert_eq!(get("tower_bearer_decisions_total{outcome=unavailable,reason=key_set_unavailable}"), 5);
+    assert_eq!(get("tower_bearer_decisions_total{outcome=throttled,reason=dpop_key_over_budget}"), 1);
     // Labels come from a closed vocabulary: nothing from a request (a token, a kid, a URL) ever
     // becomes one. Every label seen must be one of these.
     let vocabulary = [
         "outcome=authenticated",
         "outcome=rejected",
         "outcome=unavailable",
+        "outcome=throttled",
         "outcome=anonymous",
+        "reason=dpop_key_over_budget",
         "reason=valid",
         "reason=expired",
         "reason=missing_token",

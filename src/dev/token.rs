@@ -78,7 +78,7 @@ fn dpop_key(shared: &Shared, target: &Target<'_>) -> Result<Option<String>, Toke
     let proof = dpop.verify(proof, None, target, now).map_err(|_| invalid())?;
     match dpop.replay.record(proof.replay_key, proof.expires_at, now) {
         Ok(()) => Ok(Some(proof.jkt)),
-        Err(ReplayError::Full) => {
+        Err(ReplayError::Full | ReplayError::KeyOverBudget) => {
             Err(TokenError::temporarily_unavailable("too many DPoP proofs; retry later"))
         }
         Err(_) => Err(TokenError::new("invalid_dpop_proof", "the DPoP proof was already used")),

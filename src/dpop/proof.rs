@@ -300,7 +300,8 @@ impl Dpop {
 
 /// Whether two paths are the same after RFC 3986 §6.2.2's syntax-based normalisation (as RFC
 /// 9449 §4.3 asks): `%7e` and `%7E` are `~`, and `%2f` is `%2F` (still not `/`). Dot segments
-/// are not removed: clients send paths without them.
+/// are not removed: clients send paths without them. A path with a `%` that starts no escape
+/// is not a valid one: it equals only itself.
 fn same_path(a: &str, b: &str) -> bool {
     /// One character of a path: a plain byte, or an octet that must stay percent-encoded.
     #[derive(PartialEq)]
@@ -325,12 +326,18 @@ fn same_path(a: &str, b: &str) -> bool {
                     let unreserved = octet.is_ascii_alphanumeric() || b"-._~".contains(&octet);
                     Some(if unreserved { Unit::Plain(octet) } else { Unit::Encoded(octet) })
                 }
-                // A `%` not followed by two hex digits is compared as it is.
-                _ => Some(Unit::Plain(b'%')),
+                // Unreachable after `well_formed`, and never equal to a decoded byte.
+                _ => Some(Unit::Encoded(b'%')),
             }
         })
     }
-    a == b || units(a).eq(units(b))
+    fn well_formed(path: &str) -> bool {
+        let bytes = path.as_bytes();
+        bytes.iter().enumerate().all(|(i, &b)| {
+            b != b'%' || bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        })
+    }
+    a == b || (well_formed(a) && well_formed(b) && units(a).eq(units(b)))
 }
 
 /// Lower-case host, default port dropped.
@@ -358,6 +365,7 @@ mod tests {
             ("/a%20b", "/a%20b"),
             ("/50%", "/50%"),
             ("/%zz", "/%zz"),
+            ("/%%41", "/%%41"),
         ] {
             assert!(same_path(a, b), "{a} {b}");
             assert!(same_path(b, a), "{b} {a}");
@@ -370,6 +378,9 @@ mod tests {
             ("/%41", "/%4"),
             ("/50%", "/50%25"),
             ("/%7e", "/%7e%"),
+            ("/%%41", "/%A"),
+            ("/%A", "/%41"),
+            ("/~%", "/%7E%"),
         ] {
             assert!(!same_path(a, b), "{a} {b}");
             assert!(!same_path(b, a), "{b} {a}");

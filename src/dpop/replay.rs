@@ -106,6 +106,16 @@ pub trait ReplayStore: Send + Sync + 'static {
     }
 }
 
+/// A store shared with other holders (one kept across configuration reloads, say).
+impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
+    fn record(&self, key: ReplayKey, expires_at: i64, now: i64) -> Result<(), ReplayError> {
+        (**self).record(key, expires_at, now)
+    }
+    fn begin(&self, key: ReplayKey, expires_at: i64, now: i64) -> Recording {
+        (**self).begin(key, expires_at, now)
+    }
+}
+
 /// A bounded in-memory [`ReplayStore`]. Expired entries are dropped as time passes; when every
 /// entry is still live and the bound is reached, new proofs are refused (`503`) rather than an
 /// entry being evicted (which would reopen its replay).

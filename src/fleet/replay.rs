@@ -67,8 +67,8 @@ impl SharedReplayStore {
     /// Records proofs in this replica in `store` (default: an [`InMemoryReplayStore`] of the
     /// default size and share per key, one per [`Fleet`](super::Fleet)). Every proof passes
     /// through it before Redis is asked, so its share per key holds on every replica.
-    pub fn local_store(mut self, store: InMemoryReplayStore) -> Self {
-        self.local = Arc::new(store);
+    pub fn local_store(mut self, store: impl Into<Arc<InMemoryReplayStore>>) -> Self {
+        self.local = store.into();
         self
     }
 

@@ -101,8 +101,8 @@ pub struct Upstream {
     pub url: http::Uri,
     pub connect_timeout: Duration,
     pub timeout: Duration,
-    /// Between two frames of a request or response body.
-    pub idle_timeout: Duration,
+    /// Longest silence of a request or response body (`None`: no bound).
+    pub idle_timeout: Option<Duration>,
     /// PEM file of the CAs trusted for an `https://` upstream (system roots otherwise).
     pub ca_file: Option<std::path::PathBuf>,
     pub http2: bool,
@@ -175,7 +175,11 @@ impl Checker<'_> {
             url: uri,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs.unwrap_or(5)),
             timeout: Duration::from_secs(u.timeout_secs.unwrap_or(60)),
-            idle_timeout: Duration::from_secs(u.idle_timeout_secs.unwrap_or(60).max(1)),
+            // 0: long-lived streams (server-sent events, gRPC streams) may be silent at will.
+            idle_timeout: match u.idle_timeout_secs.unwrap_or(60) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             ca_file: u.ca_file.clone(),
             http2: u.http2,
             pool_max_idle: u.pool_max_idle.unwrap_or(32),

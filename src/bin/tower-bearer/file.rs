@@ -181,7 +181,7 @@ pub struct UpstreamFile {
     pub connect_timeout_secs: Option<u64>,
     /// Longest wait for the upstream's response headers.
     pub timeout_secs: Option<u64>,
-    /// Longest wait for the next piece of a body, either way, once the headers went out.
+    /// Longest wait for the next piece of a body, either way (0: none).
     pub idle_timeout_secs: Option<u64>,
     /// PEM file of the CA(s) to trust for an `https://` upstream instead of the system roots.
     pub ca_file: Option<PathBuf>,

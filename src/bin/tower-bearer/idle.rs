@@ -1,40 +1,81 @@
-//! A body that fails when no frame comes for a while. Once the response headers went out, the
-//! upstream's `timeout_secs` no longer applies: a stalled upstream (or a client that stops
-//! sending its upload) would otherwise hold both connections for ever.
+//! Bodies that stop coming. Once the response headers went out, the upstream's `timeout_secs`
+//! no longer applies: a stalled upstream, or a client that stops sending its upload, would
+//! otherwise hold both connections for ever. [`IdleTimeout`] cuts a body that is silent for
+//! too long, and [`Progress`] tells the forwarder how the request body is going.
 
 use std::error::Error;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+/// How a request body is going, for the forwarder's timeouts: frames handed on, whether the
+/// body is waiting for its source (the client), whether it was cut, and when it ended.
+#[derive(Default)]
+pub struct Progress {
+    frames: AtomicU64,
+    waiting: AtomicBool,
+    stalled: AtomicBool,
+    pub ended: Notify,
+}
+
+impl Progress {
+    /// Frames handed on so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+    /// Whether the body is waiting for its source: a silence that is the client's, not the
+    /// reader's.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+    /// Whether the body was cut for its silence.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+}
+
 pin_project! {
-    /// `body`, cut with an [`Idle`] error when `idle` passes between two of its frames (or
-    /// between the first poll and the first frame).
+    /// `body`, cut with an [`Idle`] error when it keeps its reader waiting for `idle` (`None`:
+    /// never). Only the body's own silence counts: the clock runs from the first poll that finds
+    /// nothing, not while the reader does not ask.
     pub struct IdleTimeout<B> {
         #[pin]
         body: B,
         #[pin]
         sleep: Sleep,
-        idle: Duration,
-        // The clock starts at the first poll: time before it is the reader's, not the body's.
-        started: bool,
+        idle: Option<Duration>,
+        waiting: bool,
+        progress: Option<Arc<Progress>>,
     }
 }
 
-impl<B> IdleTimeout<B> {
-    pub fn new(body: B, idle: Duration) -> Self {
-        IdleTimeout { body, sleep: tokio::time::sleep(idle), idle, started: false }
+impl<B: Body> IdleTimeout<B> {
+    pub fn new(body: B, idle: Option<Duration>) -> Self {
+        let sleep = tokio::time::sleep(idle.unwrap_or(Duration::ZERO));
+        IdleTimeout { body, sleep, idle, waiting: false, progress: None }
+    }
+
+    /// Reports to `progress` (an empty body has ended already: it may never be polled).
+    pub fn reporting(mut self, progress: Arc<Progress>) -> Self {
+        if self.body.is_end_stream() {
+            progress.ended.notify_one();
+        }
+        self.progress = Some(progress);
+        self
     }
 }
 
-/// No frame for the idle timeout.
+/// A body's silence outlasted the idle timeout.
 #[derive(Debug)]
 pub struct Idle(Duration);
 
@@ -45,18 +86,6 @@ impl fmt::Display for Idle {
 }
 
 impl Error for Idle {}
-
-/// Whether `err` came from an [`Idle`] body (somewhere in its chain of sources).
-pub fn caused(err: &(dyn Error + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.is::<Idle>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
 
 impl<B> Body for IdleTimeout<B>
 where
@@ -71,19 +100,39 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
-        if !*this.started {
-            *this.started = true;
-            this.sleep.as_mut().reset(Instant::now() + *this.idle);
-        }
-        match this.body.poll_frame(cx) {
+        let report = |waiting: bool| {
+            if let Some(p) = this.progress.as_ref() {
+                p.waiting.store(waiting, Ordering::Relaxed);
+            }
+        };
+        match this.body.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                *this.waiting = false;
+                report(false);
+                if let Some(p) = this.progress.as_ref() {
+                    p.frames.fetch_add(1, Ordering::Relaxed);
+                    // A body that knows it is done may never be polled for its end.
+                    if frame.is_none() || this.body.is_end_stream() {
+                        p.ended.notify_one();
+                    }
+                }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
-            Poll::Pending if this.sleep.poll(cx).is_ready() => {
-                Poll::Ready(Some(Err(Box::new(Idle(*this.idle)))))
+            Poll::Pending => {
+                let Some(idle) = *this.idle else { return Poll::Pending };
+                if !*this.waiting {
+                    *this.waiting = true;
+                    report(true);
+                    this.sleep.as_mut().reset(Instant::now() + idle);
+                }
+                if this.sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if let Some(p) = this.progress.as_ref() {
+                    p.stalled.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(Box::new(Idle(idle)))))
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 

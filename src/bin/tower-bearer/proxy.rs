@@ -3,11 +3,13 @@
 //! hop-by-hop headers removed (RFC 9110 §7.6.1), upgrades spliced.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::Upstream;
 use crate::forwarded::Forwarding;
 use crate::hop_by_hop::strip_hop_by_hop;
-use crate::idle::IdleTimeout;
+use crate::idle::{IdleTimeout, Progress};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +39,7 @@ pub struct Forwarder {
     /// `host:port` for the health check.
     address: String,
     timeout: Duration,
-    idle_timeout: Duration,
+    idle_timeout: Option<Duration>,
     connect_timeout: Duration,
     /// Prior-knowledge HTTP/2: no Host header, no upgrades.
     h2c: bool,
@@ -179,33 +181,66 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         let idle = self.idle_timeout;
-        let req = req.map(|body| Body::new(IdleTimeout::new(body, idle)));
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(ForwardError::Timeout),
-            Ok(Err(e)) if crate::idle::caused(&e) => Err(ForwardError::UploadStalled),
-            Ok(Err(e)) => Err(ForwardError::Unreachable(e)),
-            Ok(Ok(mut res)) => {
-                if res.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client) = client_upgrade
-                {
-                    let kept = (
-                        res.headers().get(header::UPGRADE).cloned(),
-                        res.headers().get(header::CONNECTION).cloned(),
-                    );
-                    crate::upgrade::splice(client, hyper::upgrade::on(&mut res), ends);
-                    let mut res = res.map(Body::new);
-                    strip_hop_by_hop(res.headers_mut());
-                    if let (Some(up), Some(conn)) = kept {
-                        res.headers_mut().insert(header::UPGRADE, up);
-                        res.headers_mut().insert(header::CONNECTION, conn);
-                    }
-                    return Ok(res);
-                }
-                let mut res = res.map(|body| Body::new(IdleTimeout::new(body, idle)));
-                strip_hop_by_hop(res.headers_mut());
-                Ok(res)
+        let progress = Arc::new(Progress::default());
+        let req = req.map(|body| Body::new(IdleTimeout::new(body, idle).reporting(progress.clone())));
+        let mut res = self.send(req, &progress).await?;
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade
+        {
+            let kept =
+                (res.headers().get(header::UPGRADE).cloned(), res.headers().get(header::CONNECTION).cloned());
+            crate::upgrade::splice(client, hyper::upgrade::on(&mut res), ends);
+            let mut res = res.map(Body::new);
+            strip_hop_by_hop(res.headers_mut());
+            if let (Some(up), Some(conn)) = kept {
+                res.headers_mut().insert(header::UPGRADE, up);
+                res.headers_mut().insert(header::CONNECTION, conn);
             }
+            return Ok(res);
         }
+        let mut res = res.map(|body| Body::new(IdleTimeout::new(body, idle)));
+        strip_hop_by_hop(res.headers_mut());
+        Ok(res)
+    }
+}
+
+impl Forwarder {
+    /// Sends `req` (whose body reports to `progress`) and waits for the response headers:
+    /// `timeout` after the request body was sent, since a slow upload is the client's time
+    /// (bounded by the idle timeout between its pieces). While it is being sent, the upstream
+    /// must take a piece at least every `timeout`, unless the body is waiting for the client.
+    async fn send(
+        &self,
+        req: Request<Body>,
+        progress: &Progress,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let request = self.client.request(req);
+        tokio::pin!(request);
+        let mut taken = progress.frames();
+        let answer = loop {
+            tokio::select! {
+                answer = &mut request => break answer,
+                () = progress.ended.notified() => {
+                    match tokio::time::timeout(self.timeout, &mut request).await {
+                        Ok(answer) => break answer,
+                        Err(_) => return Err(ForwardError::Timeout),
+                    }
+                }
+                () = tokio::time::sleep(self.timeout) => {
+                    let now = progress.frames();
+                    if now == taken && !progress.waiting() {
+                        // The upstream took nothing for `timeout`, and not for want of data.
+                        return Err(ForwardError::Timeout);
+                    }
+                    taken = now;
+                }
+            }
+        };
+        answer.map_err(|e| {
+            // Cut for the client's silence. (An HTTP/2 upstream sees a reset stream, whose error
+            // does not carry ours: hence the flag rather than the error's sources.)
+            if progress.stalled() { ForwardError::UploadStalled } else { ForwardError::Unreachable(e) }
+        })
     }
 }
 

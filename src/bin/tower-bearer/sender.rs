@@ -1,6 +1,7 @@
 //! Sender-constrained tokens in the configuration: `[dpop]` (RFC 9449) and
 //! `[client_certificate]` (RFC 8705 through the gateway's forwarded header).
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -37,9 +38,19 @@ pub struct ReplaySizes {
 }
 
 impl ReplaySizes {
-    /// A new, empty store of these bounds.
-    pub fn store(self) -> InMemoryReplayStore {
-        InMemoryReplayStore::new(self.entries).per_key(self.per_key)
+    /// The store of these bounds that the running configuration uses, if any, so that a
+    /// reload does not forget the proofs recorded (they could be replayed); else a new one.
+    pub fn store(self) -> Arc<InMemoryReplayStore> {
+        // Weak: a store lives as long as a configuration holds it.
+        static IN_USE: Mutex<Vec<(ReplaySizes, Weak<InMemoryReplayStore>)>> = Mutex::new(Vec::new());
+        let mut in_use = IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        in_use.retain(|(_, store)| store.strong_count() > 0);
+        if let Some(store) = in_use.iter().find(|(sizes, _)| *sizes == self).and_then(|(_, s)| s.upgrade()) {
+            return store;
+        }
+        let store = Arc::new(InMemoryReplayStore::new(self.entries).per_key(self.per_key));
+        in_use.push((self, Arc::downgrade(&store)));
+        store
     }
 }
 
@@ -126,4 +137,28 @@ pub fn client_certificate(
         }
     };
     Ok((name, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_bearer::dpop::{ReplayError, ReplayKey, ReplayStore};
+
+    /// A reload with the same bounds keeps the proofs recorded: one seen before is still a
+    /// replay. New bounds start a new store, and a store no configuration holds is let go.
+    #[test]
+    fn a_reload_keeps_the_replay_store() {
+        let sizes = ReplaySizes { entries: 12_345, per_key: 67 };
+        let running = sizes.store();
+        let key = ReplayKey::from_bytes([9; 32]);
+        assert_eq!(running.record(key, 100, 0), Ok(()));
+        let reloaded = sizes.store();
+        assert!(Arc::ptr_eq(&running, &reloaded));
+        assert_eq!(reloaded.record(key, 100, 1), Err(ReplayError::Replayed));
+        let resized = ReplaySizes { entries: 12_345, per_key: 68 }.store();
+        assert!(!Arc::ptr_eq(&running, &resized));
+        let weak = Arc::downgrade(&running);
+        drop((running, reloaded));
+        assert!(weak.upgrade().is_none(), "no configuration holds it");
+    }
 }

@@ -220,9 +220,13 @@ impl Dispatch {
                     return plain(StatusCode::BAD_GATEWAY, "no upstream for this route\n");
                 };
                 // A WebSocket lives no longer than the token it was opened with: until its `exp`,
-                // with the leeway the validators give requests.
-                let ends =
-                    principal.as_ref().and_then(Principal::expires_at).map(|exp| exp + jwt_defaults::LEEWAY);
+                // with the leeway the validators give requests. (An `exp` too far out to add to
+                // is no deadline: validation saturates it the same way.)
+                let ends = principal
+                    .as_ref()
+                    .filter(|_| crate::upgrade::requested(&req).is_some())
+                    .and_then(Principal::expires_at)
+                    .and_then(|exp| exp.checked_add(jwt_defaults::LEEWAY));
                 match forwarder.forward(req, identity, ends, &target.path_and_query, &self.forwarding).await {
                     Ok(res) => res,
                     Err(ForwardError::Timeout) => {
@@ -232,7 +236,11 @@ impl Dispatch {
                     }
                     Err(ForwardError::UploadStalled) => {
                         set_reason("upload_stalled");
-                        plain(StatusCode::REQUEST_TIMEOUT, "the request body stopped coming\n")
+                        // The rest of the body is unread: the connection cannot carry another
+                        // request (RFC 9110 §15.5.9).
+                        let mut res = plain(StatusCode::REQUEST_TIMEOUT, "the request body stopped coming\n");
+                        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        res
                     }
                     Err(ForwardError::Unreachable(e)) => {
                         set_reason("upstream_unreachable");
