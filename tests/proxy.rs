@@ -573,6 +573,78 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
     common::guarded(closed.recv()).await.expect("the upstream connection was let go");
 }
 
+/// `timeout_secs` is the upstream's time, not the client's: an upload that takes longer than it
+/// but never goes silent for `idle_timeout_secs` is answered (it got `504` while it was still
+/// coming), and an upstream that stops taking the body gets `504` after `timeout_secs`.
+#[tokio::test]
+async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
+    let dev = issuer().await;
+    let up = Upstream::start().await;
+    let config = |url: &str| {
+        dev_config(
+            &dev,
+            &format!("\n[upstream]\nurl = \"{url}\"\ntimeout_secs = 1\nidle_timeout_secs = 10\n"),
+        )
+    };
+    let gw = Gateway::start("proxy", &config(&up.url()));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let answer = common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        let head = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nConnection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.expect("write");
+        // Six bytes over about 2.4 s: more than timeout_secs, never silent for idle_timeout_secs.
+        for byte in b"abcdef" {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            stream.write_all(&[*byte]).await.expect("write");
+        }
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"body_len\":6"), "{answer}");
+
+    // An upstream that accepts and reads nothing: once the socket buffers are full, the body
+    // waits on the upstream, not on the client.
+    let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf_url = format!("http://{}", deaf.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = deaf.accept().await {
+            held.push(stream);
+        }
+    });
+    let gw = Gateway::start("proxy", &config(&deaf_url));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let answer = common::guarded(async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        let size = 64 << 20;
+        tokio::spawn(async move {
+            let head = format!("POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n");
+            write.write_all(head.as_bytes()).await.ok();
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..size / chunk.len() {
+                if write.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several upstreams, readiness, reload
 // ---------------------------------------------------------------------------------------------
