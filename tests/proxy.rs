@@ -487,6 +487,19 @@ async fn a_token_that_never_expires_is_proxied() {
 // Bodies that stop coming
 // ---------------------------------------------------------------------------------------------
 
+/// What `stream` sends until `done` holds of it, or it ends.
+async fn read_until(stream: &mut (impl tokio::io::AsyncRead + Unpin), done: impl Fn(&str) -> bool) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&out)) {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An upstream on a raw socket: reads a request head, then writes `answer` (if any) and keeps
 /// the connection open without another byte. Sends on `closed` when the proxy closes its side.
 async fn stalling_upstream(
@@ -558,15 +571,7 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
         let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
         stream.write_all(request.as_bytes()).await.expect("write");
         // The client never closes its side: read until the answer is whole.
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !String::from_utf8_lossy(&out).ends_with("the request body stopped coming\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        read_until(&mut stream, |text| text.ends_with("the request body stopped coming\n")).await
     })
     .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -631,15 +636,7 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
                 }
             }
         });
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        read_until(&mut read, |text| text.contains("\r\n\r\n")).await
     })
     .await;
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
