@@ -172,7 +172,8 @@ impl Dpop {
     }
 
     /// Where accepted proofs are recorded for single use (default: an
-    /// [`InMemoryReplayStore`] of [`DEFAULT_REPLAY_ENTRIES`] live entries).
+    /// [`InMemoryReplayStore`] of [`DEFAULT_REPLAY_ENTRIES`] live entries, of which one proof key
+    /// may hold [`DEFAULT_REPLAY_ENTRIES_PER_KEY`]).
     pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
         self.replay = Arc::new(store);
         self

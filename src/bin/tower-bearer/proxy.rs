@@ -202,9 +202,7 @@ impl Forwarder {
         strip_hop_by_hop(res.headers_mut());
         Ok(res)
     }
-}
 
-impl Forwarder {
     /// Sends `req` (whose body reports to `progress`) and waits for the response headers:
     /// `timeout` after the request body was sent, since a slow upload is the client's time
     /// (bounded by the idle timeout between its pieces). While it is being sent, the upstream
