@@ -483,6 +483,39 @@ async fn a_token_that_never_expires_is_proxied() {
     assert_eq!(r.status, 200, "the upstream takes no upgrade and answers plainly: {}", r.body);
 }
 
+/// An HTTP/2 client that goes silent (a NAT that forgot it, a crashed process) is pinged and,
+/// unanswered, disconnected: `[listener] http2_keep_alive_secs`. (Before, its connection stayed
+/// open for as long as the socket did.)
+#[tokio::test]
+async fn a_silent_http2_client_is_pinged_then_let_go() {
+    let dev = issuer().await;
+    let up = Upstream::start().await;
+    let extra = format!("\n[upstream]\nurl = \"{}\"\n\n[listener]\nhttp2_keep_alive_secs = 1\n", up.url());
+    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let frames = common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        // The prior-knowledge preface and an empty SETTINGS frame; then nothing, ever.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        stream.write_all(&hello).await.expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        // Frame types, from each 9-byte frame header (length, type, flags, stream).
+        let mut types = Vec::new();
+        let mut at = 0;
+        while at + 9 <= out.len() {
+            let len = usize::from(out[at]) << 16 | usize::from(out[at + 1]) << 8 | usize::from(out[at + 2]);
+            types.push(out[at + 3]);
+            at += 9 + len;
+        }
+        types
+    })
+    .await;
+    const PING: u8 = 6;
+    assert!(frames.contains(&PING), "closed without a ping first: frame types {frames:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies that stop coming
 // ---------------------------------------------------------------------------------------------

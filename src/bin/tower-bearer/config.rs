@@ -50,6 +50,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub tls: Option<crate::tls::TlsFiles>,
     pub header_read_timeout: Duration,
+    /// HTTP/2 PING interval, and how long an answer may take (`None`: no pings).
+    pub http2_keep_alive: Option<Duration>,
     pub max_header_bytes: usize,
     pub forwarding: crate::forwarded::Forwarding,
     pub redis: Option<crate::fleet::RedisConfig>,
@@ -467,6 +469,12 @@ impl Checker<'_> {
             header_read_timeout: Duration::from_secs(
                 file.listener.header_read_timeout_secs.unwrap_or(10).max(1),
             ),
+            // A peer gone without a word (a NAT that forgot it, a crashed client) holds its
+            // connection and streams until a ping goes unanswered.
+            http2_keep_alive: match file.listener.http2_keep_alive_secs.unwrap_or(20) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             max_header_bytes,
             forwarding,
             redis: file

@@ -211,6 +211,9 @@ pub struct ListenerFile {
     pub header_read_timeout_secs: Option<u64>,
     /// Largest request header block accepted.
     pub max_header_bytes: Option<usize>,
+    /// HTTP/2: a PING this often; a client that does not answer within as long is disconnected
+    /// (0: never).
+    pub http2_keep_alive_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -29,6 +29,7 @@ use crate::tls::Tls;
 pub struct Running {
     pub app: Arc<App>,
     pub header_read_timeout: Duration,
+    pub http2_keep_alive: Option<Duration>,
     pub max_header_bytes: usize,
 }
 
@@ -144,6 +145,8 @@ async fn connection<I>(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(running.http2_keep_alive)
+        .keep_alive_timeout(running.http2_keep_alive.unwrap_or(Duration::from_secs(20)))
         .max_header_list_size(u32::try_from(running.max_header_bytes).unwrap_or(u32::MAX));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let smuggling = req.headers().contains_key(guard::MARKER);

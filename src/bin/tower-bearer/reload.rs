@@ -31,6 +31,7 @@ pub fn running(mode: Mode, config: &Config, origin: &Path) -> Result<Running, St
     Ok(Running {
         app: Arc::new(app),
         header_read_timeout: config.header_read_timeout,
+        http2_keep_alive: config.http2_keep_alive,
         max_header_bytes: config.max_header_bytes,
     })
 }
