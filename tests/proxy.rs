@@ -643,6 +643,28 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"body_len\":6"), "{answer}");
 
+    // With no idle bound (`idle_timeout_secs = 0`, for streams that stay silent), a pause of
+    // the client's longer than timeout_secs is still the client's: answered, not 504.
+    let unbounded = dev_config(
+        &dev,
+        &format!("\n[upstream]\nurl = \"{}\"\ntimeout_secs = 1\nidle_timeout_secs = 0\n", up.url()),
+    );
+    let quiet = Gateway::start("proxy", &unbounded);
+    wait_for_ok(&quiet.url("/readyz")).await;
+    let answer = common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(quiet.addr).await.expect("connect");
+        let head = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\na";
+        stream.write_all(head.as_bytes()).await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        stream.write_all(b"b").await.expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"body_len\":2"), "{answer}");
+
     // An upstream that accepts and reads nothing: once the socket buffers are full, the body
     // waits on the upstream, not on the client.
     let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

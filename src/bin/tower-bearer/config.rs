@@ -111,6 +111,12 @@ pub struct Upstream {
     pub pool_max_idle: usize,
 }
 
+/// `n` seconds, at most a year: timers add their duration to "now", and a larger value would
+/// overflow there (in our code or hyper's) on every request.
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n.min(365 * 24 * 3600))
+}
+
 /// Reads and checks `path`. `env` looks up environment variables (secrets).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -175,13 +181,10 @@ impl Checker<'_> {
         Ok(Upstream {
             name: name.map(str::to_owned),
             url: uri,
-            connect_timeout: Duration::from_secs(u.connect_timeout_secs.unwrap_or(5)),
-            timeout: Duration::from_secs(u.timeout_secs.unwrap_or(60)),
+            connect_timeout: secs(u.connect_timeout_secs.unwrap_or(5).max(1)),
+            timeout: secs(u.timeout_secs.unwrap_or(60).max(1)),
             // 0: long-lived streams (server-sent events, gRPC streams) may be silent at will.
-            idle_timeout: match u.idle_timeout_secs.unwrap_or(60) {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
+            idle_timeout: Some(u.idle_timeout_secs.unwrap_or(60)).filter(|&s| s > 0).map(secs),
             ca_file: u.ca_file.clone(),
             http2: u.http2,
             pool_max_idle: u.pool_max_idle.unwrap_or(32),
@@ -384,9 +387,7 @@ impl Checker<'_> {
             Some(0) => None,
             entries => Some((
                 entries.unwrap_or(tower_bearer::jwt_defaults::TOKEN_CACHE_ENTRIES),
-                file.cache
-                    .token_cache_ttl_secs
-                    .map_or(tower_bearer::jwt_defaults::TOKEN_CACHE_TTL, Duration::from_secs),
+                file.cache.token_cache_ttl_secs.map_or(tower_bearer::jwt_defaults::TOKEN_CACHE_TTL, secs),
             )),
         };
 
@@ -449,7 +450,7 @@ impl Checker<'_> {
         Ok(Config {
             listen,
             realm: file.realm,
-            shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(30)),
+            shutdown_grace: secs(file.shutdown_grace_secs.unwrap_or(30)),
             issuers,
             rules: Rules {
                 rules: rules.into_iter().map(std::sync::Arc::new).collect(),
@@ -459,22 +460,19 @@ impl Checker<'_> {
             headers,
             token_cache,
             introspection_entries: file.cache.introspection_entries,
-            introspection_ttl: file.cache.introspection_ttl_secs.map(Duration::from_secs),
+            introspection_ttl: file.cache.introspection_ttl_secs.map(secs),
             path_prefix,
             upstream,
             dpop,
             client_certificate,
             upstreams,
             tls,
-            header_read_timeout: Duration::from_secs(
-                file.listener.header_read_timeout_secs.unwrap_or(10).max(1),
-            ),
+            header_read_timeout: secs(file.listener.header_read_timeout_secs.unwrap_or(10).max(1)),
             // A peer gone without a word (a NAT that forgot it, a crashed client) holds its
             // connection and streams until a ping goes unanswered.
-            http2_keep_alive: match file.listener.http2_keep_alive_secs.unwrap_or(20) {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
+            http2_keep_alive: Some(file.listener.http2_keep_alive_secs.unwrap_or(20))
+                .filter(|&s| s > 0)
+                .map(secs),
             max_header_bytes,
             forwarding,
             redis: file

@@ -179,7 +179,8 @@ pub struct AuthFile {
 pub struct UpstreamFile {
     pub url: Spanned<String>,
     pub connect_timeout_secs: Option<u64>,
-    /// Longest wait for the upstream's response headers.
+    /// Longest wait for the upstream's response headers once the request body was sent, and
+    /// for the upstream to take the next piece of it while it is being sent.
     pub timeout_secs: Option<u64>,
     /// Longest wait for the next piece of a body, either way (0: none).
     pub idle_timeout_secs: Option<u64>,

@@ -29,18 +29,19 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Frames handed on so far.
+    /// Frames handed on so far. Read after [`waiting`](Self::waiting): a frame is counted
+    /// before the body stops waiting, so a reader that sees it no longer waiting sees the frame.
     pub fn frames(&self) -> u64 {
-        self.frames.load(Ordering::Relaxed)
+        self.frames.load(Ordering::Acquire)
     }
     /// Whether the body is waiting for its source: a silence that is the client's, not the
     /// reader's.
     pub fn waiting(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::Acquire)
     }
     /// Whether the body was cut for its silence.
     pub fn stalled(&self) -> bool {
-        self.stalled.load(Ordering::Relaxed)
+        self.stalled.load(Ordering::Acquire)
     }
 }
 
@@ -55,7 +56,18 @@ pin_project! {
         sleep: Sleep,
         idle: Option<Duration>,
         waiting: bool,
-        progress: Option<Arc<Progress>>,
+        progress: Option<Reporter>,
+    }
+}
+
+/// The body's link to its [`Progress`]. Dropped with the body, it says the body ended: hyper
+/// lets go of a body once it wrote what `Content-Length` announced, or its trailers, without
+/// asking for its end.
+struct Reporter(Arc<Progress>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.ended.notify_one();
     }
 }
 
@@ -70,7 +82,7 @@ impl<B: Body> IdleTimeout<B> {
         if self.body.is_end_stream() {
             progress.ended.notify_one();
         }
-        self.progress = Some(progress);
+        self.progress = Some(Reporter(progress));
         self
     }
 }
@@ -100,36 +112,40 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
-        let report = |waiting: bool| {
-            if let Some(p) = this.progress.as_ref() {
-                p.waiting.store(waiting, Ordering::Relaxed);
-            }
-        };
+        let progress = this.progress.as_ref().map(|r| &*r.0);
         match this.body.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.waiting = false;
-                report(false);
-                if let Some(p) = this.progress.as_ref() {
-                    p.frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = progress {
+                    // Counted before the body stops waiting (see `Progress::frames`).
+                    p.frames.fetch_add(1, Ordering::Release);
+                    p.waiting.store(false, Ordering::Release);
                     // A body that knows it is done may never be polled for its end.
-                    if frame.is_none() || this.body.is_end_stream() {
+                    let trailers = matches!(&frame, Some(Ok(f)) if f.is_trailers());
+                    if frame.is_none() || trailers || this.body.is_end_stream() {
                         p.ended.notify_one();
                     }
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
-                let Some(idle) = *this.idle else { return Poll::Pending };
+                // Waiting for the client, with or without a bound: the forwarder must not
+                // blame the upstream for this silence.
                 if !*this.waiting {
                     *this.waiting = true;
-                    report(true);
-                    this.sleep.as_mut().reset(Instant::now() + idle);
+                    if let Some(p) = progress {
+                        p.waiting.store(true, Ordering::Release);
+                    }
+                    if let Some(idle) = *this.idle {
+                        this.sleep.as_mut().reset(Instant::now() + idle);
+                    }
                 }
+                let Some(idle) = *this.idle else { return Poll::Pending };
                 if this.sleep.poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                if let Some(p) = this.progress.as_ref() {
-                    p.stalled.store(true, Ordering::Relaxed);
+                if let Some(p) = progress {
+                    p.stalled.store(true, Ordering::Release);
                 }
                 Poll::Ready(Some(Err(Box::new(Idle(idle)))))
             }

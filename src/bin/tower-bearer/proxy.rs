@@ -225,8 +225,10 @@ impl Forwarder {
                     }
                 }
                 () = tokio::time::sleep(self.timeout) => {
+                    // `waiting` first: a frame is counted before the body stops waiting.
+                    let waiting = progress.waiting();
                     let now = progress.frames();
-                    if now == taken && !progress.waiting() {
+                    if now == taken && !waiting {
                         // The upstream took nothing for `timeout`, and not for want of data.
                         return Err(ForwardError::Timeout);
                     }
