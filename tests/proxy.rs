@@ -520,6 +520,26 @@ async fn a_silent_http2_client_is_pinged_then_let_go() {
 // Bodies that stop coming
 // ---------------------------------------------------------------------------------------------
 
+/// `POST /public/up` whose body is `pieces`, each sent after its pause (milliseconds); the answer.
+async fn slow_upload(addr: SocketAddr, pieces: &[(u64, &[u8])]) -> String {
+    common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let length: usize = pieces.iter().map(|(_, piece)| piece.len()).sum();
+        let head = format!(
+            "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        for (pause, piece) in pieces {
+            tokio::time::sleep(std::time::Duration::from_millis(*pause)).await;
+            stream.write_all(piece).await.expect("write");
+        }
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
 /// What `stream` sends until `done` holds of it, or it ends.
 async fn read_until(stream: &mut (impl tokio::io::AsyncRead + Unpin), done: impl Fn(&str) -> bool) -> String {
     let mut out = Vec::new();
@@ -626,20 +646,9 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
     };
     let gw = Gateway::start("proxy", &config(&up.url()));
     wait_for_ok(&gw.url("/readyz")).await;
-    let answer = common::guarded(async {
-        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-        let head = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nConnection: close\r\n\r\n";
-        stream.write_all(head.as_bytes()).await.expect("write");
-        // Six bytes over about 2.4 s: more than timeout_secs, never silent for idle_timeout_secs.
-        for byte in b"abcdef" {
-            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            stream.write_all(&[*byte]).await.expect("write");
-        }
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await;
+    // Six bytes over about 2.4 s: more than timeout_secs, never silent for idle_timeout_secs.
+    let pieces: Vec<(u64, &[u8])> = b"abcdef".chunks(1).map(|byte| (400, byte)).collect();
+    let answer = slow_upload(gw.addr, &pieces).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"body_len\":6"), "{answer}");
 
@@ -651,17 +660,7 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
     );
     let quiet = Gateway::start("proxy", &unbounded);
     wait_for_ok(&quiet.url("/readyz")).await;
-    let answer = common::guarded(async {
-        let mut stream = tokio::net::TcpStream::connect(quiet.addr).await.expect("connect");
-        let head = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\na";
-        stream.write_all(head.as_bytes()).await.expect("write");
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        stream.write_all(b"b").await.expect("write");
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await;
+    let answer = slow_upload(quiet.addr, &[(0, b"a"), (2500, b"b")]).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"body_len\":2"), "{answer}");
 

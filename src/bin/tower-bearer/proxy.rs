@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -182,7 +183,13 @@ impl Forwarder {
         *req.version_mut() = Version::HTTP_11;
         let idle = self.idle_timeout;
         let progress = Arc::new(Progress::default());
-        let req = req.map(|body| Body::new(IdleTimeout::new(body, idle).reporting(progress.clone())));
+        // Most requests (GET) have no body: nothing to time, nothing to wrap.
+        let req = if req.body().is_end_stream() {
+            progress.ended.notify_one();
+            req
+        } else {
+            req.map(|body| Body::new(IdleTimeout::new(body, idle).reporting(progress.clone())))
+        };
         let mut res = self.send(req, &progress).await?;
         if res.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client) = client_upgrade
