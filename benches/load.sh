@@ -20,13 +20,19 @@
 #
 # Environment:
 #   DURATION=5s      each measured wrk run (all runs: wrk -t1 -c$CONNECTIONS -d$DURATION --latency)
-#   ROUNDS=3         rounds of the throughput runs, each visiting every server (medians reported)
+#   ROUNDS=3         rounds of the throughput runs, each visiting every server (medians reported);
+#                    0 skips them (the alternated runs alone)
 #   CONNECTIONS=32   wrk connections
 #   WARMUP=1s        a wrk run with one token on each server before its measurements
 #   USERS=10000      distinct tokens of the "many users" runs (round-robin)
 #   NEW_TOKENS=100000  tokens of the never-seen runs of each server: each sent once, split over the
-#                    rounds (a run ends after its share of responses); 0 skips them. Ours also
+#                    rounds (a run ends after its share of requests); 0 skips them. Ours also
 #                    runs as many on /hello: 2 × NEW_TOKENS are minted
+#   ALTERNATE=10     cycles of issue 16's ratios measured in alternation (after the rounds; 0 skips
+#                    them): every run of the ratios once, then again in reverse order
+#   ALT_REQUESTS=20000  requests of each alternated run with known tokens (or none)
+#   ALT_TOKENS=3000  never-seen tokens of each alternated never-seen run (2 × ALTERNATE × ALT_TOKENS
+#                    for ours, each peer and the floor are minted besides NEW_TOKENS')
 #   PEERS=1          0 skips the peers and the floor (and their build)
 #   PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"  the peers run ("": the
 #                    floor alone)
@@ -38,7 +44,8 @@
 #   GATEWAY_LOG=warn TOWER_BEARER_LOG of the auth service and the proxy (`info` logs one line a
 #                    request, as by default; nginx runs its shipped config: access_log off)
 #   DEV_PORT=        port of the development issuer (default: a free one)
-#   RESULTS_TSV=     a path: every throughput run's row (each round's) is copied there at exit
+#   RESULTS_TSV=     a path: every throughput run's row (each round's) is copied there at exit,
+#                    the alternated runs' to the same path ending in .alternated.tsv
 #
 # Every server listens on 127.0.0.1 and wrk only ever targets 127.0.0.1. Every run has a fixed
 # duration (the memory floods stop after MEMORY_TOKENS responses, or after 120 s at most).
@@ -57,6 +64,9 @@ CONNECTIONS="${CONNECTIONS:-32}"
 WARMUP="${WARMUP:-1s}"
 USERS="${USERS:-10000}"
 NEW_TOKENS="${NEW_TOKENS:-100000}"
+ALTERNATE="${ALTERNATE:-10}"
+ALT_REQUESTS="${ALT_REQUESTS:-20000}"
+ALT_TOKENS="${ALT_TOKENS:-3000}"
 PEERS="${PEERS:-1}"
 MEMORY="${MEMORY:-1}"
 MEMORY_TOKENS="${MEMORY_TOKENS:-100000}"
@@ -72,6 +82,9 @@ GW_BIN="$root/target/release/tower-bearer"
 before_cleanup() {
     if [ -n "${RESULTS_TSV:-}" ] && [ -e "$work/results.tsv" ]; then
         cp "$work/results.tsv" "$RESULTS_TSV"
+    fi
+    if [ -n "${RESULTS_TSV:-}" ] && [ -e "$work/alt.tsv" ]; then
+        cp "$work/alt.tsv" "${RESULTS_TSV%.tsv}.alternated.tsv"
     fi
 }
 # shellcheck source=benches/harness.sh
@@ -106,10 +119,33 @@ fi
 # --- the wrk script: round-robin over a token file, results as one parseable line -------------
 cat >"$work/load.lua" <<'LUA'
 -- TOKENS: a file of tokens, one per line (none, or empty: no Authorization header).
--- LIMIT: stop after that many responses, counting those whose status is not EXPECT.
+-- LIMIT: send that many requests at most, then stop. requests/s is then timed here, from the
+--   (CONNECTIONS + 1)-th request to the LIMIT-th: past the first CONNECTIONS, wrk sends a request
+--   when a response came back, so that is LIMIT - CONNECTIONS - 1 responses. No `response`
+--   callback: it would have wrk hand every response to Lua, a client cost runs without it do not
+--   pay (and the wrk summary's duration would add the time load.sh takes to notice the end).
+-- CHECK=1 (with LIMIT): count responses instead, `bad` those whose status is not EXPECT, and stop
+--   after LIMIT of them (the memory floods: every status counted, speed secondary).
 local tokens = os.getenv("TOKENS") or ""
 local limit = tonumber(os.getenv("LIMIT") or "0") or 0
+local check = os.getenv("CHECK") == "1"
 local expect = tonumber(os.getenv("EXPECT") or "200")
+local connections = tonumber(os.getenv("CONNECTIONS") or "1") or 1
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } load_timespec;
+int clock_gettime(int clock, load_timespec *ts);
+]]
+local ts = ffi.new("load_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
+local function finish()
+  -- wrk runs for its whole duration whatever a thread does: tell load.sh, which sends SIGINT.
+  io.open(os.getenv("MARKER"), "w"):close()
+  wrk.thread:stop()
+end
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 
@@ -129,34 +165,55 @@ function init(args)
     reqs[1] = wrk.format("GET", wrk.path)
   end
 end
-function request()
-  i = i % n + 1
-  return reqs[i]
+
+sent, from_us, to_us = 0, 0, 0
+if limit > 0 and not check then
+  function request()
+    sent = sent + 1
+    if sent == connections + 1 then
+      from_us = now_us()
+    elseif sent == limit then
+      to_us = now_us()
+      finish()
+    end
+    i = i % n + 1
+    return reqs[i]
+  end
+else
+  function request()
+    i = i % n + 1
+    return reqs[i]
+  end
 end
 
 seen, bad = 0, 0
-if limit > 0 then
+if limit > 0 and check then
   function response(status, headers, body)
     seen = seen + 1
     if status ~= expect then bad = bad + 1 end
-    if seen == limit then
-      -- wrk runs for its whole duration whatever a thread does: tell load.sh, which sends SIGINT.
-      io.open(os.getenv("MARKER"), "w"):close()
-      wrk.thread:stop()
-    end
+    if seen == limit then finish() end
   end
 end
 
 function done(summary, latency, requests)
   local e = summary.errors
-  local s, b = 0, 0
+  local s, b, from, to = 0, 0, 0, 0
   for _, t in ipairs(threads) do
     s = s + t:get("seen")
     b = b + t:get("bad")
+    from, to = t:get("from_us"), t:get("to_us")
   end
-  io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d sockerr=%d seen=%d bad=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
-    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, s, b))
+  local rps = summary.requests / (summary.duration / 1e6)
+  local reached = 0
+  if to > from and from > 0 then
+    rps = (limit - connections - 1) / ((to - from) / 1e6)
+    reached = 1
+  elseif check and s >= limit then
+    reached = 1
+  end
+  io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d sockerr=%d seen=%d bad=%d reached=%d\n",
+    rps, latency:percentile(50), latency:percentile(99),
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, s, b, reached))
 end
 LUA
 
@@ -204,12 +261,14 @@ expect_status() { # WANT URL [TOKEN]
     [ "$got" = "$1" ] || die "$2 answered $got, expected $1"
 }
 
-# run_wrk DURATION URL TOKENS_FILE [LIMIT EXPECT]: prints the RESULT line. With LIMIT, the run
-# ends (SIGINT: wrk prints its summary) once LIMIT responses came back, or after DURATION.
+# run_wrk DURATION URL TOKENS_FILE [LIMIT [EXPECT]]: prints the RESULT line. With LIMIT, the run
+# ends (SIGINT: wrk prints its summary) once LIMIT requests were sent, or after DURATION; with
+# EXPECT too, once LIMIT responses came back, those whose status is not EXPECT counted (`bad`).
 run_wrk() {
-    local marker="$work/wrk.limit-reached" wrk_pid i
+    local marker="$work/wrk.limit-reached" wrk_pid i check=0
     rm -f "$marker"
-    TOKENS="$3" LIMIT="${4:-0}" EXPECT="${5:-200}" MARKER="$marker" \
+    [ -z "${5:-}" ] || check=1
+    TOKENS="$3" LIMIT="${4:-0}" CHECK="$check" EXPECT="${5:-200}" CONNECTIONS="$CONNECTIONS" MARKER="$marker" \
         "${WRK[@]}" -d"$1" -s "$work/load.lua" "$2" >"$work/wrk.out" 2>&1 &
     wrk_pid=$!
     pids+=("$wrk_pid")
@@ -226,6 +285,12 @@ run_wrk() {
     grep '^RESULT ' "$work/wrk.out" || die "no result from wrk: $(cat "$work/wrk.out")"
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+# checked ID LINE: a LIMIT run sent all its requests, and every answer was a success.
+checked() {
+    [ "$(field reached <<<"$2")" = 1 ] || die "$1: the run ended before its last request: $2"
+    [ "$(field non2xx <<<"$2")" = 0 ] || die "$1: $(field non2xx <<<"$2") responses were not successes"
+    [ "$(field sockerr <<<"$2")" = 0 ] || die "$1: $(field sockerr <<<"$2") socket errors"
+}
 
 # measure ID SERVER ROUTE TOKENS CACHE URL TOKENS_FILE [LIMIT]: one measured run, appended to
 # results.tsv with the current $round and $base (the id of the `/health` run its ratio divides by:
@@ -239,9 +304,9 @@ measure() {
     local cpu_before
     cpu_before="$(cpu_ticks "$server_pid")"
     if [ "$limit" != 0 ]; then
-        log "measuring $id: $server $route, $tokens, cache $cache ($limit responses)"
-        line="$(run_wrk 120s "$target" "$file" "$limit" 200)"
-        [ "$(field bad <<<"$line")" = 0 ] || die "$id: $(field bad <<<"$line") responses were not 200"
+        log "measuring $id: $server $route, $tokens, cache $cache ($limit requests)"
+        line="$(run_wrk 120s "$target" "$file" "$limit")"
+        checked "$id" "$line"
     else
         log "measuring $id: $server $route, $tokens, cache $cache ($DURATION)"
         line="$(run_wrk "$DURATION" "$target" "$file")"
@@ -276,12 +341,24 @@ if [ "$MEMORY" != 0 ] && [ "$MEMORY_TOKENS" -gt "$mint" ]; then
     mint=$MEMORY_TOKENS
 fi
 # The never-seen tokens come after the many-users ones: no server has seen them in any run. Twice
-# NEW_TOKENS: ours runs them on /me and, with the other half, on /hello.
-if [ $((USERS + 2 * NEW_TOKENS)) -gt "$mint" ]; then
-    mint=$((USERS + 2 * NEW_TOKENS))
+# NEW_TOKENS: ours runs them on /me and, with the other half, on /hello. Then the alternated
+# runs' (ALT_TOKENS a run: ours, each peer and the floor, twice a cycle).
+[ "$ROUNDS" -ge 0 ] || die "ROUNDS must be 0 or more"
+per_round=0 round_tokens=0
+if [ "$ROUNDS" -gt 0 ]; then
+    per_round=$((NEW_TOKENS / ROUNDS)) round_tokens=$((2 * NEW_TOKENS))
 fi
-[ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
-per_round=$((NEW_TOKENS / ROUNDS))
+alt_servers=1
+[ "$PEERS" = 0 ] || alt_servers=$((2 + $(wc -w <<<"$PEER_KINDS")))
+alt_from=$((USERS + round_tokens))
+alt_tokens=$((ALTERNATE * 2 * alt_servers * ALT_TOKENS))
+if [ $((alt_from + alt_tokens)) -gt "$mint" ]; then
+    mint=$((alt_from + alt_tokens))
+fi
+# A run is timed from its (CONNECTIONS + 1)-th request: it needs more than that.
+for n in "$per_round" "$ALT_TOKENS" "$ALT_REQUESTS"; do
+    [ "$n" = 0 ] || [ "$n" -gt $((2 * CONNECTIONS)) ] || die "runs of $n requests are too short for $CONNECTIONS connections"
+done
 log "development issuer on $issuer, signing $mint RS256 tokens"
 start issuer "$EXAMPLE" --quiet --listen 127.0.0.1:0 --dev-port "$DEV_PORT" \
     --write-tokens "$work/all-tokens.txt" --tokens "$mint"
@@ -296,6 +373,11 @@ for ((r = 1; per_round > 0 && r <= ROUNDS; r++)); do
     from=$((USERS + NEW_TOKENS))
     sed -n "$((from + 1 + (r - 1) * per_round)),$((from + r * per_round))p" "$work/all-tokens.txt" >"$work/hello-$r.txt"
 done
+if [ "$alt_tokens" -gt 0 ]; then
+    # alt-new.00000, alt-new.00001, ...: ALT_TOKENS each, one a never-seen alternated run.
+    sed -n "$((alt_from + 1)),$((alt_from + alt_tokens))p" "$work/all-tokens.txt" |
+        split -l "$ALT_TOKENS" -d -a 5 - "$work/alt-new."
+fi
 token="$(cat "$work/one.txt")"
 last="$(tail -n 1 "$work/users.txt")"
 : >"$work/none.txt" # no Authorization header (/health)
@@ -431,6 +513,71 @@ for ((round = 1; round <= ROUNDS; round++)); do
         visit "${order[$(((i + round - 1) % ${#order[@]}))]}"
     done
 done
+
+# --- issue 16's ratios, runs alternated --------------------------------------------------------
+# A ratio of two runs minutes apart carries this VM's drift (10-25 % within minutes: runs P and
+# Q of the README, on one build, moved more than the differences they were to show). Here each
+# cycle runs every item below once in an order, then again in the reverse order: a drift that
+# is linear over the cycle (about 20 s) cancels from every pair's sums, wherever the two sit in
+# it. A ratio is (X + X') ÷ (Y + Y') of one cycle; the table gives the median over the cycles and
+# their range. The order rotates from cycle to cycle. Every run is ALT_REQUESTS requests, or
+# ALT_TOKENS never-seen tokens, each timed from its (CONNECTIONS + 1)-th request to its last by
+# the client itself; a run takes well under a second.
+: >"$work/alt.tsv"
+if [ "$ALTERNATE" -gt 0 ]; then
+    # ID SERVER ROUTE TOKENS (none: no header; one: the one token; users: the many-users tokens;
+    # new: the next ALT_TOKENS never-seen ones)
+    alt_items=(
+        "health on /health none"
+        "health-token on /health one"
+        "hello on /hello one"
+        "me on /me one"
+        "new-hello on /hello new"
+        "sized-health sized /health none"
+        "sized-users sized /me users"
+    )
+    if [ "$PEERS" != 0 ]; then
+        for kind in $PEER_KINDS; do
+            alt_items+=("$kind-health $kind /health none" "$kind-new $kind /me new")
+        done
+        alt_items+=("floor-health floor /health none" "floor-remembered floor /remembered one" "floor-new floor /me new")
+        warm "${srv_url[floor]}/remembered" "$work/one.txt"
+    fi
+    alt_next=0
+    alt_run() { # CYCLE PASS ID SERVER ROUTE TOKENS
+        local file limit="$ALT_REQUESTS" line before after spid="${srv_pid[$4]}"
+        case "$6" in
+        none) file="$work/none.txt" ;;
+        one) file="$work/one.txt" ;;
+        users) file="$work/users.txt" ;;
+        new)
+            file="$(printf '%s/alt-new.%05d' "$work" "$alt_next")"
+            alt_next=$((alt_next + 1))
+            limit="$ALT_TOKENS"
+            ;;
+        esac
+        before="$(cpu_ticks "$spid")"
+        line="$(run_wrk 120s "${srv_url[$4]}$5" "$file" "$limit")"
+        after="$(cpu_ticks "$spid")"
+        checked "$3" "$line"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(field rps <<<"$line")" \
+            "$((after - before))" "$(field requests <<<"$line")" >>"$work/alt.tsv"
+    }
+    for ((cycle = 1; cycle <= ALTERNATE; cycle++)); do
+        log "alternated runs: cycle $cycle of $ALTERNATE (${#alt_items[@]} items, forth and back)"
+        # The cache sized for the many users is kept full (entries live 5 minutes at most).
+        warm_users "${srv_url[sized]}/me"
+        n=${#alt_items[@]}
+        for ((i = 0; i < n; i++)); do
+            # shellcheck disable=SC2086 # the item's four words
+            alt_run "$cycle" 1 ${alt_items[$(((i + cycle - 1) % n))]}
+        done
+        for ((i = n - 1; i >= 0; i--)); do
+            # shellcheck disable=SC2086
+            alt_run "$cycle" 2 ${alt_items[$(((i + cycle - 1) % n))]}
+        done
+    done
+fi
 for key in "${order[@]}"; do
     stop "${srv_pid[$key]}"
 done
@@ -725,86 +872,87 @@ def spread(ident):
     runs = per_round[ident].values()
     return f"{min(runs):,.0f}–{max(runs):,.0f}" if len(runs) > 1 else ""
 
-print(f"### Throughput (wrk -t1 -c{connections} -d{duration} --latency, loopback, 2 cores shared; "
-      f"median of {rounds} rounds, each visiting every server in turn)\n")
-print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | server CPU µs a request (median) | errors |")
-print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
-for ident, (server, route, tokens, cache, p99s) in about.items():
-    own_text = f"{own(ident):.2f}" if own(ident) is not None and route != "/health" else ""
-    print(f"| {server} | {route} | {tokens} | {cache} | {rps[ident]:,.0f} | {spread(ident)} | "
-          f"{median(p99s) / 1000:.2f} ms | {own_text} | {cpu[ident]:.1f} | {errors[ident]} |")
+if rows:  # none with ROUNDS=0
+    print(f"### Throughput (wrk -t1 -c{connections} -d{duration} --latency, loopback, 2 cores shared; "
+          f"median of {rounds} rounds, each visiting every server in turn)\n")
+    print("| server | route | tokens | token cache | requests/s (median) | range | p99 latency (median) | ÷ own /health (median of rounds) | server CPU µs a request (median) | errors |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for ident, (server, route, tokens, cache, p99s) in about.items():
+        own_text = f"{own(ident):.2f}" if own(ident) is not None and route != "/health" else ""
+        print(f"| {server} | {route} | {tokens} | {cache} | {rps[ident]:,.0f} | {spread(ident)} | "
+              f"{median(p99s) / 1000:.2f} ms | {own_text} | {cpu[ident]:.1f} | {errors[ident]} |")
 
-def own_ratio(a, b, r):
-    """a ÷ its own /health, over b ÷ its own /health: each server's drift within its visit cancels."""
-    own_a, own_b = own_in(a, r), own_in(b, r)
-    return own_a / own_b if own_a and own_b else None
+    def own_ratio(a, b, r):
+        """a ÷ its own /health, over b ÷ its own /health: each server's drift within its visit cancels."""
+        own_a, own_b = own_in(a, r), own_in(b, r)
+        return own_a / own_b if own_a and own_b else None
 
-def ratio(a):
-    """a ÷ its own /health."""
-    return times(own(a))
+    def ratio(a):
+        """a ÷ its own /health."""
+        return times(own(a))
 
-def within(a, b):
-    """a ÷ b (runs of one server, or of two servers in the same round)."""
-    return times(by_round(a, b, rps_ratio))
+    def within(a, b):
+        """a ÷ b (runs of one server, or of two servers in the same round)."""
+        return times(by_round(a, b, rps_ratio))
 
-def of_own(a, b):
-    """a and b each ÷ its own /health, one ÷ the other."""
-    return times(by_round(a, b, own_ratio))
+    def of_own(a, b):
+        """a and b each ÷ its own /health, one ÷ the other."""
+        return times(by_round(a, b, own_ratio))
 
-print("\n### Ratios (within a round, then the median over rounds)\n")
-print("| ratio | value | target |")
-print("|---|---:|---|")
-print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('ours-1-on')} | ≥ 0.95× |")
-print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `/health` | {ratio('ours-hello-on')} | ≥ 0.97× |")
-print(f"| ours: cached `/me` (1 token) ÷ `/health` sent the same header | {within('ours-1-on', 'health-token')} | |")
-print(f"| ours: cached `/hello` (1 token) ÷ `/health` sent the same header | {within('ours-hello-on', 'health-token')} | |")
-print(f"| ours: `/me` {users} tokens, cache sized for them ÷ `/health` | {ratio('ours-10k-sized')} | ≥ 0.90× |")
-print(f"| ours: `/me` {users} tokens, default cache ÷ `/health` | {ratio('ours-10k-on')} | |")
-print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off')} | |")
-print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off')} | |")
-if "floor-remembered-1" in rps:
-    print(f"| floor: `/remembered` (1 token: a set lookup, nothing checked) ÷ its `/health` | {ratio('floor-remembered-1')} | |")
-    print(f"| floor: `/remembered` (1 token) ÷ its `/health` sent the same header | {within('floor-remembered-1', 'floor-health-token')} | |")
-    print(f"| floor: `/remembered`, {users} tokens ÷ its `/health` | {ratio('floor-remembered-10k')} | |")
-    print(f"| ours: cached `/hello` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-hello-on', 'floor-remembered-1')} | |")
-    print(f"| ours: cached `/me` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-1-on', 'floor-remembered-1')} | |")
-    print(f"| ours: `/me` {users} tokens, cache sized, ÷ own `/health`, ÷ the same of the floor's `/remembered` {users} tokens | {of_own('ours-10k-sized', 'floor-remembered-10k')} | |")
-peers = [ident[: -len("-health")] for ident in about if ident.endswith("-health") and not ident.startswith("health")]
-peers = [peer for peer in peers if peer != "floor"]
-for peer in peers:
-    if f"{peer}-1" not in rps:
-        continue
-    print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {within('health', peer + '-health')} | |")
-    print(f"| {peer}: its `/me` 1 token ÷ its `/health` sent the same header | {within(peer + '-1', peer + '-health-token')} | |")
-    print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {within('ours-1-on', peer + '-1')} | ≥ 3× |")
-    print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {within('ours-hello-on', peer + '-1')} | |")
-    print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {within('ours-1-off', peer + '-1')} | ≥ 1.0× |")
-    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {within('ours-10k-on', peer + '-10k')} | ≥ 3× |")
-    print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {within('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
+    print("\n### Ratios (within a round, then the median over rounds)\n")
+    print("| ratio | value | target |")
+    print("|---|---:|---|")
+    print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('ours-1-on')} | ≥ 0.95× |")
+    print(f"| ours: cached `/hello` (1 token, short body like the peers' `/me`) ÷ `/health` | {ratio('ours-hello-on')} | ≥ 0.97× |")
+    print(f"| ours: cached `/me` (1 token) ÷ `/health` sent the same header | {within('ours-1-on', 'health-token')} | |")
+    print(f"| ours: cached `/hello` (1 token) ÷ `/health` sent the same header | {within('ours-hello-on', 'health-token')} | |")
+    print(f"| ours: `/me` {users} tokens, cache sized for them ÷ `/health` | {ratio('ours-10k-sized')} | ≥ 0.90× |")
+    print(f"| ours: `/me` {users} tokens, default cache ÷ `/health` | {ratio('ours-10k-on')} | |")
+    print(f"| ours: `/me` cache off (1 token) ÷ `/health` | {ratio('ours-1-off')} | |")
+    print(f"| ours: `/me` {users} tokens, cache off ÷ `/health` | {ratio('ours-10k-off')} | |")
+    if "floor-remembered-1" in rps:
+        print(f"| floor: `/remembered` (1 token: a set lookup, nothing checked) ÷ its `/health` | {ratio('floor-remembered-1')} | |")
+        print(f"| floor: `/remembered` (1 token) ÷ its `/health` sent the same header | {within('floor-remembered-1', 'floor-health-token')} | |")
+        print(f"| floor: `/remembered`, {users} tokens ÷ its `/health` | {ratio('floor-remembered-10k')} | |")
+        print(f"| ours: cached `/hello` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-hello-on', 'floor-remembered-1')} | |")
+        print(f"| ours: cached `/me` (1 token) ÷ own `/health`, ÷ the same of the floor's `/remembered` | {of_own('ours-1-on', 'floor-remembered-1')} | |")
+        print(f"| ours: `/me` {users} tokens, cache sized, ÷ own `/health`, ÷ the same of the floor's `/remembered` {users} tokens | {of_own('ours-10k-sized', 'floor-remembered-10k')} | |")
+    peers = [ident[: -len("-health")] for ident in about if ident.endswith("-health") and not ident.startswith("health")]
+    peers = [peer for peer in peers if peer != "floor"]
+    for peer in peers:
+        if f"{peer}-1" not in rps:
+            continue
+        print(f"| ours ÷ {peer}: `/health` (no auth, framework baseline) | {within('health', peer + '-health')} | |")
+        print(f"| {peer}: its `/me` 1 token ÷ its `/health` sent the same header | {within(peer + '-1', peer + '-health-token')} | |")
+        print(f"| ours ÷ {peer}: `/me` 1 token, ours cached | {within('ours-1-on', peer + '-1')} | ≥ 3× |")
+        print(f"| ours ÷ {peer}: ours cached `/hello` ÷ its `/me`, 1 token (same body size) | {within('ours-hello-on', peer + '-1')} | |")
+        print(f"| ours ÷ {peer}: `/me` 1 token, ours cache off | {within('ours-1-off', peer + '-1')} | ≥ 1.0× |")
+        print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache on | {within('ours-10k-on', peer + '-10k')} | ≥ 3× |")
+        print(f"| ours ÷ {peer}: `/me` {users} tokens, ours cache off (cold) | {within('ours-10k-off', peer + '-10k')} | ≥ 1.0× |")
 
-if "ours-new-on" in rps:
-    print("\n### Never-seen tokens (each sent once; RS256-2048; a run ends after its round's last response)\n")
-    print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | that ÷ the floor's | requests/s (median) | range | ÷ the floor's requests/s | server CPU µs a request | beyond its own `/health` | that beyond the floor's |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    new = [("tower-bearer, token cache on (shipped default)", "ours-new-on"),
-           ("tower-bearer, shipped default, `/hello` (the peers' answer: `hello <sub>`)", "ours-new-hello-on"),
-           ("tower-bearer, `--token-cache off`", "ours-new-off")]
-    new += [(peer, f"{peer}-new") for peer in peers]
-    new += [("floor: the RS256 signature check alone (axum, key parsed once, nothing else)", "floor-new")]
-    def show(value, fmt):
-        return format(value, fmt) if value is not None else ""
-    for label, ident in new:
-        if ident in rps:
-            of_floor = by_round(ident, "floor-new", own_ratio)
-            rps_of_floor = by_round(ident, "floor-new", rps_ratio)
-            over_floor = by_round(ident, "floor-new", cpu_over)
-            print(f"| {label} | {own(ident):.2f} | {show(of_floor, '.2f')} | {rps[ident]:,.0f} | {spread(ident)} | "
-                  f"{show(rps_of_floor, '.2f')} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} | {show(over_floor, '+.1f')} |")
-    print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
-          "(/proc, in clock ticks: 10 ms on Linux). It leaves out the client's share of the 2 cores, which requests/s carry; "
-          "it still moves with the machine's speed. The floor verifies the signature and answers a constant: "
-          "what a server beyond it spends is its own validation, key selection, claims and handler. "
-          "The floor's columns compare each server with the floor's run of the same round, then take the median over the rounds.")
+    if "ours-new-on" in rps:
+        print("\n### Never-seen tokens (each sent once; RS256-2048; a run ends after its round's last response)\n")
+        print("| server | never-seen tokens ÷ bare (own `/health`, median of rounds) | that ÷ the floor's | requests/s (median) | range | ÷ the floor's requests/s | server CPU µs a request | beyond its own `/health` | that beyond the floor's |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        new = [("tower-bearer, token cache on (shipped default)", "ours-new-on"),
+               ("tower-bearer, shipped default, `/hello` (the peers' answer: `hello <sub>`)", "ours-new-hello-on"),
+               ("tower-bearer, `--token-cache off`", "ours-new-off")]
+        new += [(peer, f"{peer}-new") for peer in peers]
+        new += [("floor: the RS256 signature check alone (axum, key parsed once, nothing else)", "floor-new")]
+        def show(value, fmt):
+            return format(value, fmt) if value is not None else ""
+        for label, ident in new:
+            if ident in rps:
+                of_floor = by_round(ident, "floor-new", own_ratio)
+                rps_of_floor = by_round(ident, "floor-new", rps_ratio)
+                over_floor = by_round(ident, "floor-new", cpu_over)
+                print(f"| {label} | {own(ident):.2f} | {show(of_floor, '.2f')} | {rps[ident]:,.0f} | {spread(ident)} | "
+                      f"{show(rps_of_floor, '.2f')} | {cpu[ident]:.1f} | {cpu_beyond(ident):+.1f} | {show(over_floor, '+.1f')} |")
+        print("\nServer CPU a request: the server process's user + system time over the run ÷ its responses "
+              "(/proc, in clock ticks: 10 ms on Linux). It leaves out the client's share of the 2 cores, which requests/s carry; "
+              "it still moves with the machine's speed. The floor verifies the signature and answers a constant: "
+              "what a server beyond it spends is its own validation, key selection, claims and handler. "
+              "The floor's columns compare each server with the floor's run of the same round, then take the median over the rounds.")
 
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:
@@ -816,6 +964,61 @@ if mem:
         what = "distinct valid tokens (cached)" if kind == "valid" else "distinct garbage tokens (rejected)"
         print(f"| {what} | {int(seen):,} | {int(bad)} (expected {expect}) | {before / 1024:.1f} MiB | "
               f"{after / 1024:.1f} MiB | {(after - before) / 1024:+.1f} MiB | {float(r_s):,.0f} |")
+PY
+
+[ ! -s "$work/alt.tsv" ] ||
+    python3 - "$work/alt.tsv" "$CONNECTIONS" "$ALT_REQUESTS" "$ALT_TOKENS" "$USERS" "$CLK_TCK" <<'PY'
+import sys
+from statistics import median
+path, connections, alt_requests, alt_tokens, users, clk_tck = sys.argv[1:7]
+rps, ticks, requests = {}, {}, {}  # id -> {cycle: summed requests/s of its two runs}; totals
+for line in open(path):
+    cycle, _pass, ident, r_s, cpu, n = line.rstrip("\n").split("\t")
+    rps.setdefault(ident, {}).setdefault(cycle, 0.0)
+    rps[ident][cycle] += float(r_s)
+    ticks[ident] = ticks.get(ident, 0) + int(cpu)
+    requests[ident] = requests.get(ident, 0) + int(n)
+cycles = len(next(iter(rps.values())))
+
+
+def ratio(a, b):
+    """(a + a') / (b + b') of each cycle: the median and the range, as two cells."""
+    values = sorted(rps[a][c] / rps[b][c] for c in rps.get(a, {}) if c in rps.get(b, {}))
+    if not values:
+        return "n/a | "
+    return f"{median(values):.2f} | {values[0]:.2f}–{values[-1]:.2f}"
+
+
+def cpu_us(ident):
+    return ticks[ident] * 1e6 / int(clk_tck) / requests[ident]
+
+
+print(f"\n### Issue 16's ratios, runs alternated ({cycles} cycles; each run {int(alt_requests):,} requests, "
+      f"or {int(alt_tokens):,} never-seen tokens; wrk -t1 -c{connections}, timed by the client)\n")
+print("| ratio (requests/s) | median of cycles | range | target |")
+print("|---|---:|---:|---|")
+print(f"| ours: cached `/hello` (1 token) ÷ `/health` | {ratio('hello', 'health')} | ≥ 0.97 |")
+print(f"| ours: cached `/me` (1 token) ÷ `/health` | {ratio('me', 'health')} | ≥ 0.95 |")
+print(f"| ours: `/health` sent the token's header (ignored) ÷ `/health` | {ratio('health-token', 'health')} | |")
+print(f"| ours: cached `/hello` ÷ `/health` sent the same header | {ratio('hello', 'health-token')} | |")
+print(f"| ours: cached `/me` ÷ `/health` sent the same header | {ratio('me', 'health-token')} | |")
+print(f"| ours: `/me`, {int(users):,} tokens round-robin, cache sized for them ÷ `/health` | {ratio('sized-users', 'sized-health')} | ≥ 0.90 |")
+if "floor-remembered" in rps:
+    print(f"| floor: `/remembered` (1 token looked up in a set, nothing checked) ÷ its `/health` | {ratio('floor-remembered', 'floor-health')} | |")
+print(f"| ours: never-seen RS256, `/hello`, shipped defaults ÷ `/health` | {ratio('new-hello', 'health')} | ≥ 0.40 |")
+peers = [i[: -len("-new")] for i in rps if i.endswith("-new") and i != "floor-new"]
+for peer in peers:
+    print(f"| {peer}: never-seen ÷ its `/health` | {ratio(peer + '-new', peer + '-health')} | |")
+if "floor-new" in rps:
+    print(f"| floor (the signature check alone): never-seen ÷ its `/health` | {ratio('floor-new', 'floor-health')} | |")
+for peer in peers:
+    print(f"| ours ÷ {peer}: never-seen (ours `/hello`, its `/me`) | {ratio('new-hello', peer + '-new')} | > 1 |")
+if "floor-new" in rps:
+    print(f"| ours ÷ the floor: never-seen | {ratio('new-hello', 'floor-new')} | |")
+print("\n| run | requests/s (median of cycles) | server CPU µs a request (all its runs) |")
+print("|---|---:|---:|")
+for ident in rps:
+    print(f"| {ident} | {median(rps[ident].values()) / 2:,.0f} | {cpu_us(ident):.1f} |")
 PY
 
 [ -s "$work/gateway.tsv" ] || exit 0
