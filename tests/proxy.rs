@@ -631,6 +631,30 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
     common::guarded(closed.recv()).await.expect("the upstream connection was let go");
 }
 
+/// A client that announces 100 bytes, sends 5 and goes away while the upstream waits for the
+/// rest: logged as the client's doing (reason `upload_broken`, `400`), and the upstream
+/// connection is let go. Before, this was a `502` `upstream_unreachable` and a warning, an
+/// operator's alarm for a client that merely left.
+#[tokio::test]
+async fn an_upload_the_client_abandons_is_not_blamed_on_the_upstream() {
+    let dev = issuer().await;
+    let (stall, mut closed) = stalling_upstream(None).await;
+    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\n")));
+    wait_for_ok(&gw.url("/readyz")).await;
+    common::guarded(async {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // Mid-upload: the head and the first bytes on their way to the upstream.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    })
+    .await;
+    let logs = wait_for_log(&gw.process, "upload_broken").await;
+    assert!(!logs.contains("upstream_unreachable"), "{logs}");
+    assert!(!logs.contains("status=502"), "{logs}");
+    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+}
+
 /// `timeout_secs` is the upstream's time, not the client's: an upload that takes longer than it
 /// but never goes silent for `idle_timeout_secs` is answered (it got `504` while it was still
 /// coming), and an upstream that stops taking the body gets `504` after `timeout_secs`.

@@ -25,6 +25,7 @@ pub struct Progress {
     frames: AtomicU64,
     waiting: AtomicBool,
     stalled: AtomicBool,
+    broken: AtomicBool,
     pub ended: Notify,
 }
 
@@ -42,6 +43,11 @@ impl Progress {
     /// Whether the body was cut for its silence.
     pub fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Acquire)
+    }
+    /// Whether the body's source failed: the client's connection closed or was reset before the
+    /// body was whole.
+    pub fn broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 }
 
@@ -120,6 +126,9 @@ where
                     // Counted before the body stops waiting (see `Progress::frames`).
                     p.frames.fetch_add(1, Ordering::Release);
                     p.waiting.store(false, Ordering::Release);
+                    if matches!(frame, Some(Err(_))) {
+                        p.broken.store(true, Ordering::Release);
+                    }
                     // A body that knows it is done may never be polled for its end.
                     let trailers = matches!(&frame, Some(Ok(f)) if f.is_trailers());
                     if frame.is_none() || trailers || this.body.is_end_stream() {

@@ -55,6 +55,9 @@ pub enum ForwardError {
     Timeout,
     /// The client's body sent nothing for the idle timeout before the upstream answered: `408`.
     UploadStalled,
+    /// The client's body broke off (its connection closed or reset mid-upload) before the
+    /// upstream answered: `400`, and no blame on the upstream.
+    UploadBroken,
     /// An upgrade to an upstream that speaks HTTP/2 only: `502`.
     NoUpgrade,
     /// The upstream's base and prefix with the request's path and query make no URI (longer
@@ -244,9 +247,16 @@ impl Forwarder {
             }
         };
         answer.map_err(|e| {
-            // Cut for the client's silence. (An HTTP/2 upstream sees a reset stream, whose error
-            // does not carry ours: hence the flag rather than the error's sources.)
-            if progress.stalled() { ForwardError::UploadStalled } else { ForwardError::Unreachable(e) }
+            // Cut for the client's silence, or by the client. (An HTTP/2 upstream sees a reset
+            // stream, whose error does not carry ours: hence the flags rather than the error's
+            // sources.)
+            if progress.stalled() {
+                ForwardError::UploadStalled
+            } else if progress.broken() {
+                ForwardError::UploadBroken
+            } else {
+                ForwardError::Unreachable(e)
+            }
         })
     }
 }

@@ -242,6 +242,14 @@ impl Dispatch {
                         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                         res
                     }
+                    Err(ForwardError::UploadBroken) => {
+                        // Most likely nobody reads this: the client went away mid-upload. Not
+                        // the upstream's fault, nor ours: no warning.
+                        set_reason("upload_broken");
+                        let mut res = plain(StatusCode::BAD_REQUEST, "the request body broke off\n");
+                        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        res
+                    }
                     Err(ForwardError::Unreachable(e)) => {
                         set_reason("upstream_unreachable");
                         tracing::warn!(error = %e, "upstream unreachable");
