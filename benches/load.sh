@@ -541,8 +541,9 @@ if [ "$ALTERNATE" -gt 0 ]; then
         for kind in $PEER_KINDS; do
             alt_items+=("$kind-health $kind /health none" "$kind-new $kind /me new")
         done
-        alt_items+=("floor-health floor /health none" "floor-remembered floor /remembered one" "floor-new floor /me new")
-        warm "${srv_url[floor]}/remembered" "$work/one.txt"
+        alt_items+=("floor-health floor /health none" "floor-remembered floor /remembered one"
+            "floor-remembered-users floor /remembered users" "floor-new floor /me new")
+        warm "${srv_url[floor]}/remembered" "$work/users.txt"
     fi
     alt_next=0
     alt_run() { # CYCLE PASS ID SERVER ROUTE TOKENS
@@ -1005,6 +1006,8 @@ print(f"| ours: cached `/hello` ÷ `/health` sent the same header | {ratio('hell
 print(f"| ours: cached `/me` ÷ `/health` sent the same header | {ratio('me', 'health-token')} | |")
 print(f"| ours: `/hello`, {int(users):,} tokens round-robin, cache sized for them ÷ `/health` | {ratio('sized-users-hello', 'sized-health')} | ≥ 0.90 |")
 print(f"| ours: `/me`, the same tokens ÷ `/health` | {ratio('sized-users', 'sized-health')} | |")
+if "floor-remembered-users" in rps:
+    print(f"| floor: `/remembered`, the same tokens ÷ its `/health` | {ratio('floor-remembered-users', 'floor-health')} | |")
 if "floor-remembered" in rps:
     print(f"| floor: `/remembered` (1 token looked up in a set, nothing checked) ÷ its `/health` | {ratio('floor-remembered', 'floor-health')} | |")
 print(f"| ours: never-seen RS256, `/hello`, shipped defaults ÷ `/health` | {ratio('new-hello', 'health')} | ≥ 0.40 |")
