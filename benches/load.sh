@@ -8,7 +8,7 @@
 # front of it, nginx + `tower-bearer auth` (auth_request), and `tower-bearer proxy`. Prints
 # markdown tables on stdout; progress goes to stderr.
 #
-#   benches/load.sh                    # DURATION=5s, ROUNDS=3: about 35 minutes once built (25 with GATEWAY=0 MEMORY=0)
+#   benches/load.sh                    # DURATION=5s, ROUNDS=3, ALTERNATE=10: about 45 minutes once built (35 with GATEWAY=0 MEMORY=0)
 #   DURATION=3s ROUNDS=1 PEERS=0 benches/load.sh
 #
 # Throughput runs are repeated in ROUNDS rounds. All servers are up at once, and each round
