@@ -516,6 +516,70 @@ async fn a_silent_http2_client_is_pinged_then_let_go() {
     assert!(frames.contains(&PING), "closed without a ping first: frame types {frames:?}");
 }
 
+/// An HTTP/2 (h2c) upstream on a raw socket that answers one request, then never acknowledges a
+/// PING: the frame types it receives after its answer, until the proxy closes the connection.
+async fn deaf_to_pings_upstream() -> (SocketAddr, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (report, seen) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // `/readyz` connects and leaves without a word: the first connection with a preface.
+        let mut stream = loop {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut preface = [0u8; 24];
+            if stream.read_exact(&mut preface).await.is_ok() {
+                assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+                break stream;
+            }
+        };
+        // Our SETTINGS (none), and an acknowledgement of the client's.
+        stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0]).await.expect("settings");
+        let (mut answered, mut after) = (false, Vec::new());
+        loop {
+            let mut head = [0u8; 9];
+            if stream.read_exact(&mut head).await.is_err() {
+                break; // closed by the proxy
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            const HEADERS: u8 = 1;
+            if head[3] == HEADERS && !answered {
+                // `:status: 200` (HPACK static index 8), END_STREAM | END_HEADERS, same stream.
+                let mut answer = vec![0, 0, 1, HEADERS, 0x5];
+                answer.extend_from_slice(&head[5..9]);
+                answer.push(0x88);
+                stream.write_all(&answer).await.expect("answer");
+                answered = true;
+            } else if answered {
+                after.push(head[3]);
+            }
+        }
+        let _ = report.send(after);
+    });
+    (addr, seen)
+}
+
+/// A pooled HTTP/2 connection to an upstream is pinged (`[upstream] http2_keep_alive_secs`), and
+/// closed when a ping goes unanswered: an upstream gone without a word (restarted behind a NAT or
+/// a load balancer) is found out by its ping, not by the next request waiting `timeout_secs` on
+/// the dead connection. (Before, such a connection stayed in the pool until the socket failed.)
+#[tokio::test]
+async fn a_silent_http2_upstream_is_pinged_then_let_go() {
+    let dev = issuer().await;
+    let (up, seen) = deaf_to_pings_upstream().await;
+    let extra = format!("\n[upstream]\nurl = \"http://{up}\"\nhttp2 = true\nhttp2_keep_alive_secs = 1\n");
+    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
+    wait_for_ok(&gw.url("/readyz")).await;
+    let r = raw_get(gw.addr, "/public/a", None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = common::guarded(seen).await.expect("the upstream's report");
+    const PING: u8 = 6;
+    assert!(after.contains(&PING), "closed without a ping first: frame types {after:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies that stop coming
 // ---------------------------------------------------------------------------------------------

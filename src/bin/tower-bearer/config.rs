@@ -108,6 +108,8 @@ pub struct Upstream {
     /// PEM file of the CAs trusted for an `https://` upstream (system roots otherwise).
     pub ca_file: Option<std::path::PathBuf>,
     pub http2: bool,
+    /// With `http2`: how often each connection is pinged (`None`: never).
+    pub http2_keep_alive: Option<Duration>,
     pub pool_max_idle: usize,
 }
 
@@ -187,6 +189,10 @@ impl Checker<'_> {
             idle_timeout: Some(u.idle_timeout_secs.unwrap_or(60)).filter(|&s| s > 0).map(secs),
             ca_file: u.ca_file.clone(),
             http2: u.http2,
+            // A pooled connection whose upstream went away without a word (restarted behind a
+            // NAT or a load balancer that forgot it) is found out by its ping, not by the next
+            // request waiting `timeout_secs` on it.
+            http2_keep_alive: Some(u.http2_keep_alive_secs.unwrap_or(20)).filter(|&s| s > 0).map(secs),
             pool_max_idle: u.pool_max_idle.unwrap_or(32),
         })
     }

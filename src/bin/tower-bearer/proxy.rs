@@ -96,12 +96,20 @@ impl Forwarder {
         } else {
             builder.wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(upstream.pool_max_idle)
-            .http2_only(upstream.http2 && !https)
-            .build(connector);
+            .http2_only(upstream.http2 && !https);
+        if let (true, Some(every)) = (upstream.http2, upstream.http2_keep_alive) {
+            client
+                .timer(TokioTimer::new())
+                .http2_keep_alive_interval(every)
+                .http2_keep_alive_timeout(every)
+                .http2_keep_alive_while_idle(true);
+        }
+        let client = client.build(connector);
         let authority = upstream.url.authority().expect("checked: the upstream URL has a host");
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(Forwarder {
