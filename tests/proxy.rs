@@ -617,17 +617,23 @@ async fn read_until(stream: &mut (impl tokio::io::AsyncRead + Unpin), done: impl
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What [`stalling_upstream`] tells: a request head came; the proxy closed a connection after
+/// sending one.
+struct Stalling {
+    heads: tokio::sync::mpsc::UnboundedReceiver<()>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
 /// An upstream on a raw socket: reads a request head, then writes `answer` (if any) and keeps
-/// the connection open without another byte. Sends on `closed` when the proxy closes its side.
-async fn stalling_upstream(
-    answer: Option<&'static str>,
-) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+/// the connection open without another byte.
+async fn stalling_upstream(answer: Option<&'static str>) -> (SocketAddr, Stalling) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap();
-    let (closed, seen) = tokio::sync::mpsc::unbounded_channel();
+    let (closed, closed_seen) = tokio::sync::mpsc::unbounded_channel();
+    let (heads, heads_seen) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let closed = closed.clone();
+            let (closed, heads) = (closed.clone(), heads.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -637,6 +643,7 @@ async fn stalling_upstream(
                     }
                     head.push(byte[0]);
                 }
+                let _ = heads.send(());
                 if let Some(answer) = answer {
                     stream.write_all(answer.as_bytes()).await.expect("write");
                 }
@@ -647,7 +654,7 @@ async fn stalling_upstream(
             });
         }
     });
-    (addr, seen)
+    (addr, Stalling { heads: heads_seen, closed: closed_seen })
 }
 
 /// An upstream that sends its headers and 5 of 100 body bytes, then nothing: once the headers
@@ -657,7 +664,7 @@ async fn stalling_upstream(
 #[tokio::test]
 async fn a_response_body_that_stops_is_cut_after_the_idle_timeout() {
     let dev = issuer().await;
-    let (stall, mut closed) =
+    let (stall, mut seen) =
         stalling_upstream(Some("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")).await;
     let gw = Gateway::start(
         "proxy",
@@ -668,7 +675,7 @@ async fn a_response_body_that_stops_is_cut_after_the_idle_timeout() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("content-length: 100\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nhello"), "the body was not cut at what came: {answer}");
-    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+    common::guarded(seen.closed.recv()).await.expect("the upstream connection was let go");
 }
 
 /// A client that sends 5 of the 100 bytes it announced, then nothing, while the upstream waits
@@ -677,7 +684,7 @@ async fn a_response_body_that_stops_is_cut_after_the_idle_timeout() {
 #[tokio::test]
 async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
     let dev = issuer().await;
-    let (stall, mut closed) = stalling_upstream(None).await;
+    let (stall, mut seen) = stalling_upstream(None).await;
     let gw = Gateway::start(
         "proxy",
         &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\nidle_timeout_secs = 1\n")),
@@ -692,7 +699,7 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
     })
     .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+    common::guarded(seen.closed.recv()).await.expect("the upstream connection was let go");
 }
 
 /// A client that announces 100 bytes, sends 5 and goes away while the upstream waits for the
@@ -702,21 +709,21 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
 #[tokio::test]
 async fn an_upload_the_client_abandons_is_not_blamed_on_the_upstream() {
     let dev = issuer().await;
-    let (stall, mut closed) = stalling_upstream(None).await;
+    let (stall, mut seen) = stalling_upstream(None).await;
     let gw = Gateway::start("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\n")));
     wait_for_ok(&gw.url("/readyz")).await;
     common::guarded(async {
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
         let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
         stream.write_all(request.as_bytes()).await.expect("write");
-        // Mid-upload: the head and the first bytes on their way to the upstream.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Mid-upload: gone once the upstream has the head (and is waiting for the rest).
+        seen.heads.recv().await.expect("the request head reached the upstream");
     })
     .await;
     let logs = wait_for_log(&gw.process, "upload_broken").await;
     assert!(!logs.contains("upstream_unreachable"), "{logs}");
     assert!(!logs.contains("status=502"), "{logs}");
-    common::guarded(closed.recv()).await.expect("the upstream connection was let go");
+    common::guarded(seen.closed.recv()).await.expect("the upstream connection was let go");
 }
 
 /// `timeout_secs` is the upstream's time, not the client's: an upload that takes longer than it
