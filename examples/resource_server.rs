@@ -35,7 +35,7 @@
 //!   issuer (`--issuer http://127.0.0.1:PORT --jwks-url http://127.0.0.1:PORT/jwks.json`);
 //! * `--write-tokens PATH [--tokens N]` (development issuer only): writes N (default 10 000)
 //!   distinct valid RS256 tokens, one per line (`sub` `user-0`, `user-1`, …, scope `items:read`,
-//!   audience `DEFAULT_AUDIENCE`, valid for an hour), then serves;
+//!   audience `DEFAULT_AUDIENCE`, valid for four hours), then serves;
 //! * `--quiet`: no curl walkthrough and a `warn` log filter (no per-request logs); prints
 //!   `listening on http://ADDR` once it serves.
 //!
@@ -419,10 +419,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// RSA signing is the slow part (about a millisecond a token): every core signs a share.
 fn write_tokens(dev: &DevIssuer, path: &str, count: usize) -> std::io::Result<()> {
     use std::io::Write;
-    let hour = Duration::from_secs(3600);
+    // benches/load.sh signs its tokens first and sends the last of them (the memory floods)
+    // most of an hour later, longer with longer runs: an hour was too close.
+    let lifetime = Duration::from_secs(4 * 3600);
     let sign = |i: usize| {
         let subject = format!("user-{i}");
-        dev.token().alg(Algorithm::RS256).subject(&subject).scope("items:read").expires_in(hour).sign()
+        dev.token().alg(Algorithm::RS256).subject(&subject).scope("items:read").expires_in(lifetime).sign()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
     let shares: Vec<Vec<String>> = std::thread::scope(|scope| {
