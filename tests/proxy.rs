@@ -720,7 +720,8 @@ async fn an_upload_the_client_abandons_is_not_blamed_on_the_upstream() {
         seen.heads.recv().await.expect("the request head reached the upstream");
     })
     .await;
-    let logs = wait_for_log(&gw.process, "upload_broken").await;
+    let logs = wait_for_log(&gw.process, "reason=\"upload_broken\"").await;
+    assert!(logs.contains("status=400"), "{logs}");
     assert!(!logs.contains("upstream_unreachable"), "{logs}");
     assert!(!logs.contains("status=502"), "{logs}");
     common::guarded(seen.closed.recv()).await.expect("the upstream connection was let go");

@@ -167,7 +167,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
 
 fn init_logs(json: bool) {
     let filter = EnvFilter::try_from_env("TOWER_BEARER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours for a terminal only: in a file, journald or a log shipper they are escape codes
+    // between a field's name and its value (`status=502` could not be searched for).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).init();
     } else {
