@@ -171,7 +171,8 @@ end
 sent, from_us, to_us = -1, 0, 0
 -- `stop` ends the thread's loop after the current pass: a connection written to in that pass
 -- still asks for a request. It gets one without a token (the same for every server), so that no
--- token is ever sent twice.
+-- token of a timed run is sent twice. (The CHECK runs, the memory floods, may send a few of
+-- their first tokens again after the last: their figures are memory, not speed.)
 local spare = wrk.format("GET", "/health")
 if limit > 0 and not check then
   function request()

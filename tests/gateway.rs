@@ -83,6 +83,9 @@ fn config_errors_name_the_problem() {
         &["unknown access `everyone`"],
     );
     assert_config_error(&GOOD[..GOOD.find("[[routes]]").unwrap()], &["routes"]);
+    // A key that would do nothing: upstream pings are HTTP/2's.
+    let pings = format!("{GOOD}\n[upstream]\nurl = \"http://127.0.0.1:1\"\nhttp2_keep_alive_secs = 300\n");
+    assert_config_error(&pings, &["http2_keep_alive_secs", "only with http2 = true"]);
     // Secrets: from env or file only, and they must exist.
     let intro = format!(
         "{GOOD}\n[issuers.introspection]\nclient_id = \"api\"\nclient_secret_env = \"TOWER_BEARER_TEST_UNSET_SECRET\"\n"

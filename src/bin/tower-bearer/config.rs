@@ -174,6 +174,9 @@ impl Checker<'_> {
         if uri.query().is_some() {
             return Err(self.at(u.url.span(), &key("url"), "must not have a query"));
         }
+        if u.http2_keep_alive_secs.is_some() && !u.http2 {
+            return Err(self.nowhere(&key("http2_keep_alive_secs"), "only with http2 = true"));
+        }
         if let Some(ca) = &u.ca_file {
             if uri.scheme_str() != Some("https") {
                 return Err(self.nowhere(&key("ca_file"), "only for an https:// upstream"));
@@ -189,10 +192,10 @@ impl Checker<'_> {
             idle_timeout: Some(u.idle_timeout_secs.unwrap_or(60)).filter(|&s| s > 0).map(secs),
             ca_file: u.ca_file.clone(),
             http2: u.http2,
-            // A pooled connection whose upstream went away without a word (restarted behind a
-            // NAT or a load balancer that forgot it) is found out by its ping, not by the next
-            // request waiting `timeout_secs` on it.
-            http2_keep_alive: Some(u.http2_keep_alive_secs.unwrap_or(20)).filter(|&s| s > 0).map(secs),
+            // Off unless asked for: gRPC servers (grpc-go, grpc-java) answer pings more often
+            // than every 5 minutes, or on a connection without a call, with GOAWAY
+            // `too_many_pings` by default, which would cut quiet streams.
+            http2_keep_alive: u.http2_keep_alive_secs.filter(|&s| s > 0).map(secs),
             pool_max_idle: u.pool_max_idle.unwrap_or(32),
         })
     }

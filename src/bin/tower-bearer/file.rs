@@ -189,8 +189,9 @@ pub struct UpstreamFile {
     /// HTTP/2 to the upstream: prior knowledge (`h2c`) for `http://`, offered by ALPN for `https://`.
     #[serde(default)]
     pub http2: bool,
-    /// With `http2`: a PING every so many seconds on each connection, busy or idle; one not
-    /// answered within as long closes the connection (0: none).
+    /// With `http2`: a PING on a connection that received nothing from the upstream for so many
+    /// seconds (idle ones in the pool included); one not answered within as long closes the
+    /// connection. None by default (0: none).
     pub http2_keep_alive_secs: Option<u64>,
     /// Idle connections kept per upstream host.
     pub pool_max_idle: Option<usize>,

@@ -64,8 +64,8 @@ OPTIONS:
     -c, --config <FILE>       Configuration file [default: tower-bearer.toml,
                               or $TOWER_BEARER_CONFIG]
         --listen <ADDR>       Overrides `listen` (e.g. 127.0.0.1:9090)
-        --log-format <FMT>    text (default) or json; filter with $TOWER_BEARER_LOG
-                              (e.g. TOWER_BEARER_LOG=debug)
+        --log-format <FMT>    text (default; coloured on a terminal unless NO_COLOR is set)
+                              or json; filter with $TOWER_BEARER_LOG (e.g. TOWER_BEARER_LOG=debug)
         --watch-config        Reloads the configuration when the file changes (as on SIGHUP)
     -h, --help                This text
     -V, --version             The version
@@ -168,8 +168,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
 fn init_logs(json: bool) {
     let filter = EnvFilter::try_from_env("TOWER_BEARER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours for a terminal only: in a file, journald or a log shipper they are escape codes
-    // between a field's name and its value (`status=502` could not be searched for).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // between a field's name and its value (`status=502` could not be searched for). And never
+    // with NO_COLOR set (https://no-color.org), which `with_ansi` would otherwise override.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
