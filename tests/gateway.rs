@@ -131,8 +131,7 @@ async fn nginx_style(gw: &Gateway, target: &str, token: Option<&str>) -> Raw {
 #[tokio::test]
 async fn auth_mode_answers_like_the_layer() {
     let dev = issuer().await;
-    let gw = Gateway::start("auth", &dev_config(&dev, "[auth]\npath_prefix = \"/ext_authz\""));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("auth", &dev_config(&dev, "[auth]\npath_prefix = \"/ext_authz\"")).await;
     let read = token(&dev, "items:read");
 
     // Allowed: 200 and identity headers.
@@ -315,8 +314,7 @@ async fn opaque_tokens_are_introspected() {
         secret.display()
     );
     let text = dev_config(&dev, "").replacen("algorithms = [\"ES256\"]\n", &introspection, 1);
-    let gw = Gateway::start("auth", &text);
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("auth", &text).await;
 
     let opaque = dev.opaque_token().subject("bob").scope("items:read").claim("tenant", "acme").issue();
     let ok = nginx_style(&gw, "/items/1", Some(&opaque)).await;
@@ -343,8 +341,8 @@ async fn opaque_tokens_are_introspected() {
 async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &format!("[upstream]\nurl = \"{}\"", upstream.url())))
+        .await;
     let read = token(&dev, "items:read");
 
     // Allowed, with spoofed identity headers and a header named in Connection.
@@ -406,8 +404,7 @@ async fn proxy_mode_forwards_with_identity_and_answers_like_the_layer() {
     // removal of an untrusted client's forwarding claims; the client's own value does not.
     let text =
         format!("[upstream]\nurl = \"{}\"\n\n[headers]\nsubject = \"X-Forwarded-User\"\n", upstream.url());
-    let named = Gateway::start("proxy", &dev_config(&dev, &text));
-    wait_for_ok(&named.url("/readyz")).await;
+    let named = Gateway::ready("proxy", &dev_config(&dev, &text)).await;
     let r = raw_get(named.addr, "/items/1", Some(&read), &[("X-Forwarded-User", "mallory")]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.upstream_header("x-forwarded-user").as_deref(), Some("alice"));
@@ -532,8 +529,7 @@ async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
             upstream.url()
         )
     };
-    let gw = Gateway::start("proxy", &dev_config(&dev, &config("\"127.0.0.1\"")));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &config("\"127.0.0.1\""))).await;
     let http = common::client();
     let key = dpop_key::DpopKey::new();
     let token =
@@ -576,8 +572,7 @@ async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
     assert_eq!(common::send(with(Some("MAMCAQg="))).await.status, http::StatusCode::UNAUTHORIZED);
 
     // From a peer that is not a trusted proxy, the header is nobody's word: as if absent.
-    let untrusted = Gateway::start("proxy", &dev_config(&dev, &config("")));
-    wait_for_ok(&untrusted.url("/readyz")).await;
+    let untrusted = Gateway::ready("proxy", &dev_config(&dev, &config(""))).await;
     let r = http.get(untrusted.url("/items/1")).bearer_auth(&bound).header("x-client-cert", cert);
     assert_eq!(common::send(r).await.status, http::StatusCode::UNAUTHORIZED);
     assert_eq!(upstream.count(), 2, "only the two accepted requests reached the upstream");

@@ -160,8 +160,7 @@ async fn tls_listener_speaks_http2_and_http1() {
 async fn plain_listener_speaks_h2c_with_prior_knowledge() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let gw = Gateway::start("proxy", &dev_config(&dev, &upstream_table(&upstream)));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &upstream_table(&upstream))).await;
     let client = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
     let res =
         client.get(gw.url("/items/1")).bearer_auth(token(&dev, "items:read")).send().await.expect("h2c");
@@ -179,8 +178,7 @@ async fn grpc_passes_over_http2_both_ways() {
     let routes = "[[routes]]\npath = \"/demo.Items/*\"\naccess = \"authenticated\"\n";
     let text = dev_config(&dev, &format!("[upstream]\nurl = \"http://{grpc_addr}\"\nhttp2 = true\n"))
         .replacen("[headers.claims]", &format!("{routes}\n[headers.claims]"), 1);
-    let gw = Gateway::start("proxy", &text);
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &text).await;
     let channel = common::guarded(grpc_example::connect(gw.addr)).await.expect("connect to the proxy");
     let mut client = grpc_example::ItemsClient::new(channel);
     let t = format!("Bearer {}", dev.token().subject("alice").scope("items:read").sign());
@@ -285,8 +283,7 @@ async fn https_upstream_with_a_configured_ca_and_http2() {
         back.addr.port(),
         pki.ca_file().display()
     );
-    let front = Gateway::start("proxy", &dev_config(&dev, &front_upstream));
-    wait_for_ok(&front.url("/readyz")).await;
+    let front = Gateway::ready("proxy", &dev_config(&dev, &front_upstream)).await;
     let res = common::client()
         .get(front.url("/items/1"))
         .bearer_auth(token(&dev, "items:read"))
@@ -415,8 +412,7 @@ async fn websockets_pass_with_a_valid_token_only() {
     // The routes of `dev_config` come first; ours is appended through `extra`: put it before
     // [headers.claims] by giving the whole file here.
     let text = dev_config(&dev, "").replacen("[headers.claims]", &format!("{routes}\n[headers.claims]"), 1);
-    let gw = Gateway::start("proxy", &text);
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &text).await;
 
     let connect = |token: Option<String>| {
         let url = format!("ws://{}/ws/echo", gw.addr);
@@ -473,8 +469,8 @@ async fn websockets_pass_with_a_valid_token_only() {
 async fn a_token_that_never_expires_is_proxied() {
     let dev = issuer().await;
     let up = Upstream::start().await;
-    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"{}\"\n", up.url())));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw =
+        Gateway::ready("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"{}\"\n", up.url()))).await;
     let forever = dev.token().subject("alice").scope("items:read").claim("exp", 1e300).sign();
     let r = raw_get(gw.addr, "/me", Some(&forever), &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -491,8 +487,7 @@ async fn a_silent_http2_client_is_pinged_then_let_go() {
     let dev = issuer().await;
     let up = Upstream::start().await;
     let extra = format!("\n[upstream]\nurl = \"{}\"\n\n[listener]\nhttp2_keep_alive_secs = 1\n", up.url());
-    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &extra)).await;
     let frames = common::guarded(async {
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
         // The prior-knowledge preface and an empty SETTINGS frame; then nothing, ever.
@@ -571,8 +566,7 @@ async fn a_silent_http2_upstream_is_pinged_then_let_go() {
     let dev = issuer().await;
     let (up, seen) = deaf_to_pings_upstream().await;
     let extra = format!("\n[upstream]\nurl = \"http://{up}\"\nhttp2 = true\nhttp2_keep_alive_secs = 1\n");
-    let gw = Gateway::start("proxy", &dev_config(&dev, &extra));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &extra)).await;
     let r = raw_get(gw.addr, "/public/a", None, &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let after = common::guarded(seen).await.expect("the upstream's report");
@@ -657,6 +651,14 @@ async fn stalling_upstream(answer: Option<&'static str>) -> (SocketAddr, Stallin
     (addr, Stalling { heads: heads_seen, closed: closed_seen })
 }
 
+/// A connection to `addr` that sent `POST /public/up` announcing 100 bytes, and 5 of them.
+async fn partial_upload(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
 /// An upstream that sends its headers and 5 of 100 body bytes, then nothing: once the headers
 /// went out `timeout_secs` no longer applies, and `idle_timeout_secs` cuts the body (the client
 /// sees the connection end short of `Content-Length`) and frees the upstream connection.
@@ -691,9 +693,7 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
     );
     wait_for_ok(&gw.url("/readyz")).await;
     let answer = common::guarded(async {
-        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-        let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
-        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut stream = partial_upload(gw.addr).await;
         // The client never closes its side: read until the answer is whole.
         read_until(&mut stream, |text| text.ends_with("the request body stopped coming\n")).await
     })
@@ -710,12 +710,10 @@ async fn an_upload_that_stops_gets_408_after_the_idle_timeout() {
 async fn an_upload_the_client_abandons_is_not_blamed_on_the_upstream() {
     let dev = issuer().await;
     let (stall, mut seen) = stalling_upstream(None).await;
-    let gw = Gateway::start("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\n")));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &format!("\n[upstream]\nurl = \"http://{stall}\"\n")))
+        .await;
     common::guarded(async {
-        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-        let request = "POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello";
-        stream.write_all(request.as_bytes()).await.expect("write");
+        let _stream = partial_upload(gw.addr).await;
         // Mid-upload: gone once the upstream has the head (and is waiting for the rest).
         seen.heads.recv().await.expect("the request head reached the upstream");
     })
@@ -740,8 +738,7 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
             &format!("\n[upstream]\nurl = \"{url}\"\ntimeout_secs = 1\nidle_timeout_secs = 10\n"),
         )
     };
-    let gw = Gateway::start("proxy", &config(&up.url()));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &config(&up.url())).await;
     // Six bytes over about 2.4 s: more than timeout_secs, never silent for idle_timeout_secs.
     let pieces: Vec<(u64, &[u8])> = b"abcdef".chunks(1).map(|byte| (400, byte)).collect();
     let answer = slow_upload(gw.addr, &pieces).await;
@@ -754,8 +751,7 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
         &dev,
         &format!("\n[upstream]\nurl = \"{}\"\ntimeout_secs = 1\nidle_timeout_secs = 0\n", up.url()),
     );
-    let quiet = Gateway::start("proxy", &unbounded);
-    wait_for_ok(&quiet.url("/readyz")).await;
+    let quiet = Gateway::ready("proxy", &unbounded).await;
     let answer = slow_upload(quiet.addr, &[(0, b"a"), (2500, b"b")]).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"body_len\":2"), "{answer}");
@@ -770,8 +766,7 @@ async fn timeout_secs_bounds_the_upstream_not_a_slow_upload() {
             held.push(stream);
         }
     });
-    let gw = Gateway::start("proxy", &config(&deaf_url));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &config(&deaf_url)).await;
     let answer = common::guarded(async {
         let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
         let (mut read, mut write) = stream.into_split();
@@ -816,8 +811,7 @@ async fn routes_name_their_upstream_and_readyz_checks_each() {
     let (api, chat) = (Upstream::start().await, Upstream::start().await);
     let down = common::closed_port_url("").await;
     let default = format!("\n[upstream]\nurl = \"{}\"\n", chat.url());
-    let gw = Gateway::start("proxy", &two_upstreams(&dev, &api, &chat, &default));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &two_upstreams(&dev, &api, &chat, &default)).await;
     let t = token(&dev, "x");
     let r = raw_get(gw.addr, "/api/users", Some(&t), &[]).await;
     assert_eq!((r.status, r.json()["uri"].as_str()), (200, Some("/v1/api/users")));
@@ -849,8 +843,7 @@ async fn sighup_reloads_a_good_file_and_refuses_a_bad_one() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
     let first = dev_config(&dev, &upstream_table(&upstream));
-    let mut gw = Gateway::start("proxy", &first);
-    wait_for_ok(&gw.url("/readyz")).await;
+    let mut gw = Gateway::ready("proxy", &first).await;
     assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 401);
 
     // A good file: /items/** becomes public.
@@ -923,8 +916,7 @@ fn status_lines(answer: &str) -> Vec<&str> {
 async fn smuggling_attempts_are_refused_and_never_reach_the_upstream() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let gw = Gateway::start("proxy", &dev_config(&dev, &upstream_table(&upstream)));
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &dev_config(&dev, &upstream_table(&upstream))).await;
     let smuggled = "GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n";
     let cases = [
         // Content-Length and Transfer-Encoding, both orders.
@@ -992,8 +984,7 @@ async fn slow_and_oversized_headers_are_cut_off() {
             upstream_table(&upstream)
         ),
     );
-    let gw = Gateway::start("proxy", &text);
-    wait_for_ok(&gw.url("/readyz")).await;
+    let gw = Gateway::ready("proxy", &text).await;
 
     // Slowloris: a header block that never ends. The proxy closes the connection.
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();

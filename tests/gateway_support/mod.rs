@@ -251,6 +251,14 @@ impl Gateway {
         Self::start_with(mode, config, &[])
     }
 
+    /// [`Gateway::start`], then waits until its `/readyz` answers `200` (key sets loaded,
+    /// upstreams reachable).
+    pub async fn ready(mode: &str, config: &str) -> Gateway {
+        let gateway = Self::start(mode, config);
+        wait_for_ok(&gateway.url("/readyz")).await;
+        gateway
+    }
+
     /// [`Gateway::start`] with more arguments.
     pub fn start_with(mode: &str, config: &str, args: &[&str]) -> Gateway {
         let path = write_config(config);

@@ -102,7 +102,8 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .http2_only(upstream.http2 && !https);
-        if let (true, Some(every)) = (upstream.http2, upstream.http2_keep_alive) {
+        // Only ever set with `http2` (the configuration checks it).
+        if let Some(every) = upstream.http2_keep_alive {
             client
                 .timer(TokioTimer::new())
                 .http2_keep_alive_interval(every)
