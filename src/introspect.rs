@@ -4,8 +4,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -719,6 +719,7 @@ impl Inner {
             issued_at: claims.iat,
             cnf: claims.cnf,
             claims: ClaimsJson::Raw(raw),
+            json: OnceLock::new(),
         });
         Ok(Entry {
             principal: Ok(principal),

@@ -126,6 +126,10 @@ pub(crate) struct PrincipalData {
     pub(crate) cnf: Confirmation,
     /// The verified claims object, verbatim.
     pub(crate) claims: ClaimsJson,
+    /// The whole principal as JSON, written by its first serialization and kept: a principal
+    /// served from the token cache to a handler that answers it as JSON (a `/me`, a userinfo
+    /// route) is then copied out, not escaped field by field again on every request.
+    pub(crate) json: OnceLock<Box<RawValue>>,
 }
 
 impl PrincipalData {
@@ -138,19 +142,34 @@ impl PrincipalData {
     }
 }
 
-impl Serialize for PrincipalData {
+impl PrincipalData {
+    /// The principal as JSON: made once (see [`json`](Self::json)), then a copy.
+    fn json(&self) -> &RawValue {
+        self.json.get_or_init(|| {
+            // `to_raw_value` keeps serde_json's own output as it is, without a second pass over
+            // it. It cannot fail (no map with non-string keys); `{}` rather than a panic if it did.
+            serde_json::value::to_raw_value(&Fields(self)).unwrap_or_else(|_| empty_raw_object())
+        })
+    }
+}
+
+/// A principal's members, as [`Principal`] serializes them.
+struct Fields<'a>(&'a PrincipalData);
+
+impl Serialize for Fields<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        let data = self.0;
         let mut out = s.serialize_struct("Principal", 9)?;
-        out.serialize_field("kind", &self.kind)?;
-        out.serialize_field("subject", &self.text(&self.subject))?;
-        out.serialize_field("client_id", &self.text(&self.client_id))?;
-        out.serialize_field("issuer", &self.text(&self.issuer))?;
-        out.serialize_field("audience", &self.audience)?;
-        out.serialize_field("scopes", &self.scopes)?;
-        out.serialize_field("expires_at", &self.expires_at)?;
-        out.serialize_field("issued_at", &self.issued_at)?;
-        out.serialize_field("claims", &self.claims)?;
+        out.serialize_field("kind", &data.kind)?;
+        out.serialize_field("subject", &data.text(&data.subject))?;
+        out.serialize_field("client_id", &data.text(&data.client_id))?;
+        out.serialize_field("issuer", &data.text(&data.issuer))?;
+        out.serialize_field("audience", &data.audience)?;
+        out.serialize_field("scopes", &data.scopes)?;
+        out.serialize_field("expires_at", &data.expires_at)?;
+        out.serialize_field("issued_at", &data.issued_at)?;
+        out.serialize_field("claims", &data.claims)?;
         out.end()
     }
 }
@@ -179,12 +198,12 @@ impl Text {
 ///
 /// Serializing a principal copies the object into the output as a `RawValue` instead of parsing
 /// it into values. A JWT's claims are checked as JSON once, by the pass that reads the registered
-/// claims, and kept as text ([`ClaimsJson::checked`]): their `RawValue` is made on the first
-/// serialization and kept, so a principal never serialized (most) costs one JSON pass instead of
-/// two, and one served from the token cache again and again is checked a second time once.
+/// claims, and kept as text ([`ClaimsJson::checked`]); the principal's first serialization reads
+/// them once more, without copying, to make its JSON (kept, see [`PrincipalData::json`]). So a
+/// principal never serialized (most) costs one JSON pass instead of two.
 pub(crate) enum ClaimsJson {
     Raw(Box<RawValue>),
-    Checked { text: Box<str>, raw: OnceLock<Box<RawValue>> },
+    Checked(Box<str>),
 }
 
 impl ClaimsJson {
@@ -192,30 +211,28 @@ impl ClaimsJson {
     /// it too: serde_json's (the same scanner skips what that pass did not read), or the JWT
     /// claims scanner's, whose tests hold it to serde_json on every text it answers for.
     pub(crate) fn checked(text: String) -> Self {
-        ClaimsJson::Checked { text: text.into_boxed_str(), raw: OnceLock::new() }
+        ClaimsJson::Checked(text.into_boxed_str())
     }
 
     pub(crate) fn text(&self) -> &str {
         match self {
             ClaimsJson::Raw(raw) => raw.get(),
-            ClaimsJson::Checked { text, .. } => text,
-        }
-    }
-
-    fn raw(&self) -> &RawValue {
-        match self {
-            ClaimsJson::Raw(raw) => raw,
-            ClaimsJson::Checked { text, raw } => raw.get_or_init(|| {
-                // Cannot fail for checked text; `{}` rather than a panic if it ever did.
-                RawValue::from_string(text.to_string()).unwrap_or_else(|_| empty_raw_object())
-            }),
+            ClaimsJson::Checked(text) => text,
         }
     }
 }
 
 impl Serialize for ClaimsJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.raw().serialize(s)
+        match self {
+            ClaimsJson::Raw(raw) => raw.serialize(s),
+            // A borrowed `RawValue` of checked text: cannot fail; `{}` rather than a panic if it
+            // ever did.
+            ClaimsJson::Checked(text) => match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => raw.serialize(s),
+                Err(_) => empty_raw_object().serialize(s),
+            },
+        }
     }
 }
 
@@ -338,6 +355,7 @@ impl Principal {
                 issued_at: None,
                 cnf: Confirmation::None,
                 claims: empty_object(),
+                json: OnceLock::new(),
             },
         }
     }
@@ -437,9 +455,11 @@ impl fmt::Debug for Principal {
     }
 }
 
+/// As JSON (with serde_json), the same text every time: written by the first serialization and
+/// kept with the principal (a copy afterwards). Other formats get serde_json's `RawValue` form.
 impl Serialize for Principal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.0.json().serialize(s)
     }
 }
 
@@ -499,12 +519,17 @@ mod tests {
         let mut principal = Principal::builder(TokenKind::Jwt).subject("u").build();
         Arc::get_mut(&mut principal.0).unwrap().claims = ClaimsJson::checked(text.to_owned());
         assert_eq!(principal.raw_claims(), text);
-        let ClaimsJson::Checked { raw, .. } = &principal.0.claims else { unreachable!() };
-        assert!(raw.get().is_none(), "no RawValue before a serialization");
+        assert!(principal.0.json.get().is_none(), "no JSON before a serialization");
         let first = serde_json::to_string(&principal).unwrap();
-        assert!(first.contains(&format!(r#""claims":{text}"#)), "{first}");
-        assert!(raw.get().is_some(), "made by the first serialization, and kept");
+        assert!(first.contains(&format!(r#""claims":{text}}}"#)), "{first}");
+        assert_eq!(
+            principal.0.json.get().map(|json| json.get()),
+            Some(first.as_str()),
+            "made once, and kept"
+        );
         assert_eq!(serde_json::to_string(&principal).unwrap(), first);
+        // Field by field, as before the memo: the same text.
+        assert_eq!(serde_json::to_string(&Fields(&principal.0)).unwrap(), first);
         assert_eq!(principal.claim("s"), Some(json!("é")));
     }
 

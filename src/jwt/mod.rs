@@ -13,7 +13,7 @@ pub use builder::JwtValidatorBuilder;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -274,6 +274,7 @@ impl Inner {
             issued_at,
             cnf,
             claims: ClaimsJson::checked(payload),
+            json: OnceLock::new(),
         });
         Ok(Verified { principal, nbf, key: None })
     }

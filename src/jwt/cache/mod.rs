@@ -20,6 +20,7 @@
 //! spraying attacker), so a small fixed-size [`Doorkeeper`] of token hashes says whether a token
 //! was verified before; a token in use comes back within seconds and is admitted then.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -40,7 +41,9 @@ pub(crate) mod defaults {
     use std::time::Duration;
     /// Entries kept at most. An entry holds the token's claims twice (raw and parsed): about
     /// 1.2 KiB for a typical access token (measured: 100 000 entries, +113 MiB RSS), up to about
-    /// twice `max_token_bytes` for the largest tokens accepted.
+    /// twice `max_token_bytes` for the largest tokens accepted; once its principal has been
+    /// serialized (a handler answering it as JSON), that JSON as well, about the claims' size
+    /// again.
     pub const MAX_ENTRIES: u64 = 10_000;
     /// How long an entry may vouch for a token at most, whatever its `exp`.
     pub const MAX_TTL: Duration = Duration::from_secs(300);
@@ -96,17 +99,6 @@ impl Hasher for TailHasher {
     }
 }
 
-/// The [`Doorkeeper`]'s hash: keyed SipHash of a token's length and tail, since what it records
-/// decides which tokens are admitted, and nobody should be able to aim tokens at one set.
-#[derive(Default)]
-struct DoorkeeperHash(RandomState);
-
-impl DoorkeeperHash {
-    fn hash(&self, token: &[u8]) -> u64 {
-        self.0.hash_one((token.len(), &token[token.len().saturating_sub(32)..]))
-    }
-}
-
 /// Which key verified a token: what key selection must still find, on every hit, for the entry
 /// to count.
 pub(crate) struct KeyRef {
@@ -150,7 +142,11 @@ pub(crate) enum Hit {
 pub(crate) struct TokenCache {
     /// Keyed by the token's bytes: a lookup needs no UTF-8 check of what it is asked for.
     entries: Entries<Entry>,
-    hasher: DoorkeeperHash,
+    /// The [`Doorkeeper`]'s hash, with a key of its own: what it records decides which tokens are
+    /// admitted, so nobody should be able to aim tokens at one of its sets. (Only tokens that
+    /// passed full validation are recorded at all; the worst aimed tokens could do is delay
+    /// another's admission.)
+    hasher: TailHash,
     inserted: Inserted,
     doorkeeper: Doorkeeper,
     max_ttl: i64,
@@ -167,20 +163,31 @@ pub(crate) struct TokenCache {
 /// chosen at random, and an admitted token frees its way, so crowded sets drain.
 struct Doorkeeper {
     slots: Box<[AtomicU64]>,
-    /// Picks the way a full set gives up.
-    turn: AtomicU64,
 }
 
 /// Slots of a [`Doorkeeper`] set.
 const WAYS: usize = 4;
 
+/// A pseudo-random way of a set, from a sequence of this thread's own: a counter shared by the
+/// threads would be a cache line they take from each other on every token never seen before.
+/// (Every thread runs the same sequence, on sets of its own tokens: nothing to gain from
+/// telling them apart, and a test sees the same ways on every run.)
+fn random_way() -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        // A Weyl sequence, mixed: its top bits pick the way.
+        let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(s);
+        (s.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 62) as usize % WAYS
+    })
+}
+
 impl Doorkeeper {
     fn new(max_entries: u64) -> Self {
         let len = usize::try_from(max_entries.saturating_mul(2)).unwrap_or(usize::MAX).clamp(1024, 1 << 21);
-        Doorkeeper {
-            slots: (0..len.next_power_of_two()).map(|_| AtomicU64::new(0)).collect(),
-            turn: AtomicU64::new(0),
-        }
+        Doorkeeper { slots: (0..len.next_power_of_two()).map(|_| AtomicU64::new(0)).collect() }
     }
 
     /// Records the token of `hash`; `true` if it was recorded before (and not forgotten since).
@@ -194,12 +201,9 @@ impl Doorkeeper {
             let _ = slot.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
             return true;
         }
-        let way = set.iter().position(|slot| slot.load(Ordering::Relaxed) == 0).unwrap_or_else(|| {
-            // A pseudo-random way (a Weyl sequence's top bits): evicting in a fixed rotation
-            // would be FIFO, which a round robin of more tokens than ways defeats every time.
-            let r = self.turn.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-            (r.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 62) as usize % WAYS
-        });
+        // A pseudo-random way when the set is full: evicting in a fixed rotation would be FIFO,
+        // which a round robin of more tokens than ways defeats every time.
+        let way = set.iter().position(|slot| slot.load(Ordering::Relaxed) == 0).unwrap_or_else(random_way);
         // A race with another thread only forgets a token, which is then admitted later.
         set[way].store(tag, Ordering::Relaxed);
         false
@@ -312,7 +316,7 @@ impl TokenCache {
     pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         TokenCache {
             entries: Entries::new(max_entries),
-            hasher: DoorkeeperHash::default(),
+            hasher: TailHash::default(),
             inserted: Inserted::new(max_entries),
             doorkeeper: Doorkeeper::new(max_entries),
             max_ttl: i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX),
@@ -362,7 +366,7 @@ impl TokenCache {
                 self.entries.remove(token);
                 if !fresh {
                     // It was admitted before: once verified again, it is remembered at once.
-                    self.doorkeeper.seen_again(self.hasher.hash(token));
+                    self.doorkeeper.seen_again(self.hasher.hash_one(token));
                 }
                 miss()
             }
@@ -387,7 +391,7 @@ impl TokenCache {
         nbf: Option<i64>,
         now: i64,
     ) {
-        if self.doorkeeper.seen_again(self.hasher.hash(token.as_bytes())) {
+        if self.doorkeeper.seen_again(self.hasher.hash_one(token.as_bytes())) {
             let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
             // When the cache is full, the hand takes a stale entry as readily as an unused one: it
             // would only be refused on its next hit.
