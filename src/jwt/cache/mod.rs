@@ -15,6 +15,9 @@
 //! Only successes are cached: a flood of bad tokens adds nothing, so memory stays bounded by the
 //! entry count whatever the traffic.
 //!
+//! A token a thread is sent again and again is also copied into that thread (see [`recent`]):
+//! the copy vouches under the same rules, checked the same way, without the shared lock.
+//!
 //! Admission: a token is remembered the second time it verifies, not the first. Inserting costs
 //! more than a lookup saves when tokens are never repeated (new users, one-shot tokens, a
 //! spraying attacker), so a small fixed-size [`Doorkeeper`] of token hashes says whether a token
@@ -34,6 +37,7 @@ use crate::principal::Principal;
 use crate::time::TimeWindow;
 
 mod entries;
+mod recent;
 use entries::Entries;
 
 /// Defaults of the verified-token cache.
@@ -101,6 +105,7 @@ impl Hasher for TailHasher {
 
 /// Which key verified a token: what key selection must still find, on every hit, for the entry
 /// to count.
+#[derive(Clone)]
 pub(crate) struct KeyRef {
     pub(crate) fingerprint: Digest32,
     pub(crate) kid: Option<Arc<str>>,
@@ -121,7 +126,8 @@ struct Entry {
 
 /// What the entry of a token says, read under its shard's lock.
 enum Looked {
-    Valid(Principal),
+    /// Valid now; with what a per-thread copy needs when this thread should take one.
+    Valid(Principal, Option<(Option<KeyRef>, Option<i64>, i64)>),
     Invalid(InvalidToken),
     /// Too old, or its key no longer vouches for it: as if absent.
     Gone {
@@ -140,6 +146,8 @@ pub(crate) enum Hit {
 }
 
 pub(crate) struct TokenCache {
+    /// Names this cache's per-thread copies (see [`recent`]).
+    id: u64,
     /// Keyed by the token's bytes: a lookup needs no UTF-8 check of what it is asked for.
     entries: Entries<Entry>,
     /// The [`Doorkeeper`]'s hash, with a key of its own: what it records decides which tokens are
@@ -315,6 +323,7 @@ pub struct TokenCacheStats {
 impl TokenCache {
     pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         TokenCache {
+            id: recent::new_id(),
             entries: Entries::new(max_entries),
             hasher: TailHash::default(),
             inserted: Inserted::new(max_entries),
@@ -325,7 +334,8 @@ impl TokenCache {
         }
     }
 
-    /// Looks a token up. `key_alive` says whether key selection, run now for the token's `kid` and
+    /// Looks a token up: in this thread's copies first (see [`recent`]), then in the shared
+    /// entries. `key_alive` says whether key selection, run now for the token's `kid` and
     /// `alg`, still picks the very key that verified it (a key removed, replaced under the same
     /// `kid`, or made ambiguous by a new one ends the entry). `count_miss`: whether a miss is
     /// counted (not when the caller merely peeks and will not validate the token itself).
@@ -334,7 +344,7 @@ impl TokenCache {
         token: &[u8],
         now: i64,
         window: &TimeWindow,
-        key_alive: impl FnOnce(&KeyRef) -> bool,
+        key_alive: impl Fn(&KeyRef) -> bool,
         count_miss: bool,
     ) -> Hit {
         let miss = || {
@@ -344,19 +354,37 @@ impl TokenCache {
             }
             Hit::Miss
         };
-        if !self.may_contain(token) {
+        // What makes an entry, or a thread's copy of one, vouch for its token now: its age, its
+        // key, and the token's time claims.
+        let vouches = |cached_at: i64, key: Option<&KeyRef>| {
+            now.saturating_sub(cached_at) < self.max_ttl && key.is_none_or(&key_alive)
+        };
+        let in_window = |principal: &Principal, nbf: Option<i64>| {
+            window.check(now, principal.expires_at_unix(), nbf, principal.issued_at_unix())
+        };
+        let hash = self.inserted.hash(token);
+        let copy = recent::find(self.id, hash, token, |copy| {
+            vouches(copy.cached_at, copy.key.as_ref()) && in_window(&copy.principal, copy.nbf).is_ok()
+        });
+        if let Some(principal) = copy {
+            self.count_hit();
+            return Hit::Valid(principal);
+        }
+        if !self.inserted.may_contain(hash) {
             return miss();
         }
+        let copy_it = recent::hit_again(hash);
         // Decided under the shard's shared lock, so that a hit clones the principal and nothing
         // else; what ends an entry is carried out after.
         let looked = self.entries.read(token, |entry| {
-            let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
-            if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
-                return Looked::Gone { fresh };
+            if !vouches(entry.cached_at, entry.key.as_ref()) {
+                return Looked::Gone { fresh: now.saturating_sub(entry.cached_at) < self.max_ttl };
             }
-            let principal = &entry.principal;
-            match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
-                Ok(()) => Looked::Valid(principal.clone()),
+            match in_window(&entry.principal, entry.nbf) {
+                Ok(()) => Looked::Valid(
+                    entry.principal.clone(),
+                    copy_it.then(|| (entry.key.clone(), entry.nbf, entry.cached_at)),
+                ),
                 Err(why) => Looked::Invalid(why),
             }
         });
@@ -370,8 +398,12 @@ impl TokenCache {
                 }
                 miss()
             }
-            Some(Looked::Valid(principal)) => {
+            Some(Looked::Valid(principal, copy)) => {
                 self.count_hit();
+                if let Some((key, nbf, cached_at)) = copy {
+                    let copy = recent::Copy { principal: principal.detached(), key, nbf, cached_at };
+                    recent::keep(self.id, hash, token, copy);
+                }
                 Hit::Valid(principal)
             }
             Some(Looked::Invalid(why)) => {
@@ -447,6 +479,89 @@ mod tests {
             // 16 a bucket on average; a uniform spread stays far below 48.
             let fullest = buckets.iter().max().unwrap();
             assert!(*fullest < 48, "bits {shift}..: fullest bucket holds {fullest}");
+        }
+    }
+
+    fn window() -> TimeWindow {
+        TimeWindow { leeway: 0, require_exp: true }
+    }
+
+    /// A cache holding `token` (inserted twice: the doorkeeper admits it the second time),
+    /// valid until 1 000, with a key.
+    fn holding(token: &[u8]) -> TokenCache {
+        let cache = TokenCache::new(100, Duration::from_secs(300));
+        let principal = Principal::builder(crate::TokenKind::Jwt).subject("s").expires_at_unix(1_000).build();
+        let key =
+            || KeyRef { fingerprint: [7; 32], kid: None, alg: jsonwebtoken::Algorithm::RS256, generation: 1 };
+        let text = std::str::from_utf8(token).unwrap();
+        for _ in 0..2 {
+            cache.insert(text, &principal, Some(key()), None, 100);
+        }
+        assert_eq!(cache.stats().entries, 1);
+        cache
+    }
+
+    fn valid(hit: Hit) -> bool {
+        matches!(hit, Hit::Valid(p) if p.subject() == Some("s"))
+    }
+
+    /// The second shared hit on a thread copies the entry into that thread; the copy then answers
+    /// alone (the shared entry removed behind its back), and only while the same rules hold: a
+    /// key no longer alive, an age past the TTL or an expired token each drop it.
+    #[test]
+    fn a_threads_copy_vouches_under_the_entrys_rules() {
+        let token = b"header.payload.signature-of-the-copied-token";
+        let alive = |_: &KeyRef| true;
+        for (why, now, key_alive) in
+            [("key gone", 200, false), ("older than the TTL", 401, true), ("expired", 1_000, true)]
+        {
+            let cache = holding(token);
+            assert!(valid(cache.get(token, 200, &window(), alive, true)), "a shared hit");
+            assert!(valid(cache.get(token, 200, &window(), alive, true)), "again: copied");
+            cache.entries.remove(token);
+            assert!(valid(cache.get(token, 200, &window(), alive, true)), "the copy answers");
+            // A check that fails drops the copy; the shared entries (empty) decide.
+            assert!(
+                matches!(cache.get(token, now, &window(), |_: &KeyRef| key_alive, true), Hit::Miss),
+                "{why}"
+            );
+            assert!(matches!(cache.get(token, 200, &window(), alive, true), Hit::Miss), "{why}: dropped");
+        }
+    }
+
+    /// Copies are per cache: another validator's cache never answers from this one's, even for
+    /// the same token; and a token sent once in a while (more tokens in turn than a thread's
+    /// ring) is never copied.
+    #[test]
+    fn copies_belong_to_their_cache_and_to_tokens_sent_again_soon() {
+        let alive = |_: &KeyRef| true;
+        let token = b"header.payload.signature-of-a-token-in-two-caches";
+        let (first, mut second) = (holding(token), holding(token));
+        // Hashed alike: only the caches' ids tell their copies apart.
+        second.inserted.key = first.inserted.key;
+        for _ in 0..3 {
+            assert!(valid(first.get(token, 200, &window(), alive, true)));
+        }
+        second.entries.remove(token);
+        assert!(
+            matches!(second.get(token, 200, &window(), alive, true), Hit::Miss),
+            "not the first cache's copy"
+        );
+
+        let tokens: Vec<String> =
+            (0..recent::RING + 1).map(|i| format!("header.payload.turn-{i:04}")).collect();
+        let caches: Vec<TokenCache> = tokens.iter().map(|t| holding(t.as_bytes())).collect();
+        for _round in 0..3 {
+            for (cache, token) in caches.iter().zip(&tokens) {
+                assert!(valid(cache.get(token.as_bytes(), 200, &window(), alive, true)));
+            }
+        }
+        for (cache, token) in caches.iter().zip(&tokens) {
+            cache.entries.remove(token.as_bytes());
+            assert!(
+                matches!(cache.get(token.as_bytes(), 200, &window(), alive, true), Hit::Miss),
+                "{token} copied"
+            );
         }
     }
 
