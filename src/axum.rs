@@ -1,5 +1,5 @@
 //! axum integration (feature `axum`): [`Principal`] and [`Claims`] as extractors, and
-//! [`AuthError`] as a response.
+//! [`AuthError`] and [`Principal`] as responses.
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,25 @@ use crate::principal::Principal;
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         HandlerRejection::render::<axum::body::Body>(self, Dialect::Http, true).map(axum::body::Body::new)
+    }
+}
+
+/// The principal as JSON (`application/json`): [`Principal::json`], written once per principal
+/// and kept, so a route answering the principal of a cached token copies it out. The same text
+/// as `Json(principal)`, without serializing it again on every request.
+///
+/// ```
+/// use tower_bearer::Principal;
+///
+/// async fn me(principal: Principal) -> Principal {
+///     principal
+/// }
+/// # let _: axum::routing::MethodRouter = axum::routing::get(me);
+/// ```
+impl IntoResponse for Principal {
+    fn into_response(self) -> Response {
+        let json = [(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))];
+        (json, self.json().to_owned()).into_response()
     }
 }
 

@@ -127,10 +127,10 @@ pub(crate) struct PrincipalData {
     pub(crate) cnf: Confirmation,
     /// The verified claims object, verbatim.
     pub(crate) claims: ClaimsJson,
-    /// The whole principal as JSON, written by its first serialization and kept: a principal
-    /// served from the token cache to a handler that answers it as JSON (a `/me`, a userinfo
-    /// route) is then copied out, not escaped field by field again on every request.
-    pub(crate) json: OnceLock<Box<RawValue>>,
+    /// [`Principal::json`]: written on first use and kept, so that a principal served from the
+    /// token cache to a route that answers it (a `/me`, a userinfo route) is copied out rather
+    /// than serialized field by field again on every request.
+    pub(crate) json: OnceLock<Box<str>>,
 }
 
 impl PrincipalData {
@@ -143,35 +143,51 @@ impl PrincipalData {
     }
 }
 
-impl PrincipalData {
-    /// The principal as JSON: made once (see [`json`](Self::json)), then a copy.
-    fn json(&self) -> &RawValue {
-        self.json.get_or_init(|| {
-            // `to_raw_value` keeps serde_json's own output as it is, without a second pass over
-            // it. It cannot fail (no map with non-string keys); `{}` rather than a panic if it did.
-            serde_json::value::to_raw_value(&Fields(self)).unwrap_or_else(|_| empty_raw_object())
-        })
+impl Serialize for PrincipalData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_members(s, true)
     }
 }
 
-/// A principal's members, as [`Principal`] serializes them.
-struct Fields<'a>(&'a PrincipalData);
-
-impl Serialize for Fields<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl PrincipalData {
+    /// The members as [`Principal`] serializes them; `claims` last, when `with_claims`.
+    fn serialize_members<S: serde::Serializer>(&self, s: S, with_claims: bool) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let data = self.0;
-        let mut out = s.serialize_struct("Principal", 9)?;
-        out.serialize_field("kind", &data.kind)?;
-        out.serialize_field("subject", &data.text(&data.subject))?;
-        out.serialize_field("client_id", &data.text(&data.client_id))?;
-        out.serialize_field("issuer", &data.text(&data.issuer))?;
-        out.serialize_field("audience", &data.audience)?;
-        out.serialize_field("scopes", &data.scopes)?;
-        out.serialize_field("expires_at", &data.expires_at)?;
-        out.serialize_field("issued_at", &data.issued_at)?;
-        out.serialize_field("claims", &data.claims)?;
+        let mut out = s.serialize_struct("Principal", 8 + usize::from(with_claims))?;
+        out.serialize_field("kind", &self.kind)?;
+        out.serialize_field("subject", &self.text(&self.subject))?;
+        out.serialize_field("client_id", &self.text(&self.client_id))?;
+        out.serialize_field("issuer", &self.text(&self.issuer))?;
+        out.serialize_field("audience", &self.audience)?;
+        out.serialize_field("scopes", &self.scopes)?;
+        out.serialize_field("expires_at", &self.expires_at)?;
+        out.serialize_field("issued_at", &self.issued_at)?;
+        if with_claims {
+            out.serialize_field("claims", &self.claims)?;
+        }
         out.end()
+    }
+
+    /// The compact JSON of [`Principal::json`]: every member but `claims` by serde_json, then the
+    /// claims' text, which is a JSON object already (checked when it was made).
+    fn compact_json(&self) -> Box<str> {
+        struct Head<'a>(&'a PrincipalData);
+        impl Serialize for Head<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize_members(s, false)
+            }
+        }
+        // Cannot fail (no map with non-string keys); the serialization's own error text would
+        // not be JSON, so fall back to that path should it ever.
+        let Ok(mut json) = serde_json::to_string(&Head(self)) else {
+            return serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()).into_boxed_str();
+        };
+        // `{"kind":…,"issued_at":…}`: the claims go before the closing brace.
+        json.pop();
+        json.push_str(",\"claims\":");
+        json.push_str(self.claims.text());
+        json.push('}');
+        json.into_boxed_str()
     }
 }
 
@@ -200,13 +216,14 @@ impl Text {
 ///
 /// Serializing a principal copies the object into the output as a `RawValue` instead of parsing
 /// it into values. A JWT's claims are checked as JSON once, by the pass that reads the registered
-/// claims, and kept as text ([`ClaimsJson::checked`]); the principal's first serialization reads
-/// them once more, without copying, to make its JSON (kept, see [`PrincipalData::json`]). So a
-/// principal never serialized (most) costs one JSON pass instead of two.
+/// claims, and kept as text ([`ClaimsJson::checked`]): their `RawValue` is made on the first
+/// serialization and kept, so a principal never serialized (most) costs one JSON pass instead of
+/// two, and one served from the token cache again and again is checked a second time once.
+/// ([`Principal::json`] needs neither: it copies the text.)
 #[derive(Clone)]
 pub(crate) enum ClaimsJson {
     Raw(Box<RawValue>),
-    Checked(Box<str>),
+    Checked { text: Box<str>, raw: OnceLock<Box<RawValue>> },
 }
 
 impl ClaimsJson {
@@ -214,28 +231,30 @@ impl ClaimsJson {
     /// it too: serde_json's (the same scanner skips what that pass did not read), or the JWT
     /// claims scanner's, whose tests hold it to serde_json on every text it answers for.
     pub(crate) fn checked(text: String) -> Self {
-        ClaimsJson::Checked(text.into_boxed_str())
+        ClaimsJson::Checked { text: text.into_boxed_str(), raw: OnceLock::new() }
     }
 
     pub(crate) fn text(&self) -> &str {
         match self {
             ClaimsJson::Raw(raw) => raw.get(),
-            ClaimsJson::Checked(text) => text,
+            ClaimsJson::Checked { text, .. } => text,
+        }
+    }
+
+    fn raw(&self) -> &RawValue {
+        match self {
+            ClaimsJson::Raw(raw) => raw,
+            ClaimsJson::Checked { text, raw } => raw.get_or_init(|| {
+                // Cannot fail for checked text; `{}` rather than a panic if it ever did.
+                RawValue::from_string(text.to_string()).unwrap_or_else(|_| empty_raw_object())
+            }),
         }
     }
 }
 
 impl Serialize for ClaimsJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            ClaimsJson::Raw(raw) => raw.serialize(s),
-            // A borrowed `RawValue` of checked text: cannot fail; `{}` rather than a panic if it
-            // ever did.
-            ClaimsJson::Checked(text) => match serde_json::from_str::<&RawValue>(text) {
-                Ok(raw) => raw.serialize(s),
-                Err(_) => empty_raw_object().serialize(s),
-            },
-        }
+        self.raw().serialize(s)
     }
 }
 
@@ -411,6 +430,23 @@ impl Principal {
     pub fn confirmation(&self) -> &Confirmation {
         &self.0.cnf
     }
+    /// The principal as compact JSON, the text `serde_json::to_string(&principal)` gives
+    /// (`kind`, `subject`, `client_id`, `issuer`, `audience`, `scopes`, `expires_at`,
+    /// `issued_at`, and the verified `claims` object). Written on the first call and kept with
+    /// the principal, so that a route answering a cached token's principal (a `/me`, a userinfo
+    /// route) copies it instead of serializing it again. With the `axum` feature a principal is
+    /// also a response: this JSON, as `application/json`.
+    ///
+    /// ```
+    /// use tower_bearer::{Principal, TokenKind};
+    ///
+    /// let principal = Principal::builder(TokenKind::Opaque).subject("service-a").build();
+    /// assert_eq!(principal.json(), serde_json::to_string(&principal).unwrap());
+    /// assert!(principal.json().starts_with(r#"{"kind":"opaque","subject":"service-a","#));
+    /// ```
+    pub fn json(&self) -> &str {
+        self.0.json.get_or_init(|| self.0.compact_json())
+    }
     /// Every claim, as the raw JSON object that was verified.
     pub fn raw_claims(&self) -> &str {
         self.0.claims.text()
@@ -464,11 +500,9 @@ impl fmt::Debug for Principal {
     }
 }
 
-/// As JSON (with serde_json), the same text every time: written by the first serialization and
-/// kept with the principal (a copy afterwards). Other formats get serde_json's `RawValue` form.
 impl Serialize for Principal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.json().serialize(s)
+        self.0.serialize(s)
     }
 }
 
@@ -528,18 +562,50 @@ mod tests {
         let mut principal = Principal::builder(TokenKind::Jwt).subject("u").build();
         Arc::get_mut(&mut principal.0).unwrap().claims = ClaimsJson::checked(text.to_owned());
         assert_eq!(principal.raw_claims(), text);
-        assert!(principal.0.json.get().is_none(), "no JSON before a serialization");
+        let ClaimsJson::Checked { raw, .. } = &principal.0.claims else { unreachable!() };
+        assert!(raw.get().is_none(), "no RawValue before a serialization");
         let first = serde_json::to_string(&principal).unwrap();
-        assert!(first.contains(&format!(r#""claims":{text}}}"#)), "{first}");
-        assert_eq!(
-            principal.0.json.get().map(|json| json.get()),
-            Some(first.as_str()),
-            "made once, and kept"
-        );
+        assert!(first.contains(&format!(r#""claims":{text}"#)), "{first}");
+        assert!(raw.get().is_some(), "made by the first serialization, and kept");
         assert_eq!(serde_json::to_string(&principal).unwrap(), first);
-        // Field by field, as before the memo: the same text.
-        assert_eq!(serde_json::to_string(&Fields(&principal.0)).unwrap(), first);
         assert_eq!(principal.claim("s"), Some(json!("é")));
+    }
+
+    /// `json()` is the serialization's text, byte for byte, for principals of every origin (JWT
+    /// claims read in place, a builder's, an introspection answer's `RawValue`), made once and
+    /// kept (a detached copy keeps it too); and pretty printing still goes member by member.
+    #[test]
+    fn json_is_the_compact_serialization_made_once() {
+        let claims = r#"{"sub":"alice","aud":["a","b"],"n":[1, 2.50],"s":"\u00e9 \"q\""}"#;
+        let mut jwt = Principal::builder(TokenKind::Jwt).audience(["a", "b"]).scopes(["x", "y"]).build();
+        let data = Arc::get_mut(&mut jwt.0).unwrap();
+        data.claims = ClaimsJson::checked(claims.to_owned());
+        data.subject = Some(Text::within(claims, &claims[8..13]));
+        data.expires_at = Some(2_000_000_000);
+        let built = Principal::builder(TokenKind::Opaque)
+            .subject("svc \"a\"")
+            .client_id("c")
+            .issuer("https://i")
+            .claims(json!({"k": [true, null], "é": "\n"}))
+            .build();
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"active":true,"sub":"u"}"#).unwrap();
+        let mut introspected = Principal::builder(TokenKind::Opaque).build();
+        Arc::get_mut(&mut introspected.0).unwrap().claims = ClaimsJson::Raw(raw);
+        for principal in [&jwt, &built, &introspected] {
+            assert!(principal.0.json.get().is_none());
+            let json = principal.json();
+            assert_eq!(json, serde_json::to_string(principal).unwrap());
+            assert!(std::ptr::eq(json, principal.json()), "kept");
+            assert_eq!(principal.detached().0.json.get().map(|j| &**j), Some(json));
+            let pretty = serde_json::to_string_pretty(principal).unwrap();
+            assert!(pretty.contains("\n  \"subject\": "), "{pretty}");
+        }
+        assert_eq!(
+            jwt.json(),
+            format!(
+                r#"{{"kind":"jwt","subject":"alice","client_id":null,"issuer":null,"audience":["a","b"],"scopes":["x","y"],"expires_at":2000000000,"issued_at":null,"claims":{claims}}}"#
+            )
+        );
     }
 
     /// Ranges resolve in the claims text; what is not a slice of it is copied.

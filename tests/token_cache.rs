@@ -122,8 +122,10 @@ async fn expiry_is_checked_on_every_hit() {
     let clock = offset.clock();
     let (dev, app) = setup(move |b| b.clock(clock).leeway(Duration::ZERO)).await;
     let token = dev.token().alg(Algorithm::ES256).expires_in(Duration::from_secs(60)).sign();
-    app.get("/me", &token).await.assert_ok_json();
-    app.get("/me", &token).await.assert_ok_json();
+    // Sent again and again: the thread serving it holds its own copy of the entry by now.
+    for _ in 0..6 {
+        app.get("/me", &token).await.assert_ok_json();
+    }
     assert_eq!(stats(&app).entries, 1);
     offset.advance(61);
     let description = app.get("/me", &token).await.assert_invalid_token();
@@ -137,26 +139,28 @@ async fn an_entry_vouches_for_at_most_max_ttl_then_the_token_is_verified_again()
     let clock = offset.clock();
     let (dev, app) = setup(move |b| b.clock(clock).token_cache(100, Duration::from_secs(30))).await;
     let token = token(&dev, "ada");
-    for _ in 0..3 {
+    // Two full validations, then hits (from the thread's own copy after the second).
+    for _ in 0..6 {
         app.get("/me", &token).await.assert_ok_json();
     }
-    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 2));
-    // Past max_ttl (but well before exp) the entry no longer counts: verified again, and
-    // remembered again at once (the token was admitted before).
+    assert_eq!((stats(&app).hits, stats(&app).misses), (4, 2));
+    // Past max_ttl (but well before exp) the entry, and the copy, no longer count: verified
+    // again, and remembered again at once (the token was admitted before).
     offset.advance(31);
     app.get("/me", &token).await.assert_ok_json();
-    assert_eq!((stats(&app).hits, stats(&app).misses), (1, 3));
+    assert_eq!((stats(&app).hits, stats(&app).misses), (4, 3));
     app.get("/me", &token).await.assert_ok_json();
-    assert_eq!((stats(&app).hits, stats(&app).misses), (2, 3));
+    assert_eq!((stats(&app).hits, stats(&app).misses), (5, 3));
 }
 
 #[tokio::test]
 async fn entries_die_with_the_key_that_verified_them() {
     let (dev, app) = setup(|b| b).await;
     let old = token(&dev, "ada");
-    app.get("/me", &old).await.assert_ok_json();
-    app.get("/me", &old).await.assert_ok_json();
-    assert_eq!(stats(&app).entries, 1);
+    for _ in 0..6 {
+        app.get("/me", &old).await.assert_ok_json();
+    }
+    assert_eq!((stats(&app).entries, stats(&app).hits), (1, 4));
     // Rotation: a new key is published and the old one removed from the JWKS.
     let old_kid = kid_of(&old);
     let new_kid = dev.rotate(Algorithm::ES256);
@@ -177,10 +181,10 @@ async fn entries_die_with_the_key_that_verified_them() {
 async fn an_entry_dies_when_its_kidless_token_becomes_ambiguous() {
     let (dev, app) = setup(|b| b).await;
     let token = dev.token().alg(Algorithm::ES256).no_kid().sign();
-    for _ in 0..3 {
+    for _ in 0..6 {
         app.get("/me", &token).await.assert_ok_json();
     }
-    assert_eq!(stats(&app).hits, 1);
+    assert_eq!(stats(&app).hits, 4);
     dev.rotate(Algorithm::ES256);
     app.validator.key_set().unwrap().refresh().await.unwrap();
     assert_eq!(
@@ -248,4 +252,31 @@ async fn scopes_are_still_enforced_per_route_on_a_hit() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
     }
     assert_eq!(stats(&app).entries, 1);
+}
+
+/// A principal returned as the response is its JSON: the same bytes as `Json(principal)`, on a
+/// full validation as on hits from the shared entries and from the thread's copy.
+#[tokio::test]
+async fn a_principal_answers_as_its_json() {
+    use axum::routing::get;
+    use tower_bearer::{BearerLayer, Principal};
+
+    let (dev, app) = setup(|b| b).await;
+    let router = axum::Router::new()
+        .route("/principal", get(|p: Principal| async move { p }))
+        .route("/json", get(|p: Principal| async move { axum::Json(p) }))
+        .layer(BearerLayer::new(app.validator.clone()));
+    let base = common::serve(router).await;
+    let token = token(&dev, "ada");
+    let mut bodies = Vec::new();
+    for path in ["/principal", "/json"].repeat(4) {
+        let reply = app.client.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+        assert_eq!(reply.headers()["content-type"], "application/json", "{path}");
+        bodies.push(reply.text().await.unwrap());
+    }
+    assert!(bodies.iter().all(|body| *body == bodies[0]), "{bodies:#?}");
+    let json: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!((&json["subject"], &json["claims"]["sub"]), (&"ada".into(), &"ada".into()));
+    assert_eq!(stats(&app).hits, 6);
 }

@@ -55,7 +55,7 @@ pub(crate) mod defaults {
 
 pub(crate) type Digest32 = [u8; 32];
 
-/// Hashes a token by its length and its last 32 bytes only, with a per-process random key.
+/// Hashes a token by its length and its last 32 bytes only, with a random key of its own.
 ///
 /// Those bytes are the tail of the signature, pseudorandom for every algorithm we accept, so
 /// they spread honest tokens as well as hashing the whole token would, at a fraction of the
@@ -363,17 +363,21 @@ impl TokenCache {
             window.check(now, principal.expires_at_unix(), nbf, principal.issued_at_unix())
         };
         let hash = self.inserted.hash(token);
-        let copy = recent::find(self.id, hash, token, |copy| {
-            vouches(copy.cached_at, copy.key.as_ref()) && in_window(&copy.principal, copy.nbf).is_ok()
+        let copy = recent::find(self.id, hash, token, now, |held| {
+            vouches(held.cached_at, held.key.as_ref()) && in_window(&held.principal, held.nbf).is_ok()
         });
-        if let Some(principal) = copy {
+        if let Some(found) = copy {
+            if found.touch {
+                // Marks the shared entry used (CLOCK's bit), as a shared hit would.
+                self.entries.read(token, |_| ());
+            }
             self.count_hit();
-            return Hit::Valid(principal);
+            return Hit::Valid(found.principal);
         }
         if !self.inserted.may_contain(hash) {
             return miss();
         }
-        let copy_it = recent::hit_again(hash);
+        let copy_it = recent::looked_up_again(hash);
         // Decided under the shard's shared lock, so that a hit clones the principal and nothing
         // else; what ends an entry is carried out after.
         let looked = self.entries.read(token, |entry| {
@@ -401,8 +405,11 @@ impl TokenCache {
             Some(Looked::Valid(principal, copy)) => {
                 self.count_hit();
                 if let Some((key, nbf, cached_at)) = copy {
-                    let copy = recent::Copy { principal: principal.detached(), key, nbf, cached_at };
-                    recent::keep(self.id, hash, token, copy);
+                    let dies_at =
+                        principal.expires_at_unix().map_or(i64::MAX, |exp| exp.saturating_add(window.leeway));
+                    let dies_at = dies_at.min(cached_at.saturating_add(self.max_ttl));
+                    let held = recent::Held { principal: principal.detached(), key, nbf, cached_at };
+                    recent::keep(self.id, hash, token, held, now, dies_at);
                 }
                 Hit::Valid(principal)
             }
