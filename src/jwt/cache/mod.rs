@@ -46,8 +46,8 @@ pub(crate) mod defaults {
     /// Entries kept at most. An entry holds the token's claims twice (raw and parsed): about
     /// 1.2 KiB for a typical access token (measured: 100 000 entries, +113 MiB RSS), up to about
     /// twice `max_token_bytes` for the largest tokens accepted; once its principal has been
-    /// serialized (a handler answering it as JSON), that JSON as well, about the claims' size
-    /// again.
+    /// answered as JSON (`Principal::json`, or serialized), that text as well. Each thread also
+    /// keeps copies of up to eight entries it is sent again and again (see `recent`).
     pub const MAX_ENTRIES: u64 = 10_000;
     /// How long an entry may vouch for a token at most, whatever its `exp`.
     pub const MAX_TTL: Duration = Duration::from_secs(300);
