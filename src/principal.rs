@@ -230,7 +230,10 @@ impl ClaimsJson {
     /// `text`, which a pass over the whole of it has just accepted as JSON, so `RawValue` accepts
     /// it too: serde_json's (the same scanner skips what that pass did not read), or the JWT
     /// claims scanner's, whose tests hold it to serde_json on every text it answers for.
+    /// Without whitespace around the object, as a `RawValue` holds it: [`Principal::json`]
+    /// copies this text where serialization writes the `RawValue`, and the two must agree.
     pub(crate) fn checked(text: String) -> Self {
+        debug_assert!(text.starts_with('{') && text.ends_with('}'), "claims text with whitespace around it");
         ClaimsJson::Checked { text: text.into_boxed_str(), raw: OnceLock::new() }
     }
 

@@ -107,7 +107,8 @@ impl JwtValidatorBuilder {
     /// is still in the key set; `exp`/`nbf`/`iat` are checked again on every hit. Only valid
     /// tokens are cached, so memory stays bounded by `max_entries` whatever the traffic. A full
     /// cache gives up an entry past `max_ttl` or not used lately (CLOCK). Entries do not expire
-    /// on a timer: memory stays at its high-water mark, at most `max_entries` entries.
+    /// on a timer: memory stays at its high-water mark, at most `max_entries` entries (and each
+    /// thread's copies of up to eight entries it is sent again and again).
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.cache = Some((max_entries, max_ttl));
         self

@@ -7,7 +7,8 @@
 //! cores, the longer each waits. So a token that a thread looks up in the shared entries twice
 //! within its last [`RING`] such lookups gets a copy of its own in that thread (its principal
 //! included, in an allocation of its own with its own reference count), which later lookups on
-//! that thread read without the shard's lock or the shared principal.
+//! that thread read without the shared principal, and without the shard's lock but once a second
+//! (to mark the shared entry used, see [`Found::touch`]).
 //!
 //! A copy vouches under exactly the rules of the entry it was taken from: it is compared with
 //! the whole token, and its age, its key and the token's time claims are checked on every use,
@@ -75,8 +76,9 @@ pub(super) fn new_id() -> u64 {
 /// What a copy answered.
 pub(super) struct Found {
     pub(super) principal: Principal,
-    /// The first use of this copy in second `now`: the caller marks the shared entry used, so that
-    /// the shared cache does not give up, as idle, the very token this thread serves most.
+    /// The first use of this copy in a second other than the last one it marked (the second it
+    /// was made, at first): the caller marks the shared entry used, so that the shared cache does
+    /// not give up, as idle, the very token this thread serves most.
     pub(super) touch: bool,
 }
 
@@ -89,21 +91,23 @@ pub(super) fn find(
     now: i64,
     vouches: impl Fn(&Held) -> bool,
 ) -> Option<Found> {
-    with_thread(|thread| {
+    let (found, dead) = with_thread(|thread| {
         let place = thread.slots.iter_mut().find(|slot| {
             slot.as_ref().is_some_and(|s| s.hash == hash && s.cache == cache && *s.token == *token)
         })?;
         let slot = place.as_mut()?;
         if !vouches(&slot.held) {
-            *place = None;
-            return None;
+            return Some((None, place.take()));
         }
         slot.used = true;
         let touch = slot.touched != now;
         slot.touched = now;
-        Some(Found { principal: slot.held.principal.clone(), touch })
+        Some((Some(Found { principal: slot.held.principal.clone(), touch }), None))
     })
-    .flatten()
+    .flatten()?;
+    // A dead copy is dropped after the borrow ends, as `keep` drops the one it replaces.
+    drop(dead);
+    found
 }
 
 /// Records a lookup of the token of `hash` in the shared entries; `true` when this thread made
