@@ -572,6 +572,37 @@ mod tests {
         }
     }
 
+    /// A token served from a thread's copy still counts as used in the shared entries (the copy
+    /// touches its entry once a second): a full cache taking newcomer after newcomer keeps it,
+    /// where CLOCK would give up an entry nobody seemed to use.
+    #[test]
+    fn a_token_served_from_a_copy_stays_in_a_full_cache() {
+        let alive = |_: &KeyRef| true;
+        let hot = b"header.payload.signature-of-the-hot-token";
+        let cache = TokenCache::new(16, Duration::from_secs(300));
+        let principal = Principal::builder(crate::TokenKind::Jwt).subject("s").expires_at_unix(1_000).build();
+        let insert = |token: &[u8], now| {
+            for _ in 0..2 {
+                cache.insert(std::str::from_utf8(token).unwrap(), &principal, None, None, now);
+            }
+        };
+        insert(hot, 100);
+        for i in 0..15 {
+            insert(format!("header.payload.filler-{i:04}").as_bytes(), 100);
+        }
+        assert!(
+            valid(cache.get(hot, 100, &window(), alive, true))
+                && valid(cache.get(hot, 100, &window(), alive, true))
+        );
+        for n in 0..64 {
+            let now = 101 + n;
+            assert!(valid(cache.get(hot, now, &window(), alive, true)), "served from the copy");
+            insert(format!("header.payload.newcomer-{n:04}").as_bytes(), now);
+        }
+        assert_eq!(cache.stats().entries, 16);
+        assert!(cache.entries.read(hot, |_| ()).is_some(), "the hot token was given up");
+    }
+
     /// An absurd configured lifetime is clamped.
     #[test]
     fn a_huge_max_ttl_is_clamped() {
