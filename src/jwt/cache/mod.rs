@@ -115,6 +115,8 @@ pub(crate) struct KeyRef {
     pub(crate) generation: u64,
 }
 
+/// A remembered token's entry, in the shared entries or as a thread's copy (see [`recent`]).
+#[derive(Clone)]
 struct Entry {
     principal: Principal,
     /// The verifying key; `None` for the validator's fixed HMAC secret.
@@ -124,12 +126,21 @@ struct Entry {
     cached_at: i64,
 }
 
-/// What the entry of a token says, read under its shard's lock.
-enum Looked {
-    /// Valid now; with what a per-thread copy needs when this thread should take one.
-    Valid(Principal, Option<(Option<KeyRef>, Option<i64>, i64)>),
+/// What an entry says of its token now: [`TokenCache::judge`].
+enum Judged {
+    Valid,
     Invalid(InvalidToken),
     /// Too old, or its key no longer vouches for it: as if absent.
+    Gone {
+        fresh: bool,
+    },
+}
+
+/// What the entry of a token says, read under its shard's lock.
+enum Looked {
+    /// Valid now; with a clone of the entry when this thread should take a copy.
+    Valid(Principal, Option<Entry>),
+    Invalid(InvalidToken),
     Gone {
         fresh: bool,
     },
@@ -354,19 +365,11 @@ impl TokenCache {
             }
             Hit::Miss
         };
-        // What makes an entry, or a thread's copy of one, vouch for its token now: its age, its
-        // key, and the token's time claims.
-        let vouches = |cached_at: i64, key: Option<&KeyRef>| {
-            now.saturating_sub(cached_at) < self.max_ttl && key.is_none_or(&key_alive)
-        };
-        let in_window = |principal: &Principal, nbf: Option<i64>| {
-            window.check(now, principal.expires_at_unix(), nbf, principal.issued_at_unix())
-        };
+        let judge = |entry: &Entry| self.judge(entry, now, window, &key_alive);
         let hash = self.inserted.hash(token);
-        let copy = recent::find(self.id, hash, token, now, |held| {
-            vouches(held.cached_at, held.key.as_ref()) && in_window(&held.principal, held.nbf).is_ok()
-        });
-        if let Some(found) = copy {
+        if let Some(found) =
+            recent::find(self.id, hash, token, now, |copy| matches!(judge(copy), Judged::Valid))
+        {
             if found.touch {
                 // Marks the shared entry used (CLOCK's bit), as a shared hit would.
                 self.entries.read(token, |_| ());
@@ -378,19 +381,12 @@ impl TokenCache {
             return miss();
         }
         let copy_it = recent::looked_up_again(hash);
-        // Decided under the shard's shared lock, so that a hit clones the principal and nothing
-        // else; what ends an entry is carried out after.
-        let looked = self.entries.read(token, |entry| {
-            if !vouches(entry.cached_at, entry.key.as_ref()) {
-                return Looked::Gone { fresh: now.saturating_sub(entry.cached_at) < self.max_ttl };
-            }
-            match in_window(&entry.principal, entry.nbf) {
-                Ok(()) => Looked::Valid(
-                    entry.principal.clone(),
-                    copy_it.then(|| (entry.key.clone(), entry.nbf, entry.cached_at)),
-                ),
-                Err(why) => Looked::Invalid(why),
-            }
+        // Decided under the shard's shared lock, so that a hit clones the principal (and, for a
+        // copy, the entry) and nothing else; what ends an entry is carried out after.
+        let looked = self.entries.read(token, |entry| match judge(entry) {
+            Judged::Valid => Looked::Valid(entry.principal.clone(), copy_it.then(|| entry.clone())),
+            Judged::Invalid(why) => Looked::Invalid(why),
+            Judged::Gone { fresh } => Looked::Gone { fresh },
         });
         match looked {
             None => miss(),
@@ -404,12 +400,13 @@ impl TokenCache {
             }
             Some(Looked::Valid(principal, copy)) => {
                 self.count_hit();
-                if let Some((key, nbf, cached_at)) = copy {
+                if let Some(mut copy) = copy {
+                    // When `judge` can say `Valid` no more, whatever else.
                     let dies_at =
                         principal.expires_at_unix().map_or(i64::MAX, |exp| exp.saturating_add(window.leeway));
-                    let dies_at = dies_at.min(cached_at.saturating_add(self.max_ttl));
-                    let held = recent::Held { principal: principal.detached(), key, nbf, cached_at };
-                    recent::keep(self.id, hash, token, held, now, dies_at);
+                    let dies_at = dies_at.min(copy.cached_at.saturating_add(self.max_ttl));
+                    copy.principal = principal.detached();
+                    recent::keep(self.id, hash, token, copy, now, dies_at);
                 }
                 Hit::Valid(principal)
             }
@@ -418,6 +415,27 @@ impl TokenCache {
                 self.entries.remove(token);
                 Hit::Invalid(why)
             }
+        }
+    }
+
+    /// What `entry` says of its token at `now`: the same rules for a shared entry and a thread's
+    /// copy of one. Its age, its key (`key_alive`, see [`get`](Self::get)), and the token's time
+    /// claims.
+    fn judge(
+        &self,
+        entry: &Entry,
+        now: i64,
+        window: &TimeWindow,
+        key_alive: impl Fn(&KeyRef) -> bool,
+    ) -> Judged {
+        let fresh = now.saturating_sub(entry.cached_at) < self.max_ttl;
+        if !fresh || !entry.key.as_ref().is_none_or(key_alive) {
+            return Judged::Gone { fresh };
+        }
+        let principal = &entry.principal;
+        match window.check(now, principal.expires_at_unix(), entry.nbf, principal.issued_at_unix()) {
+            Ok(()) => Judged::Valid,
+            Err(why) => Judged::Invalid(why),
         }
     }
 

@@ -19,23 +19,15 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::KeyRef;
+use super::Entry;
 use crate::principal::Principal;
-
-/// Copies a thread keeps: a handful of services calling at a high rate. As many as the ring
-/// remembers, so that every token seen again soon enough can have one.
-const COPIES: usize = 8;
 
 /// Shared lookups a thread remembers (by hash) to see a token come back.
 pub(super) const RING: usize = 8;
 
-/// A token's entry, as the shared entries had it.
-pub(super) struct Held {
-    pub(super) principal: Principal,
-    pub(super) key: Option<KeyRef>,
-    pub(super) nbf: Option<i64>,
-    pub(super) cached_at: i64,
-}
+/// Copies a thread keeps (a handful of services calling at a high rate): as many as the ring
+/// remembers, so that every token seen again soon enough can have one.
+const COPIES: usize = RING;
 
 struct Slot {
     /// The [`TokenCache`](super::TokenCache) it was taken from: each has an id of its own,
@@ -43,7 +35,8 @@ struct Slot {
     cache: u64,
     hash: u64,
     token: Box<[u8]>,
-    held: Held,
+    /// The entry as the shared entries had it, its principal detached (its own allocation).
+    entry: Entry,
     /// When it can vouch no more, whatever else (the entry's age limit, or the token's `exp`):
     /// past it, any new copy may take its place.
     dies_at: i64,
@@ -89,20 +82,20 @@ pub(super) fn find(
     hash: u64,
     token: &[u8],
     now: i64,
-    vouches: impl Fn(&Held) -> bool,
+    vouches: impl Fn(&Entry) -> bool,
 ) -> Option<Found> {
     let (found, dead) = with_thread(|thread| {
         let place = thread.slots.iter_mut().find(|slot| {
             slot.as_ref().is_some_and(|s| s.hash == hash && s.cache == cache && *s.token == *token)
         })?;
         let slot = place.as_mut()?;
-        if !vouches(&slot.held) {
+        if !vouches(&slot.entry) {
             return Some((None, place.take()));
         }
         slot.used = true;
         let touch = slot.touched != now;
         slot.touched = now;
-        Some((Some(Found { principal: slot.held.principal.clone(), touch }), None))
+        Some((Some(Found { principal: slot.entry.principal.clone(), touch }), None))
     })
     .flatten()?;
     // A dead copy is dropped after the borrow ends, as `keep` drops the one it replaces.
@@ -129,8 +122,8 @@ pub(super) fn looked_up_again(hash: u64) -> bool {
 
 /// Keeps a copy of `token`'s entry in this thread, good until `dies_at`: in a free place, one
 /// whose copy can vouch no more, or (second chance) one not used since the hand last passed.
-pub(super) fn keep(cache: u64, hash: u64, token: &[u8], held: Held, now: i64, dies_at: i64) {
-    let slot = Slot { cache, hash, token: token.into(), held, dies_at, touched: now, used: false };
+pub(super) fn keep(cache: u64, hash: u64, token: &[u8], entry: Entry, now: i64, dies_at: i64) {
+    let slot = Slot { cache, hash, token: token.into(), entry, dies_at, touched: now, used: false };
     // The copy given up is dropped after the borrow ends.
     let _given_up = with_thread(|thread| {
         let free = thread.slots.iter().position(|s| s.as_ref().is_none_or(|s| s.dies_at <= now));
@@ -159,8 +152,8 @@ mod tests {
     use super::*;
     use crate::TokenKind;
 
-    fn held() -> Held {
-        Held { principal: Principal::builder(TokenKind::Jwt).build(), key: None, nbf: None, cached_at: 0 }
+    fn held() -> Entry {
+        Entry { principal: Principal::builder(TokenKind::Jwt).build(), key: None, nbf: None, cached_at: 0 }
     }
 
     fn token(i: usize) -> Vec<u8> {
