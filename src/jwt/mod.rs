@@ -26,7 +26,7 @@ use crate::throttle::Throttle;
 use crate::time::{Clock, TimeWindow};
 use crate::validate::{RequestView, Validator, Verdict};
 pub use cache::TokenCacheStats;
-use cache::{Hit, KeyRef, TokenCache};
+use cache::{Hit, KeyId, KeyRef, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, Str, TypPolicy};
 use signature::{PreparedKey, ensure_crypto_provider};
@@ -311,10 +311,8 @@ impl Inner {
         }
         let signer = signer.ok_or(InvalidToken::BadSignature)?;
         let key = KeyRef {
-            fingerprint: signer.fingerprint,
-            kid: compact.kid,
-            alg: compact.alg,
             generation: keys.generation,
+            id: KeyId { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg }.shared(),
         };
         // The signature held: whatever fails now is the token itself.
         let verified = self.claims(compact.payload, now)?;
@@ -357,8 +355,8 @@ impl Inner {
             keys.is_some_and(|keys| {
                 // A generation names one content of the set: the same one selects the same key.
                 key.generation == keys.generation
-                    || matches!(keys.select(key.kid.as_deref(), key.alg),
-                        Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.fingerprint))
+                    || matches!(keys.select(key.id.kid.as_deref(), key.id.alg),
+                        Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.id.fingerprint))
             })
         };
         match self.cache.as_ref()?.get(token, now, &self.policy.window, alive, count_miss) {

@@ -23,7 +23,7 @@
 //! spraying attacker), so a small fixed-size [`Doorkeeper`] of token hashes says whether a token
 //! was verified before; a token in use comes back within seconds and is admitted then.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,12 +107,41 @@ impl Hasher for TailHasher {
 /// to count.
 #[derive(Clone)]
 pub(crate) struct KeyRef {
+    /// The generation of the key set the key was selected from: while the set is still that one,
+    /// selection would pick the same key again, so a hit need not run it (nor read `id`).
+    pub(crate) generation: u64,
+    /// Behind a pointer: read only once the key set has changed, and inline its 64 bytes would
+    /// make an entry, and the table slot holding it, half as large again (see `entries::Slot`).
+    /// Shared by the entries of one key (see [`KeyId::shared`]).
+    pub(crate) id: Arc<KeyId>,
+}
+
+/// The key itself, as selection names it: the token's `kid` and `alg`, and the fingerprint of
+/// the key they selected.
+#[derive(PartialEq)]
+pub(crate) struct KeyId {
     pub(crate) fingerprint: Digest32,
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: jsonwebtoken::Algorithm,
-    /// The generation of the key set the key was selected from: while the set is still that one,
-    /// selection would pick the same key again, so a hit need not run it.
-    pub(crate) generation: u64,
+}
+
+impl KeyId {
+    /// This name, shared: the thread's previous one when they are equal. Nearly every token of
+    /// an issuer names the same key, so its entries share one allocation, and a token never
+    /// seen before costs a comparison here rather than an allocation.
+    pub(crate) fn shared(self) -> Arc<KeyId> {
+        thread_local! {
+            static LAST: RefCell<Option<Arc<KeyId>>> = const { RefCell::new(None) };
+        }
+        let known = LAST.try_with(|last| last.borrow().as_ref().filter(|known| ***known == self).cloned());
+        if let Ok(Some(known)) = known {
+            return known;
+        }
+        let id = Arc::new(self);
+        // Ignored when the thread is being torn down: it keeps no memo then.
+        let _ = LAST.try_with(|last| *last.borrow_mut() = Some(Arc::clone(&id)));
+        id
+    }
 }
 
 /// A remembered token's entry, in the shared entries or as a thread's copy (see [`recent`]).
@@ -507,6 +536,33 @@ mod tests {
         }
     }
 
+    /// A lookup reads the slot it probes: with many tokens in use, the larger the slot the more
+    /// of them miss the CPU's caches (see `entries::Slot`). The key behind a `Box`, the
+    /// verifying key's name behind another: a slot fits in 72 bytes (it was 120).
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(entries::slot_bytes::<Entry>() <= 72, "{} bytes", entries::slot_bytes::<Entry>());
+    }
+
+    /// Entries of one key share its name; a name that differs in anything gets its own.
+    #[test]
+    fn a_key_name_is_shared_while_it_is_the_same() {
+        let name = |fingerprint: u8, kid: Option<&str>| KeyId {
+            fingerprint: [fingerprint; 32],
+            kid: kid.map(Arc::from),
+            alg: jsonwebtoken::Algorithm::RS256,
+        };
+        let first = name(1, Some("a")).shared();
+        assert!(Arc::ptr_eq(&first, &name(1, Some("a")).shared()));
+        for other in [name(2, Some("a")), name(1, Some("b")), name(1, None)] {
+            let other = other.shared();
+            assert!(!Arc::ptr_eq(&first, &other));
+            assert!(*first != *other);
+        }
+        let es256 = KeyId { alg: jsonwebtoken::Algorithm::ES256, ..name(1, Some("a")) }.shared();
+        assert!(!Arc::ptr_eq(&first, &es256));
+    }
+
     fn window() -> TimeWindow {
         TimeWindow { leeway: 0, require_exp: true }
     }
@@ -516,8 +572,10 @@ mod tests {
     fn holding(token: &[u8]) -> TokenCache {
         let cache = TokenCache::new(100, Duration::from_secs(300));
         let principal = Principal::builder(crate::TokenKind::Jwt).subject("s").expires_at_unix(1_000).build();
-        let key =
-            || KeyRef { fingerprint: [7; 32], kid: None, alg: jsonwebtoken::Algorithm::RS256, generation: 1 };
+        let key = || KeyRef {
+            generation: 1,
+            id: KeyId { fingerprint: [7; 32], kid: None, alg: jsonwebtoken::Algorithm::RS256 }.shared(),
+        };
         let text = std::str::from_utf8(token).unwrap();
         for _ in 0..2 {
             cache.insert(text, &principal, Some(key()), None, 100);
