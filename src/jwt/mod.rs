@@ -26,7 +26,7 @@ use crate::throttle::Throttle;
 use crate::time::{Clock, TimeWindow};
 use crate::validate::{RequestView, Validator, Verdict};
 pub use cache::TokenCacheStats;
-use cache::{Hit, KeyId, KeyRef, TokenCache};
+use cache::{Hit, KeyName, KeyRef, Signer, TokenCache};
 use jwks::{KeySet, Keys, Selection};
 use policy::{AudiencePolicy, ClaimPolicy, RegisteredClaims, Str, TypPolicy};
 use signature::{PreparedKey, ensure_crypto_provider};
@@ -310,9 +310,9 @@ impl Inner {
             }
         }
         let signer = signer.ok_or(InvalidToken::BadSignature)?;
-        let key = KeyRef {
+        let key = Signer {
             generation: keys.generation,
-            id: KeyId { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg }.shared(),
+            name: KeyName { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg },
         };
         // The signature held: whatever fails now is the token itself.
         let verified = self.claims(compact.payload, now)?;
@@ -338,7 +338,7 @@ struct Verified {
     principal: Principal,
     nbf: Option<i64>,
     /// The key that verified it (`None` for the HMAC secret).
-    key: Option<KeyRef>,
+    key: Option<Signer>,
 }
 
 impl Inner {
@@ -355,8 +355,8 @@ impl Inner {
             keys.is_some_and(|keys| {
                 // A generation names one content of the set: the same one selects the same key.
                 key.generation == keys.generation
-                    || matches!(keys.select(key.id.kid.as_deref(), key.id.alg),
-                        Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.id.fingerprint))
+                    || matches!(keys.select(key.name.kid.as_deref(), key.name.alg),
+                        Selection::Found(found) if found.clone().any(|k| k.fingerprint == key.name.fingerprint))
             })
         };
         match self.cache.as_ref()?.get(token, now, &self.policy.window, alive, count_miss) {

@@ -42,9 +42,10 @@ struct Shard<V> {
 }
 
 /// A slot is small on purpose: a lookup reads the slot it probes, and with many tokens in use
-/// the table's slots outgrow the CPU's second-level cache (a slot of 120 bytes was 45 % of a
-/// lookup's samples, its load stalling, with 10 000 tokens in turn). The hash is not kept: a
-/// growing table rehashes from the key, and the ring holds each entry's hash for the hand.
+/// the table's slots outgrow the CPU's second-level cache (a slot of 136 bytes was 45 % of a
+/// lookup's samples, its load stalling, with 10 000 tokens in turn). The hash is not kept here:
+/// the ring holds each entry's hash, for the hand and for the table when it rehashes (growing,
+/// or in place once removals have used up its spare room).
 struct Slot<V> {
     key: Box<[u8]>,
     /// Its place in the ring (a shard holds far fewer than 2^32 entries).
@@ -61,7 +62,8 @@ const MAX_SHARDS: usize = 64;
 
 impl<V> Entries<V> {
     pub(super) fn new(max_entries: u64) -> Self {
-        // Places in a ring are never more than the entries held: at most `max`, so a `u32` each.
+        // A ring is never longer than the most entries its shard held at once: at most `max`,
+        // so a place fits a `u32`. (A bound past 4 Gi entries would not fit in memory anyway.)
         let max = usize::try_from(max_entries.min(u64::from(u32::MAX))).unwrap_or(usize::MAX);
         let shards = (max / 256).clamp(1, MAX_SHARDS).next_power_of_two();
         Entries {
@@ -138,8 +140,11 @@ impl<V> Entries<V> {
             }
         };
         let slot = Slot { key, place: place_of(place), value, used: AtomicBool::new(false) };
-        shard.table.insert_unique(hash, slot, |slot| self.hasher.hash_one(&*slot.key));
-        shard.ring[place] = Some(hash);
+        let Shard { table, ring, .. } = &mut *shard;
+        ring[place] = Some(hash);
+        // A rehash reads each entry's hash from the ring, a small array, rather than from its key,
+        // a kilobyte somewhere in memory, for every entry of the shard.
+        table.insert_unique(hash, slot, |slot| ring_hash(ring, slot.place));
         drop(shard);
         drop(given_up);
     }
@@ -190,10 +195,19 @@ impl<V> Shard<V> {
     }
 }
 
-/// A ring place as a slot keeps it. A ring grows only while the count is under the bound, which
+/// A ring place as a slot keeps it: a ring grows only while the count is under the bound, which
 /// [`Entries::new`] keeps under `u32::MAX`.
 fn place_of(place: usize) -> u32 {
-    u32::try_from(place).expect("ring places stay under the entry bound, itself under u32::MAX")
+    debug_assert!(u32::try_from(place).is_ok(), "place {place}");
+    place as u32
+}
+
+/// The hash of the entry at `place`. Every entry in the table has one in the ring (the tests
+/// check it after every kind of change: `assert_whole`).
+fn ring_hash(ring: &[Option<u64>], place: u32) -> u64 {
+    let hash = ring[place as usize];
+    debug_assert!(hash.is_some(), "no hash at place {place}");
+    hash.unwrap_or_default()
 }
 
 // A poisoned lock only means a panic while it was held; nothing under these locks can panic
@@ -242,6 +256,13 @@ mod tests {
 
     fn key(i: u32) -> Vec<u8> {
         format!("token-{i:06}-with-a-signature-tail-{i:08x}").into_bytes()
+    }
+
+    /// A place is a `u32`: the bound is clamped so that no ring outgrows one.
+    #[test]
+    fn the_bound_keeps_places_in_a_u32() {
+        assert_eq!(Entries::<u32>::new(u64::MAX).max, u32::MAX as usize);
+        assert_eq!(Entries::<u32>::new(1_000).max, 1_000);
     }
 
     #[test]

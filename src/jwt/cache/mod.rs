@@ -103,44 +103,52 @@ impl Hasher for TailHasher {
     }
 }
 
-/// Which key verified a token: what key selection must still find, on every hit, for the entry
-/// to count.
+/// Which key verified a token, as validation reports it: the generation of the key set it was
+/// selected from and the key's name. The cache turns it into a [`KeyRef`] when it admits the
+/// token, so a token it does not keep costs nothing more.
+pub(crate) struct Signer {
+    pub(crate) generation: u64,
+    pub(crate) name: KeyName,
+}
+
+/// Which key verified a remembered token: what key selection must still find, on every hit,
+/// for the entry to count.
 #[derive(Clone)]
 pub(crate) struct KeyRef {
     /// The generation of the key set the key was selected from: while the set is still that one,
-    /// selection would pick the same key again, so a hit need not run it (nor read `id`).
+    /// selection would pick the same key again, so a hit need not run it (nor read `name`).
     pub(crate) generation: u64,
-    /// Behind a pointer: read only once the key set has changed, and inline its 64 bytes would
-    /// make an entry, and the table slot holding it, half as large again (see `entries::Slot`).
-    /// Shared by the entries of one key (see [`KeyId::shared`]).
-    pub(crate) id: Arc<KeyId>,
+    /// Behind a pointer: read only once the key set has changed, and inline its 56 bytes would
+    /// make an entry, and the table slot holding it, larger by as much (see `entries::Slot`).
+    /// Usually shared by the entries of one key (see [`KeyName::shared`]).
+    pub(crate) name: Arc<KeyName>,
 }
 
-/// The key itself, as selection names it: the token's `kid` and `alg`, and the fingerprint of
-/// the key they selected.
+/// A key as selection names it: the token's `kid` and `alg`, and the fingerprint of the key
+/// they selected.
 #[derive(PartialEq)]
-pub(crate) struct KeyId {
+pub(crate) struct KeyName {
     pub(crate) fingerprint: Digest32,
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: jsonwebtoken::Algorithm,
 }
 
-impl KeyId {
-    /// This name, shared: the thread's previous one when they are equal. Nearly every token of
-    /// an issuer names the same key, so its entries share one allocation, and a token never
-    /// seen before costs a comparison here rather than an allocation.
-    pub(crate) fn shared(self) -> Arc<KeyId> {
+impl KeyName {
+    /// This name, shared: the thread's previous one when they are equal. A thread admitting
+    /// tokens of one key (nearly all of an issuer's, outside a rotation) makes one allocation
+    /// for all of their entries.
+    fn shared(self) -> Arc<KeyName> {
         thread_local! {
-            static LAST: RefCell<Option<Arc<KeyId>>> = const { RefCell::new(None) };
+            static LAST: RefCell<Option<Arc<KeyName>>> = const { RefCell::new(None) };
         }
         let known = LAST.try_with(|last| last.borrow().as_ref().filter(|known| ***known == self).cloned());
         if let Ok(Some(known)) = known {
             return known;
         }
-        let id = Arc::new(self);
+        let name = Arc::new(self);
         // Ignored when the thread is being torn down: it keeps no memo then.
-        let _ = LAST.try_with(|last| *last.borrow_mut() = Some(Arc::clone(&id)));
-        id
+        let _ = LAST.try_with(|last| *last.borrow_mut() = Some(Arc::clone(&name)));
+        name
     }
 }
 
@@ -473,11 +481,12 @@ impl TokenCache {
         &self,
         token: &str,
         principal: &Principal,
-        key: Option<KeyRef>,
+        signer: Option<Signer>,
         nbf: Option<i64>,
         now: i64,
     ) {
         if self.doorkeeper.seen_again(self.hasher.hash_one(token.as_bytes())) {
+            let key = signer.map(|s| KeyRef { generation: s.generation, name: s.name.shared() });
             let entry = Entry { principal: principal.clone(), key, nbf, cached_at: now };
             // When the cache is full, the hand takes a stale entry as readily as an unused one: it
             // would only be refused on its next hit.
@@ -537,8 +546,8 @@ mod tests {
     }
 
     /// A lookup reads the slot it probes: with many tokens in use, the larger the slot the more
-    /// of them miss the CPU's caches (see `entries::Slot`). The key behind a `Box`, the
-    /// verifying key's name behind another: a slot fits in 72 bytes (it was 120).
+    /// of them miss the CPU's caches (see `entries::Slot`). The token behind a `Box`, the
+    /// verifying key's name behind an `Arc`: a slot fits in 72 bytes (it was 136).
     #[test]
     fn a_slot_stays_small() {
         assert!(entries::slot_bytes::<Entry>() <= 72, "{} bytes", entries::slot_bytes::<Entry>());
@@ -547,20 +556,20 @@ mod tests {
     /// Entries of one key share its name; a name that differs in anything gets its own.
     #[test]
     fn a_key_name_is_shared_while_it_is_the_same() {
-        let name = |fingerprint: u8, kid: Option<&str>| KeyId {
+        let name = |fingerprint: u8, kid: Option<&str>| KeyName {
             fingerprint: [fingerprint; 32],
             kid: kid.map(Arc::from),
             alg: jsonwebtoken::Algorithm::RS256,
         };
         let first = name(1, Some("a")).shared();
         assert!(Arc::ptr_eq(&first, &name(1, Some("a")).shared()));
-        for other in [name(2, Some("a")), name(1, Some("b")), name(1, None)] {
+        let es256 = || KeyName { alg: jsonwebtoken::Algorithm::ES256, ..name(1, Some("a")) };
+        for other in [name(2, Some("a")), name(1, Some("b")), name(1, None), es256()] {
+            let again = name(1, Some("a")).shared();
             let other = other.shared();
-            assert!(!Arc::ptr_eq(&first, &other));
-            assert!(*first != *other);
+            assert!(!Arc::ptr_eq(&again, &other));
+            assert!(*again != *other);
         }
-        let es256 = KeyId { alg: jsonwebtoken::Algorithm::ES256, ..name(1, Some("a")) }.shared();
-        assert!(!Arc::ptr_eq(&first, &es256));
     }
 
     fn window() -> TimeWindow {
@@ -572,9 +581,9 @@ mod tests {
     fn holding(token: &[u8]) -> TokenCache {
         let cache = TokenCache::new(100, Duration::from_secs(300));
         let principal = Principal::builder(crate::TokenKind::Jwt).subject("s").expires_at_unix(1_000).build();
-        let key = || KeyRef {
+        let key = || Signer {
             generation: 1,
-            id: KeyId { fingerprint: [7; 32], kid: None, alg: jsonwebtoken::Algorithm::RS256 }.shared(),
+            name: KeyName { fingerprint: [7; 32], kid: None, alg: jsonwebtoken::Algorithm::RS256 },
         };
         let text = std::str::from_utf8(token).unwrap();
         for _ in 0..2 {
