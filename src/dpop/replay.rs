@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Default bound of [`InMemoryReplayStore`]: live entries.
 pub const DEFAULT_REPLAY_ENTRIES: usize = 100_000;
@@ -125,8 +126,9 @@ impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
 /// would fill the store and every DPoP request would get `503`. Past its share a key's new
 /// proofs get `429` until some of its entries expire.
 pub struct InMemoryReplayStore {
-    capacity: usize,
-    per_key: usize,
+    // Atomics, read under the lock: `resize` changes them on a store in use.
+    capacity: AtomicUsize,
+    per_key: AtomicUsize,
     inner: Mutex<Entries>,
 }
 
@@ -144,8 +146,8 @@ impl InMemoryReplayStore {
     /// proof key.
     pub fn new(capacity: usize) -> Self {
         InMemoryReplayStore {
-            capacity,
-            per_key: (capacity / 10).max(1),
+            capacity: AtomicUsize::new(capacity),
+            per_key: AtomicUsize::new((capacity / 10).max(1)),
             inner: Mutex::new(Entries::default()),
         }
     }
@@ -155,8 +157,20 @@ impl InMemoryReplayStore {
     /// requests a second; raise it for a client that makes more with one key. A share as large
     /// as the store is no share at all.
     pub fn per_key(mut self, limit: usize) -> Self {
-        self.per_key = limit.max(1);
+        *self.per_key.get_mut() = limit.max(1);
         self
+    }
+
+    /// New bounds for a store in use, as [`new`](Self::new) and [`per_key`](Self::per_key)
+    /// would set them: for a configuration reloaded with other bounds, say. The proofs recorded
+    /// stay recorded, so none of them can be replayed across the change (a new store would
+    /// forget them). A store made smaller keeps what it holds past its new bound until it
+    /// expires, refusing new proofs meanwhile, as a full store does.
+    pub fn resize(&self, capacity: usize, per_key: usize) {
+        // Under the lock: a proof is judged by one pair of bounds, old or new.
+        let _entries = self.lock();
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.per_key.store(per_key.max(1), Ordering::Relaxed);
     }
 
     /// Live entries now (expired ones not yet dropped included).
@@ -184,8 +198,8 @@ impl Default for InMemoryReplayStore {
 impl fmt::Debug for InMemoryReplayStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryReplayStore")
-            .field("capacity", &self.capacity)
-            .field("per_key", &self.per_key)
+            .field("capacity", &self.capacity.load(Ordering::Relaxed))
+            .field("per_key", &self.per_key.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +207,8 @@ impl fmt::Debug for InMemoryReplayStore {
 impl ReplayStore for InMemoryReplayStore {
     fn record(&self, key: ReplayKey, expires_at: i64, now: i64) -> Result<(), ReplayError> {
         let mut entries = self.lock();
+        let (capacity, per_key) =
+            (self.capacity.load(Ordering::Relaxed), self.per_key.load(Ordering::Relaxed));
         let Entries { live, by_expiry, per_owner } = &mut *entries;
         while let Some(Reverse((at, old))) = by_expiry.peek().copied() {
             if at > now {
@@ -216,10 +232,10 @@ impl ReplayStore for InMemoryReplayStore {
         // A key over its share is refused before the store as a whole is judged, so that it
         // gets `429` and other keys keep their room. A share as large as the store is none.
         let owned = per_owner.get(&key.owner).copied().unwrap_or(0);
-        if owned >= self.per_key && self.per_key < self.capacity {
+        if owned >= per_key && per_key < capacity {
             return Err(ReplayError::KeyOverBudget);
         }
-        if live.len() >= self.capacity {
+        if live.len() >= capacity {
             return Err(ReplayError::Full);
         }
         live.insert(key, expires_at);
@@ -249,6 +265,26 @@ mod tests {
         // Once expired, the room is back.
         assert_eq!(store.record(key(3), 200, 100), Ok(()));
         assert_eq!(store.len(), 1);
+    }
+
+    /// New bounds apply to the next proof; what was recorded stays a replay, and a store made
+    /// smaller than what it holds refuses new proofs until enough expire.
+    #[test]
+    fn a_resized_store_keeps_its_proofs() {
+        let store = InMemoryReplayStore::new(4);
+        assert_eq!(store.record(key(1), 100, 0), Ok(()));
+        assert_eq!(store.record(key(2), 100, 0), Ok(()));
+        store.resize(1, 1);
+        assert_eq!(store.record(key(1), 100, 10), Err(ReplayError::Replayed));
+        assert_eq!(store.record(key(3), 100, 10), Err(ReplayError::Full));
+        assert_eq!(store.len(), 2);
+        store.resize(10, 10);
+        assert_eq!(store.record(key(3), 100, 10), Ok(()));
+        assert_eq!(store.record(key(2), 100, 10), Err(ReplayError::Replayed));
+        // Back to a share: one proof key may hold one entry.
+        store.resize(10, 1);
+        assert_eq!(store.record(proof_of(7, 1), 100, 10), Ok(()));
+        assert_eq!(store.record(proof_of(7, 2), 100, 10), Err(ReplayError::KeyOverBudget));
     }
 
     /// Proof `n` of the key `owner`.
@@ -293,7 +329,7 @@ mod tests {
             }
         }
         assert_eq!(refused, [(4, 1, ReplayError::Full), (4, 2, ReplayError::Full)]);
-        assert_eq!(InMemoryReplayStore::new(5).per_key, 1, "a tenth, at least one");
-        assert_eq!(InMemoryReplayStore::default().per_key, DEFAULT_REPLAY_ENTRIES_PER_KEY);
+        assert_eq!(InMemoryReplayStore::new(5).per_key.into_inner(), 1, "a tenth, at least one");
+        assert_eq!(InMemoryReplayStore::default().per_key.into_inner(), DEFAULT_REPLAY_ENTRIES_PER_KEY);
     }
 }

@@ -38,18 +38,20 @@ pub struct ReplaySizes {
 }
 
 impl ReplaySizes {
-    /// The store of these bounds that the running configuration uses, if any, so that a
-    /// reload does not forget the proofs recorded (they could be replayed); else a new one.
+    /// The store the running configuration uses, with these bounds, so that a reload does not
+    /// forget the proofs recorded (they could be replayed); a new one when none is in use.
     pub fn store(self) -> Arc<InMemoryReplayStore> {
         // Weak: a store lives as long as a configuration holds it.
-        static IN_USE: Mutex<Vec<(ReplaySizes, Weak<InMemoryReplayStore>)>> = Mutex::new(Vec::new());
+        static IN_USE: Mutex<Weak<InMemoryReplayStore>> = Mutex::new(Weak::new());
         let mut in_use = IN_USE.lock().unwrap_or_else(|e| e.into_inner());
-        in_use.retain(|(_, store)| store.strong_count() > 0);
-        if let Some(store) = in_use.iter().find(|(sizes, _)| *sizes == self).and_then(|(_, s)| s.upgrade()) {
+        if let Some(store) = in_use.upgrade() {
+            // The configuration still running, if its bounds were other, shares the new ones
+            // until it is let go.
+            store.resize(self.entries, self.per_key);
             return store;
         }
         let store = Arc::new(InMemoryReplayStore::new(self.entries).per_key(self.per_key));
-        in_use.push((self, Arc::downgrade(&store)));
+        *in_use = Arc::downgrade(&store);
         store
     }
 }
@@ -144,8 +146,8 @@ mod tests {
     use super::*;
     use tower_bearer::dpop::{ReplayError, ReplayKey, ReplayStore};
 
-    /// A reload with the same bounds keeps the proofs recorded: one seen before is still a
-    /// replay. New bounds start a new store, and a store no configuration holds is let go.
+    /// A reload keeps the proofs recorded, whatever its bounds: one seen before is still a
+    /// replay. New bounds apply to the same store, and a store no configuration holds is let go.
     #[test]
     fn a_reload_keeps_the_replay_store() {
         let sizes = ReplaySizes { entries: 12_345, per_key: 67 };
@@ -155,8 +157,15 @@ mod tests {
         let reloaded = sizes.store();
         assert!(Arc::ptr_eq(&running, &reloaded));
         assert_eq!(reloaded.record(key, 100, 1), Err(ReplayError::Replayed));
-        let resized = ReplaySizes { entries: 12_345, per_key: 68 }.store();
-        assert!(!Arc::ptr_eq(&running, &resized));
+        let resized = ReplaySizes { entries: 1, per_key: 1 }.store();
+        assert!(Arc::ptr_eq(&running, &resized));
+        assert_eq!(resized.record(key, 100, 2), Err(ReplayError::Replayed));
+        assert_eq!(
+            resized.record(ReplayKey::from_bytes([8; 32]), 100, 2),
+            Err(ReplayError::Full),
+            "the new bound holds"
+        );
+        drop(resized);
         let weak = Arc::downgrade(&running);
         drop((running, reloaded));
         assert!(weak.upgrade().is_none(), "no configuration holds it");
