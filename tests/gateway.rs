@@ -515,6 +515,49 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// A reload with other `[dpop]` replay bounds keeps the proofs recorded: one used before the
+/// `SIGHUP` is still a replay after it (a new, empty store would let it through once more), and
+/// the new bounds are in force.
+#[tokio::test]
+async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let config = |entries: u32| {
+        // One proof key here: its share is the whole store.
+        let dpop = format!(
+            "[dpop]\norigin = \"https://api.example\"\nreplay_entries = {entries}\nreplay_entries_per_key = {entries}\n"
+        );
+        dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
+    };
+    let gw = Gateway::ready("proxy", &config(100)).await;
+    let http = common::client();
+    let key = dpop_key::DpopKey::new();
+    let token =
+        dev.token().subject("alice").scope("items:read").claim("cnf", json!({ "jkt": key.jkt() })).sign();
+    let htu = "https://api.example/items/1";
+    let send = |proof: String| {
+        common::send(
+            http.get(gw.url("/items/1"))
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof),
+        )
+    };
+    let used = key.proof("GET", htu, Some(&token), None);
+    assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
+
+    std::fs::write(&gw.config, config(2)).unwrap();
+    gw.process.hangup();
+    wait_for_log(&gw.process, "configuration reloaded").await;
+    wait_for_ok(&gw.url("/readyz")).await;
+    let r = send(used).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("invalid_dpop_proof"), "{r:?}");
+    // The new bound: two entries, one taken by the proof above (its window has not ended).
+    assert_eq!(send(key.proof("GET", htu, Some(&token), None)).await.status, http::StatusCode::OK);
+    let r = send(key.proof("GET", htu, Some(&token), None)).await;
+    assert_eq!(r.status, http::StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+}
+
 #[tokio::test]
 async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
     use base64::Engine;

@@ -60,6 +60,10 @@ fn reload(
         current.replace(files, server_config);
     }
     shared.replace(running);
+    if let Some((_, sizes)) = &config.dpop {
+        // The replay store the new configuration shares with the old one takes its bounds now.
+        sizes.apply();
+    }
     Ok(())
 }
 

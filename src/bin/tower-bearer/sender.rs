@@ -38,21 +38,41 @@ pub struct ReplaySizes {
 }
 
 impl ReplaySizes {
-    /// The store the running configuration uses, with these bounds, so that a reload does not
-    /// forget the proofs recorded (they could be replayed); a new one when none is in use.
+    /// The store the running configuration uses, so that a reload does not forget the proofs
+    /// recorded (they could be replayed); a new one of these bounds when none is in use.
     pub fn store(self) -> Arc<InMemoryReplayStore> {
-        // Weak: a store lives as long as a configuration holds it.
-        static IN_USE: Mutex<Weak<InMemoryReplayStore>> = Mutex::new(Weak::new());
-        let mut in_use = IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        IN_USE.store(self)
+    }
+
+    /// Gives the store in use these bounds. Called once the configuration holding them runs,
+    /// not when it is read: a reload refused after reading `[dpop]` changes nothing.
+    pub fn apply(self) {
+        IN_USE.apply(self);
+    }
+}
+
+/// The process's replay store: the one every configuration, running or being read, shares.
+static IN_USE: StoreInUse = StoreInUse(Mutex::new(Weak::new()));
+
+/// Weak: a store lives as long as a configuration holds it.
+struct StoreInUse(Mutex<Weak<InMemoryReplayStore>>);
+
+impl StoreInUse {
+    fn store(&self, sizes: ReplaySizes) -> Arc<InMemoryReplayStore> {
+        let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = in_use.upgrade() {
-            // The configuration still running, if its bounds were other, shares the new ones
-            // until it is let go.
-            store.resize(self.entries, self.per_key);
             return store;
         }
-        let store = Arc::new(InMemoryReplayStore::new(self.entries).per_key(self.per_key));
+        let store = Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key));
         *in_use = Arc::downgrade(&store);
         store
+    }
+
+    fn apply(&self, sizes: ReplaySizes) {
+        let in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = in_use.upgrade() {
+            store.resize(sizes.entries, sizes.per_key);
+        }
     }
 }
 
@@ -147,24 +167,28 @@ mod tests {
     use tower_bearer::dpop::{ReplayError, ReplayKey, ReplayStore};
 
     /// A reload keeps the proofs recorded, whatever its bounds: one seen before is still a
-    /// replay. New bounds apply to the same store, and a store no configuration holds is let go.
+    /// replay. New bounds apply to the same store once applied (not when read), and a store no
+    /// configuration holds is let go.
     #[test]
     fn a_reload_keeps_the_replay_store() {
+        // A registry of its own: the process's is shared with the tests that read configurations.
+        let in_use = StoreInUse(Mutex::new(Weak::new()));
         let sizes = ReplaySizes { entries: 12_345, per_key: 67 };
-        let running = sizes.store();
+        let running = in_use.store(sizes);
         let key = ReplayKey::from_bytes([9; 32]);
+        let other = ReplayKey::from_bytes([8; 32]);
         assert_eq!(running.record(key, 100, 0), Ok(()));
-        let reloaded = sizes.store();
+        let reloaded = in_use.store(sizes);
         assert!(Arc::ptr_eq(&running, &reloaded));
         assert_eq!(reloaded.record(key, 100, 1), Err(ReplayError::Replayed));
-        let resized = ReplaySizes { entries: 1, per_key: 1 }.store();
+        let one = ReplaySizes { entries: 1, per_key: 1 };
+        let resized = in_use.store(one);
         assert!(Arc::ptr_eq(&running, &resized));
         assert_eq!(resized.record(key, 100, 2), Err(ReplayError::Replayed));
-        assert_eq!(
-            resized.record(ReplayKey::from_bytes([8; 32]), 100, 2),
-            Err(ReplayError::Full),
-            "the new bound holds"
-        );
+        assert_eq!(resized.record(other, 100, 2), Ok(()), "read, not applied: the old bounds hold");
+        in_use.apply(one);
+        let third = ReplayKey::from_bytes([7; 32]);
+        assert_eq!(resized.record(third, 100, 2), Err(ReplayError::Full), "applied: the new bound holds");
         drop(resized);
         let weak = Arc::downgrade(&running);
         drop((running, reloaded));
