@@ -551,11 +551,13 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     wait_for_ok(&gw.url("/readyz")).await;
     let r = send(used).await;
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
-    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("invalid_dpop_proof"), "{r:?}");
+    let challenge = r.headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("the DPoP proof was used before"), "a replay, not another fault: {r:?}");
     // The new bound: two entries, one taken by the proof above (its window has not ended).
     assert_eq!(send(key.proof("GET", htu, Some(&token), None)).await.status, http::StatusCode::OK);
     let r = send(key.proof("GET", htu, Some(&token), None)).await;
     assert_eq!(r.status, http::StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    wait_for_log(&gw.process, "dpop_replay_store_full").await;
 }
 
 #[tokio::test]

@@ -126,7 +126,8 @@ impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
 /// would fill the store and every DPoP request would get `503`. Past its share a key's new
 /// proofs get `429` until some of its entries expire.
 pub struct InMemoryReplayStore {
-    // Atomics, read under the lock: `resize` changes them on a store in use.
+    // Atomics: `resize` changes them on a store in use, under the lock, and `record` reads them
+    // under it, so a proof is judged by one pair.
     capacity: AtomicUsize,
     per_key: AtomicUsize,
     inner: Mutex<Entries>,
@@ -164,8 +165,9 @@ impl InMemoryReplayStore {
     /// New bounds for a store in use, as [`new`](Self::new) and [`per_key`](Self::per_key)
     /// would set them: for a configuration reloaded with other bounds, say. The proofs recorded
     /// stay recorded, so none of them can be replayed across the change (a new store would
-    /// forget them). A store made smaller keeps what it holds past its new bound until it
-    /// expires, refusing new proofs meanwhile, as a full store does.
+    /// forget them). A store made smaller keeps what it holds past its new bounds until it
+    /// expires, meanwhile refusing new proofs as a full store does (`503`), and those of a key
+    /// over its new share as such (`429`).
     pub fn resize(&self, capacity: usize, per_key: usize) {
         // Under the lock: a proof is judged by one pair of bounds, old or new.
         let _entries = self.lock();

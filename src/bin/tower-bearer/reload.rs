@@ -2,7 +2,7 @@
 //! would refuse is refused with the same errors, and the running configuration stays.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{self, Config};
 use crate::listen::{Running, Shared};
@@ -43,6 +43,11 @@ fn reload(
     shared: &Shared,
     listen: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
+    // One reload at a time (`SIGHUP` and `--watch-config` may ask at once): two overlapping could
+    // leave one file's configuration running with the other's DPoP replay bounds, or an older
+    // file's configuration running after a newer one.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = config::load(path).map_err(|e| e.to_string())?;
     if mode == Mode::Proxy {
         check_upstreams(&config, path)?;
