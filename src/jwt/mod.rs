@@ -276,7 +276,7 @@ impl Inner {
             claims: ClaimsJson::checked(payload),
             json: OnceLock::new(),
         });
-        Ok(Verified { principal, nbf, key: None })
+        Ok(Verified { principal, nbf, signer: None })
     }
 
     /// Verifies a token with the HMAC secret.
@@ -310,13 +310,13 @@ impl Inner {
             }
         }
         let signer = signer.ok_or(InvalidToken::BadSignature)?;
-        let key = Signer {
+        let signed_by = Signer {
             generation: keys.generation,
             name: KeyName { fingerprint: signer.fingerprint, kid: compact.kid, alg: compact.alg },
         };
         // The signature held: whatever fails now is the token itself.
         let verified = self.claims(compact.payload, now)?;
-        Ok(Verified { key: Some(key), ..verified })
+        Ok(Verified { signer: Some(signed_by), ..verified })
     }
 }
 
@@ -338,7 +338,7 @@ struct Verified {
     principal: Principal,
     nbf: Option<i64>,
     /// The key that verified it (`None` for the HMAC secret).
-    key: Option<Signer>,
+    signer: Option<Signer>,
 }
 
 impl Inner {
@@ -369,7 +369,7 @@ impl Inner {
     /// Remembers a verified token; hands its principal on.
     fn remember(&self, token: &str, verified: Verified, now: i64) -> Principal {
         if let Some(cache) = &self.cache {
-            cache.insert(token, &verified.principal, verified.key, verified.nbf, now);
+            cache.insert(token, &verified.principal, verified.signer, verified.nbf, now);
         }
         verified.principal
     }

@@ -152,7 +152,7 @@ mod tests {
     use super::*;
     use crate::TokenKind;
 
-    fn held() -> Entry {
+    fn entry() -> Entry {
         Entry { principal: Principal::builder(TokenKind::Jwt).build(), key: None, nbf: None, cached_at: 0 }
     }
 
@@ -176,7 +176,7 @@ mod tests {
                 }
                 assert!(round < 2, "round {round}: token {i} had no copy");
                 if looked_up_again(hash) {
-                    keep(cache, hash, &token(i), held(), 5, 1_000);
+                    keep(cache, hash, &token(i), entry(), 5, 1_000);
                     copies += 1;
                 }
             }
@@ -191,19 +191,19 @@ mod tests {
         let cache = new_id();
         for i in 0..COPIES {
             let dies_at = if i == 3 { 10 } else { 1_000 };
-            keep(cache, i as u64, &token(i), held(), 5, dies_at);
+            keep(cache, i as u64, &token(i), entry(), 5, dies_at);
         }
         for i in 0..COPIES {
             assert!(find(cache, i as u64, &token(i), 5, |_| true).is_some());
         }
-        keep(cache, 100, &token(100), held(), 10, 1_000);
+        keep(cache, 100, &token(100), entry(), 10, 1_000);
         assert!(find(cache, 3, &token(3), 10, |_| true).is_none(), "the dead copy went");
         let alive =
             (0..COPIES).filter(|&i| i != 3).all(|i| find(cache, i as u64, &token(i), 10, |_| true).is_some());
         assert!(alive, "the others stay");
         assert!(find(cache, 100, &token(100), 10, |_| true).is_some());
         // All used: the hand clears every bit, then takes the first place it passed.
-        keep(cache, 101, &token(101), held(), 10, 1_000);
+        keep(cache, 101, &token(101), entry(), 10, 1_000);
         assert!(find(cache, 101, &token(101), 10, |_| true).is_some());
         assert!(find(cache, 0, &token(0), 10, |_| true).is_none(), "the hand's first place");
         assert_eq!(
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn a_copy_touches_its_entry_once_a_second() {
         let cache = new_id();
-        keep(cache, 7, &token(7), held(), 5, 1_000);
+        keep(cache, 7, &token(7), entry(), 5, 1_000);
         let touches: Vec<bool> = [5, 5, 6, 6, 6, 9]
             .iter()
             .map(|&now| find(cache, 7, &token(7), now, |_| true).unwrap().touch)
