@@ -37,7 +37,8 @@
 #   PEER_KINDS="jwt-authorizer tower-oauth2-resource-server aliri_tower"  the peers run ("": the
 #                    floor alone)
 #   MEMORY=1         0 skips the memory floods
-#   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid, then garbage)
+#   MEMORY_TOKENS=100000  distinct tokens of each memory flood (valid ones sent once, the same
+#                    sent twice each, garbage)
 #   GATEWAY=1        0 skips the gateways (and the build of the tower-bearer binary)
 #   PROXY_TLS=1      0 skips benches/proxy_tls.sh (the proxy over TLS and HTTP/2 against nginx
 #                    with TLS; needs h2load and openssl)
@@ -48,7 +49,7 @@
 #                    the alternated runs' to the same path ending in .alternated.tsv
 #
 # Every server listens on 127.0.0.1 and wrk only ever targets 127.0.0.1. Every run has a fixed
-# duration (the memory floods stop after MEMORY_TOKENS responses, or after 120 s at most).
+# duration (the memory floods stop after their last response, or after 120 s at most).
 # Everything this script starts is killed when it exits (trap EXIT). Needs cargo, curl, python3
 # and wrk, and nginx for the gateways (both installed with apt-get when missing).
 set -euo pipefail
@@ -810,19 +811,25 @@ b64 = lambda n: base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode()
 for i in range(int(sys.argv[2])):
     print(f"{header if i % 2 == 0 else b64(27)}.{b64(240)}.{b64(256)}")
 PY
-    flood() { # KIND (valid: tokens memory-valid.txt, garbage: memory-garbage.txt) EXPECTED_STATUS
+    # Each valid token twice in a row: the cache admits a token on its second success (the
+    # doorkeeper), so sent once they are verified and forgotten, sent twice they are held. The
+    # two floods together show what a verified token costs and what a cached one keeps.
+    cat "$work/memory-valid.txt" "$work/memory-valid.txt" >"$work/memory-twice.txt"
+    flood() { # KIND (valid, twice, garbage: tokens memory-KIND.txt) EXPECTED_STATUS
         ours "mem-$1" "$AUDIENCE" --token-cache on --token-cache-entries "$MEMORY_TOKENS"
-        local server=$pid line before after
-        expect_status 200 "$url/me" "$token" # keys fetched, one entry cached
+        local server=$pid line before after requests
+        requests="$(wc -l <"$work/memory-$1.txt")"
+        expect_status 200 "$url/me" "$token" # keys fetched
         before="$(rss_kib "$server")"
-        log "memory: $MEMORY_TOKENS distinct $1 tokens (RSS before: $before KiB)"
-        line="$(run_wrk 120s "$url/me" "$work/memory-$1.txt" "$MEMORY_TOKENS" "$2")"
+        log "memory: $requests requests, $MEMORY_TOKENS distinct tokens ($1; RSS before: $before KiB)"
+        line="$(run_wrk 120s "$url/me" "$work/memory-$1.txt" "$requests" "$2")"
         after="$(rss_kib "$server")"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(field seen <<<"$line")" "$(field bad <<<"$line")" \
-            "$before" "$after" "$(field rps <<<"$line")" "$2" >>"$work/memory.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(field seen <<<"$line")" "$(field bad <<<"$line")" \
+            "$before" "$after" "$(field rps <<<"$line")" "$2" "$MEMORY_TOKENS" >>"$work/memory.tsv"
         stop "$server"
     }
     flood valid 200
+    flood twice 200
     flood garbage 401
 fi
 
@@ -971,13 +978,18 @@ if rows:  # none with ROUNDS=0
 mem = [line.rstrip("\n").split("\t") for line in open(memory) if line.strip()]
 if mem:
     print("\n### Resident memory of ours (VmRSS; `--token-cache on --token-cache-entries N`)\n")
-    print("| flood | responses | not the expected status | RSS before | RSS after | growth | requests/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for kind, seen, bad, before, after, r_s, expect in mem:
+    print("| flood | responses | not the expected status | RSS before | RSS after | growth | growth ÷ distinct tokens | requests/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, seen, bad, before, after, r_s, expect, distinct in mem:
         before, after = int(before), int(after)
-        what = "distinct valid tokens (cached)" if kind == "valid" else "distinct garbage tokens (rejected)"
+        what = {
+            "valid": "distinct valid tokens, each sent once (verified; not cached: admission is on a second success)",
+            "twice": "distinct valid tokens, each sent twice in turn (cached on the second)",
+            "garbage": "distinct garbage tokens (rejected)",
+        }[kind]
         print(f"| {what} | {int(seen):,} | {int(bad)} (expected {expect}) | {before / 1024:.1f} MiB | "
-              f"{after / 1024:.1f} MiB | {(after - before) / 1024:+.1f} MiB | {float(r_s):,.0f} |")
+              f"{after / 1024:.1f} MiB | {(after - before) / 1024:+.1f} MiB | "
+              f"{(after - before) * 1024 / int(distinct):+,.0f} B | {float(r_s):,.0f} |")
 PY
 
 [ ! -s "$work/alt.tsv" ] ||
