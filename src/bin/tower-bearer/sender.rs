@@ -1,7 +1,7 @@
 //! Sender-constrained tokens in the configuration: `[dpop]` (RFC 9449) and
 //! `[client_certificate]` (RFC 8705 through the gateway's forwarded header).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -52,25 +52,25 @@ impl ReplaySizes {
 }
 
 /// The process's replay store: the one every configuration, running or being read, shares.
-static IN_USE: StoreInUse = StoreInUse(Mutex::new(Weak::new()));
+static IN_USE: StoreInUse = StoreInUse(Mutex::new(None));
 
-/// Weak: a store lives as long as a configuration holds it.
-struct StoreInUse(Mutex<Weak<InMemoryReplayStore>>);
+/// Made with the first configuration that has `[dpop]`, then kept for the life of the process,
+/// also while a configuration without `[dpop]` (or with `mode = "off"`) runs: a reload that turns
+/// DPoP off and on again within a proof's `iat` window must not forget the proofs recorded
+/// before. Its memory stays within its bound meanwhile.
+struct StoreInUse(Mutex<Option<Arc<InMemoryReplayStore>>>);
 
 impl StoreInUse {
     fn store(&self, sizes: ReplaySizes) -> Arc<InMemoryReplayStore> {
         let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = in_use.upgrade() {
-            return store;
-        }
-        let store = Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key));
-        *in_use = Arc::downgrade(&store);
-        store
+        Arc::clone(in_use.get_or_insert_with(|| {
+            Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key))
+        }))
     }
 
     fn apply(&self, sizes: ReplaySizes) {
         let in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = in_use.upgrade() {
+        if let Some(store) = in_use.as_ref() {
             store.resize(sizes.entries, sizes.per_key);
         }
     }
@@ -167,12 +167,12 @@ mod tests {
     use tower_bearer::dpop::{ReplayError, ReplayKey, ReplayStore};
 
     /// A reload keeps the proofs recorded, whatever its bounds: one seen before is still a
-    /// replay. New bounds apply to the same store once applied (not when read), and a store no
-    /// configuration holds is let go.
+    /// replay. New bounds apply to the same store once applied (not when read); and a store no
+    /// configuration holds (DPoP turned off by a reload) is kept for the next one.
     #[test]
     fn a_reload_keeps_the_replay_store() {
         // A registry of its own: the process's is shared with the tests that read configurations.
-        let in_use = StoreInUse(Mutex::new(Weak::new()));
+        let in_use = StoreInUse(Mutex::new(None));
         let sizes = ReplaySizes { entries: 12_345, per_key: 67 };
         let running = in_use.store(sizes);
         let key = ReplayKey::from_bytes([9; 32]);
@@ -189,9 +189,9 @@ mod tests {
         in_use.apply(one);
         let third = ReplayKey::from_bytes([7; 32]);
         assert_eq!(resized.record(third, 100, 2), Err(ReplayError::Full), "applied: the new bound holds");
-        drop(resized);
-        let weak = Arc::downgrade(&running);
-        drop((running, reloaded));
-        assert!(weak.upgrade().is_none(), "no configuration holds it");
+        drop((running, reloaded, resized));
+        // `[dpop]` off: no configuration holds the store. On again, with other bounds:
+        let again = in_use.store(sizes);
+        assert_eq!(again.record(key, 100, 3), Err(ReplayError::Replayed), "off and on forgot the proofs");
     }
 }
