@@ -7,7 +7,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::body::{Dialect, HandlerRejection};
-use crate::error::{AuthError, InvalidToken};
+use crate::error::{AuthError, InvalidToken, JsonErrorShape};
 use crate::principal::Principal;
 
 /// Renders with default settings (no `realm`, [`ErrorBody::Empty`](crate::ErrorBody), plain
@@ -129,7 +129,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let principal = <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         principal.claims().map(Claims).map_err(|e| {
-            tracing::debug!(reason = "unexpected_claims", error = %e, "claims do not fit the handler's type");
+            tracing::debug!(
+                reason = "unexpected_claims",
+                error = %JsonErrorShape(&e),
+                "claims do not fit the handler's type"
+            );
             AuthRejection::new(parts, AuthError::InvalidToken(InvalidToken::UnexpectedClaims))
         })
     }

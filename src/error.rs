@@ -569,8 +569,47 @@ fn push_quoted(out: &mut String, value: &str) {
     }
 }
 
+/// Where and how a JSON text failed to parse, without serde_json's message: that message quotes
+/// the offending value (`invalid type: string "alice@example.com"`), which for claims or an
+/// introspection answer is personal data, and nothing of a token may reach a log line.
+pub(crate) struct JsonErrorShape<'a>(pub(crate) &'a serde_json::Error);
+
+impl fmt::Display for JsonErrorShape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No position: made by this crate outside any parse (`Error::custom`), a message of ours.
+        if self.0.line() == 0 {
+            return fmt::Display::fmt(self.0, f);
+        }
+        let kind = match self.0.classify() {
+            serde_json::error::Category::Io => "an I/O error",
+            serde_json::error::Category::Syntax => "a syntax error",
+            serde_json::error::Category::Data => "a value of the wrong type or a missing field",
+            serde_json::error::Category::Eof => "an early end",
+        };
+        write!(f, "{kind} at line {}, column {}", self.0.line(), self.0.column())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// A value that does not fit is not quoted: it may be personal data.
+    #[test]
+    fn a_json_error_says_where_not_what() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Claims {
+            email: u32,
+        }
+        let e = serde_json::from_str::<Claims>(r#"{"email":"alice@example.com"}"#).unwrap_err();
+        assert!(e.to_string().contains("alice@example.com"), "serde_json quotes it: {e}");
+        let shown = super::JsonErrorShape(&e).to_string();
+        assert_eq!(shown, "a value of the wrong type or a missing field at line 1, column 28");
+        let e = serde_json::from_str::<Claims>("{\"email\": 1").unwrap_err();
+        assert_eq!(super::JsonErrorShape(&e).to_string(), "an early end at line 1, column 11");
+        let ours: serde_json::Error = serde::de::Error::custom("not a JSON object");
+        assert_eq!(super::JsonErrorShape(&ours).to_string(), "not a JSON object");
+    }
+
     use super::*;
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
 use crate::discovery::Discovery;
-use crate::error::{AuthError, InvalidToken, Unavailable};
+use crate::error::{AuthError, InvalidToken, JsonErrorShape, Unavailable};
 use crate::jwt::jwks::FetchError;
 use crate::jwt::policy::{AudiencePolicy, ClaimPolicy, OneOrMany, RegisteredClaims, Str};
 use crate::outbound::{Auth, HttpClient, Url, http_url};
@@ -95,7 +95,9 @@ impl fmt::Display for IntrospectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IntrospectionError::Fetch(e) => write!(f, "introspection call failed: {e}"),
-            IntrospectionError::Invalid(e) => write!(f, "not an introspection response: {e}"),
+            IntrospectionError::Invalid(e) => {
+                write!(f, "not an introspection response: {}", JsonErrorShape(e))
+            }
             IntrospectionError::Busy => f.write_str("too many introspection calls under way"),
         }
     }
@@ -686,7 +688,7 @@ impl Inner {
             Ok(claims) => claims,
             Err(e) => {
                 // Active but with claims of the wrong types: refuse the token, not the service.
-                tracing::debug!(error = %e, "introspection response has malformed claims");
+                tracing::debug!(error = %JsonErrorShape(&e), "introspection response has malformed claims");
                 return Ok(self.inactive(now));
             }
         };

@@ -306,6 +306,29 @@ async fn hmac_cannot_be_allowed_together_with_a_key_set() {
     }
 }
 
+/// An HMAC secret at least as long as the hash of every algorithm allowed (RFC 7518 §3.2).
+#[test]
+fn an_hmac_secret_is_as_long_as_its_hash() {
+    let build = |len: usize, algs: &[Algorithm]| {
+        JwtValidator::builder()
+            .issuer("https://issuer.example")
+            .audience(DEFAULT_AUDIENCE)
+            .hmac_secret(vec![7u8; len])
+            .algorithms(algs.iter().copied())
+            .build()
+    };
+    for (algs, needed) in [
+        (&[Algorithm::HS256][..], 32),
+        (&[Algorithm::HS384][..], 48),
+        (&[Algorithm::HS512][..], 64),
+        (&[Algorithm::HS256, Algorithm::HS512][..], 64),
+    ] {
+        let err = build(needed - 1, algs).map(|_| ()).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)), "{algs:?} with {} bytes: {err:?}", needed - 1);
+        assert!(build(needed, algs).is_ok(), "{algs:?} with {needed} bytes");
+    }
+}
+
 #[tokio::test]
 async fn pss_signature_under_a_key_pinned_to_rs256_is_rejected() {
     // The JWK of `rs256-1` says `"alg": "RS256"`: a PS256 token naming that kid must not verify,

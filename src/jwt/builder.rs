@@ -67,6 +67,8 @@ impl JwtValidatorBuilder {
     }
     /// Verifies HMAC-signed tokens with a shared secret instead of a key set. Only `HS256` is
     /// allowed unless [`Self::algorithms`] says otherwise; asymmetric algorithms are then refused.
+    /// The secret must be at least as long as the hash of every algorithm allowed (RFC 7518
+    /// §3.2): 32 bytes for `HS256`, 48 for `HS384`, 64 for `HS512`.
     pub fn hmac_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(secret.as_ref().to_vec());
         self
@@ -156,6 +158,7 @@ impl JwtValidatorBuilder {
             }
             self.key_set = Some(KeySet::discover(discovery).background_refresh(true).build()?);
         }
+        let mut secret_len = 0;
         let (keys, default_algs): (KeySource, &[Algorithm]) = match (self.jwks_url, self.key_set, self.secret)
         {
             (Some(url), None, None) => {
@@ -163,9 +166,7 @@ impl JwtValidatorBuilder {
             }
             (None, Some(set), None) => (KeySource::KeySet(set), defaults::ASYMMETRIC_ALGORITHMS),
             (None, None, Some(secret)) => {
-                if secret.len() < 32 {
-                    return Err(ConfigError::Invalid("an HMAC secret needs at least 32 bytes"));
-                }
+                secret_len = secret.len();
                 (KeySource::Secret(DecodingKey::from_secret(&secret)), &[Algorithm::HS256])
             }
             (None, None, None) => {
@@ -181,11 +182,22 @@ impl JwtValidatorBuilder {
         }
         let symmetric = matches!(keys, KeySource::Secret(_));
         for alg in &algorithms {
-            let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-            if is_hmac != symmetric {
+            // A key at least as long as the hash's output (RFC 7518 §3.2).
+            let hash_len = match alg {
+                Algorithm::HS256 => Some(32),
+                Algorithm::HS384 => Some(48),
+                Algorithm::HS512 => Some(64),
+                _ => None,
+            };
+            if hash_len.is_some() != symmetric {
                 // Mixing families is how algorithm confusion happens (RFC 8725 §2.1).
                 return Err(ConfigError::Invalid(
                     "HMAC algorithms need hmac_secret; asymmetric ones need a key set",
+                ));
+            }
+            if hash_len.is_some_and(|len| secret_len < len) {
+                return Err(ConfigError::Invalid(
+                    "an HMAC secret needs at least as many bytes as its hash: 32 (HS256), 48 (HS384), 64 (HS512)",
                 ));
             }
         }

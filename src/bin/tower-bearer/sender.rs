@@ -63,9 +63,11 @@ struct StoreInUse(Mutex<Option<Arc<InMemoryReplayStore>>>);
 impl StoreInUse {
     fn store(&self, sizes: ReplaySizes) -> Arc<InMemoryReplayStore> {
         let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(in_use.get_or_insert_with(|| {
-            Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key))
-        }))
+        Arc::clone(
+            in_use.get_or_insert_with(|| {
+                Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key))
+            }),
+        )
     }
 
     fn apply(&self, sizes: ReplaySizes) {
