@@ -190,8 +190,13 @@ async fn auth_mode_answers_like_the_layer() {
         raw_get(gw.addr, "/ext_authz/admin", Some(&read), &[("X-Original-URI", "/public/x")]).await;
     envoy_wins.assert_challenge(403, Some("insufficient_scope"));
 
-    // No original request at all.
+    // No original request at all; or its URI without its method, which is not taken as `GET`
+    // (a `DELETE` would pass on the rule for reads).
     assert_eq!(raw_get(gw.addr, "/auth", Some(&read), &[]).await.status, 400);
+    for half in [[("X-Original-URI", "/items/1")], [("X-Forwarded-Uri", "/items/1")]] {
+        let r = raw_get(gw.addr, "/auth", Some(&read), &half).await;
+        assert_eq!(r.status, 400, "{half:?}: {r:?}");
+    }
 
     // The RFC 6750 answers.
     nginx_style(&gw, "/items/1", None).await.assert_challenge(401, None);
@@ -209,7 +214,7 @@ async fn auth_mode_answers_like_the_layer() {
         gw.addr,
         "/auth",
         Some("a,b"),
-        &[("X-Original-URI", "/items/1"), ("X-Auth-Request-Mode", "nginx")],
+        &[("X-Original-Method", "GET"), ("X-Original-URI", "/items/1"), ("X-Auth-Request-Mode", "nginx")],
     )
     .await;
     assert_eq!(nginx.status, 403);

@@ -447,9 +447,15 @@ impl App {
         // is the client's: refuse rather than guess.
         let original = (text("x-original-uri")?, method("x-original-method")?);
         let forwarded = (text("x-forwarded-uri")?, method("x-forwarded-method")?);
-        let pick =
-            |(uri, method): (Option<String>, Option<Method>)| uri.map(|u| (method.unwrap_or(Method::GET), u));
-        match (pick(original), pick(forwarded)) {
+        // A URI without its method is a gateway set up to send only half of the request: judging
+        // it as some method (`GET`) would let a `DELETE` pass on a rule made for reads, and a
+        // DPoP proof made for a read pass on a write.
+        let pick = |(uri, method): (Option<String>, Option<Method>)| match (uri, method) {
+            (Some(uri), Some(method)) => Ok(Some((method, uri))),
+            (Some(_), None) => Err("no_original_method"),
+            (None, _) => Ok(None),
+        };
+        match (pick(original)?, pick(forwarded)?) {
             (Some(a), Some(b)) if a != b => Err("conflicting_original_headers"),
             (Some(t), _) | (None, Some(t)) => Ok(t),
             (None, None) => Err("no_original_request"),
