@@ -578,6 +578,47 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     wait_for_log(&gw.process, "dpop_replay_store_full").await;
 }
 
+/// A reload that widens `iat_window_secs` keeps the proofs recorded so far as much longer: each
+/// was kept until the end of the narrow window it was accepted under, and once that ended the
+/// wide window would have taken it again.
+#[tokio::test]
+async fn a_proof_stays_a_replay_across_a_reload_widening_its_window() {
+    let dev = issuer().await;
+    let upstream = Upstream::start().await;
+    let config = |window: u32| {
+        let dpop = format!("[dpop]\norigin = \"https://api.example\"\niat_window_secs = {window}\n");
+        dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
+    };
+    let gw = Gateway::ready("proxy", &config(2)).await;
+    let http = common::client();
+    let key = dpop_key::DpopKey::new();
+    let token = dpop_bound_token(&dev, &key);
+    let htu = "https://api.example/items/1";
+    let send = |proof: String| {
+        common::send(
+            http.get(gw.url("/items/1"))
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof),
+        )
+    };
+    let used = key.proof("GET", htu, Some(&token), None);
+    let iat = std::time::Instant::now();
+    assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
+
+    std::fs::write(&gw.config, config(600)).unwrap();
+    gw.process.hangup();
+    wait_for_log(&gw.process, "configuration reloaded").await;
+    wait_for_ok(&gw.url("/readyz")).await;
+    // Past the end of the narrow window (its `iat` second, + 2, + 1) with a second to spare: its
+    // entry was to end there, and the wide window takes its `iat` for ten minutes.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(iat.elapsed())).await;
+    let r = send(used).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
+    let challenge = r.headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("the DPoP proof was used before"), "a replay, not another fault: {r:?}");
+    assert_eq!(send(key.proof("GET", htu, Some(&token), None)).await.status, http::StatusCode::OK);
+}
+
 #[tokio::test]
 async fn proxy_mode_checks_dpop_proofs_and_forwarded_certificates() {
     use base64::Engine;

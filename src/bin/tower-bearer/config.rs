@@ -43,7 +43,7 @@ pub struct Config {
     pub path_prefix: Option<String>,
     pub upstream: Option<Upstream>,
     /// `[dpop]`, unless absent or off.
-    pub dpop: Option<(tower_bearer::dpop::Dpop, crate::sender::ReplaySizes)>,
+    pub dpop: Option<(tower_bearer::dpop::Dpop, crate::sender::ReplayBounds)>,
     /// `[client_certificate]`: the gateway's forwarded-certificate header.
     pub client_certificate: Option<(HeaderName, tower_bearer::CertificateHeader)>,
     /// Named upstreams (`[upstreams.NAME]`).
@@ -596,7 +596,8 @@ access = { all = ["items:read"] }
     #[test]
     fn dpop_and_client_certificate() {
         let config = parse(&format!("{GOOD}\n[dpop]\norigin = \"https://api.example\"\n"), "t.toml").unwrap();
-        let sizes = |config: &Config| config.dpop.as_ref().map(|(_, sizes)| (sizes.entries, sizes.per_key));
+        let sizes =
+            |config: &Config| config.dpop.as_ref().map(|(_, bounds)| (bounds.entries, bounds.per_key));
         assert_eq!(sizes(&config), Some((100_000, 10_000)));
         let sized = "[dpop]\norigin = \"https://a\"\nreplay_entries = 50\n";
         assert_eq!(sizes(&parse(&format!("{GOOD}\n{sized}"), "t.toml").unwrap()), Some((50, 5)));

@@ -65,9 +65,9 @@ fn reload(
         current.replace(files, server_config);
     }
     shared.replace(running);
-    if let Some((_, sizes)) = &config.dpop {
+    if let Some((_, bounds)) = &config.dpop {
         // The replay store the new configuration shares with the old one takes its bounds now.
-        sizes.apply();
+        bounds.apply();
     }
     Ok(())
 }

@@ -30,14 +30,16 @@ pub struct DpopFile {
     pub replay_entries_per_key: Option<usize>,
 }
 
-/// The bounds of `[dpop]`'s replay store (this process's record, with or without `[redis]`).
+/// The bounds of `[dpop]`'s replay store (this process's record, with or without `[redis]`):
+/// its entries, one key's share of them, and how long a proof is kept (its `iat` window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplaySizes {
+pub struct ReplayBounds {
     pub entries: usize,
     pub per_key: usize,
+    pub window: Duration,
 }
 
-impl ReplaySizes {
+impl ReplayBounds {
     /// The store the running configuration uses, so that a reload does not forget the proofs
     /// recorded (they could be replayed); a new one of these bounds when none is in use.
     pub fn store(self) -> Arc<InMemoryReplayStore> {
@@ -45,7 +47,9 @@ impl ReplaySizes {
     }
 
     /// Gives the store in use these bounds. Called once the configuration holding them runs,
-    /// not when it is read: a reload refused after reading `[dpop]` changes nothing.
+    /// not when it is read: a reload refused after reading `[dpop]` changes nothing. A wider
+    /// window keeps the proofs recorded so far as much longer: each was to be kept until the end
+    /// of the narrower window it was accepted under, which the wider one would outlast.
     pub fn apply(self) {
         IN_USE.apply(self);
     }
@@ -57,23 +61,28 @@ static IN_USE: StoreInUse = StoreInUse(Mutex::new(None));
 /// Made with the first configuration that has `[dpop]`, then kept for the life of the process,
 /// also while a configuration without `[dpop]` (or with `mode = "off"`) runs: a reload that turns
 /// DPoP off and on again within a proof's `iat` window must not forget the proofs recorded
-/// before. Its memory stays within its bound meanwhile.
-struct StoreInUse(Mutex<Option<Arc<InMemoryReplayStore>>>);
+/// before. Its memory stays within its bound meanwhile. With it, the window its proofs were
+/// recorded under.
+struct StoreInUse(Mutex<Option<(Arc<InMemoryReplayStore>, Duration)>>);
 
 impl StoreInUse {
-    fn store(&self, sizes: ReplaySizes) -> Arc<InMemoryReplayStore> {
+    fn store(&self, bounds: ReplayBounds) -> Arc<InMemoryReplayStore> {
         let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            in_use.get_or_insert_with(|| {
-                Arc::new(InMemoryReplayStore::new(sizes.entries).per_key(sizes.per_key))
-            }),
-        )
+        let (store, _) = in_use.get_or_insert_with(|| {
+            (Arc::new(InMemoryReplayStore::new(bounds.entries).per_key(bounds.per_key)), bounds.window)
+        });
+        Arc::clone(store)
     }
 
-    fn apply(&self, sizes: ReplaySizes) {
-        let in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = in_use.as_ref() {
-            store.resize(sizes.entries, sizes.per_key);
+    fn apply(&self, bounds: ReplayBounds) {
+        let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((store, window)) = in_use.as_mut() {
+            store.resize(bounds.entries, bounds.per_key);
+            if let Some(wider) = bounds.window.checked_sub(*window).filter(|by| !by.is_zero()) {
+                store.retain_longer(wider);
+            }
+            // A narrower window: what was recorded stays as long as it asked, more than needed.
+            *window = bounds.window;
         }
     }
 }
@@ -90,7 +99,7 @@ pub struct ClientCertificateFile {
 
 /// The checked `[dpop]` table, with its replay store's bounds; `Ok(None)` when absent or `off`.
 /// Errors are `(key, message)`.
-pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplaySizes)>, (&'static str, String)> {
+pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplayBounds)>, (&'static str, String)> {
     let mode = file.mode.as_deref().unwrap_or("allowed");
     if mode == "off" {
         return Ok(None);
@@ -103,7 +112,12 @@ pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplaySizes)>, (&'static st
     if per_key == 0 {
         return Err(("dpop.replay_entries_per_key", "must be at least 1".to_owned()));
     }
-    let sizes = ReplaySizes { entries, per_key };
+    let window = match file.iat_window_secs {
+        Some(0) => return Err(("dpop.iat_window_secs", "must be at least 1".to_owned())),
+        Some(secs) => Duration::from_secs(secs),
+        None => tower_bearer::dpop::defaults::IAT_WINDOW,
+    };
+    let bounds = ReplayBounds { entries, per_key, window };
     let origin = file
         .origin
         .as_deref()
@@ -114,13 +128,9 @@ pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplaySizes)>, (&'static st
         other => return Err(("dpop.mode", format!("`{other}`: expected off, allowed or required"))),
     }
     .map_err(|e| ("dpop.origin", e.to_string()))?;
-    let dpop = match file.iat_window_secs {
-        Some(0) => return Err(("dpop.iat_window_secs", "must be at least 1".to_owned())),
-        Some(secs) => dpop.iat_window(Duration::from_secs(secs)),
-        None => dpop,
-    };
+    let dpop = dpop.iat_window(window);
     let (key, secret) = match (&file.nonce_secret_env, &file.nonce_secret_file) {
-        (None, None) => return Ok(Some((dpop.replay_store(sizes.store()), sizes))),
+        (None, None) => return Ok(Some((dpop.replay_store(bounds.store()), bounds))),
         (Some(var), None) => (
             "dpop.nonce_secret_env",
             std::env::var(var)
@@ -139,7 +149,7 @@ pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplaySizes)>, (&'static st
         return Err((key, "the nonce secret must hold at least 32 bytes".to_owned()));
     }
     let nonces = DpopNonces::new(secret.as_bytes(), Duration::from_secs(300));
-    Ok(Some((dpop.nonces(nonces).replay_store(sizes.store()), sizes)))
+    Ok(Some((dpop.nonces(nonces).replay_store(bounds.store()), bounds)))
 }
 
 /// The checked `[client_certificate]` table.
@@ -175,7 +185,7 @@ mod tests {
     fn a_reload_keeps_the_replay_store() {
         // A registry of its own: the process's is shared with the tests that read configurations.
         let in_use = StoreInUse(Mutex::new(None));
-        let sizes = ReplaySizes { entries: 12_345, per_key: 67 };
+        let sizes = ReplayBounds { entries: 12_345, per_key: 67, window: Duration::from_secs(60) };
         let running = in_use.store(sizes);
         let key = ReplayKey::from_bytes([9; 32]);
         let other = ReplayKey::from_bytes([8; 32]);
@@ -183,7 +193,7 @@ mod tests {
         let reloaded = in_use.store(sizes);
         assert!(Arc::ptr_eq(&running, &reloaded));
         assert_eq!(reloaded.record(key, 100, 1), Err(ReplayError::Replayed));
-        let one = ReplaySizes { entries: 1, per_key: 1 };
+        let one = ReplayBounds { entries: 1, per_key: 1, window: Duration::from_secs(60) };
         let resized = in_use.store(one);
         assert!(Arc::ptr_eq(&running, &resized));
         assert_eq!(resized.record(key, 100, 2), Err(ReplayError::Replayed));
@@ -195,5 +205,32 @@ mod tests {
         // `[dpop]` off: no configuration holds the store. On again, with other bounds:
         let again = in_use.store(sizes);
         assert_eq!(again.record(key, 100, 3), Err(ReplayError::Replayed), "off and on forgot the proofs");
+    }
+
+    /// A wider `iat` window keeps what was recorded under the narrower one as much longer (the
+    /// wider window would accept those proofs again once their entries end); a narrower one
+    /// shortens nothing.
+    #[test]
+    fn a_wider_window_keeps_the_proofs_longer() {
+        let in_use = StoreInUse(Mutex::new(None));
+        let bounds = |secs| ReplayBounds { entries: 100, per_key: 100, window: Duration::from_secs(secs) };
+        let store = in_use.store(bounds(60));
+        // A proof of iat 1000, under a window of 60: kept until 1061.
+        let key = ReplayKey::from_bytes([5; 32]);
+        assert_eq!(store.record(key, 1061, 1000), Ok(()));
+        in_use.apply(bounds(600));
+        assert_eq!(
+            store.record(key, 1601, 1100),
+            Err(ReplayError::Replayed),
+            "a window of 600 still takes it"
+        );
+        assert_eq!(store.record(key, 1601, 1600), Err(ReplayError::Replayed));
+        assert_eq!(store.record(key, 1601, 1601), Ok(()), "past the wider window too");
+        // Narrower, then wider again: what 600 recorded keeps its lifetime, and more.
+        in_use.apply(bounds(10));
+        let other = ReplayKey::from_bytes([6; 32]);
+        assert_eq!(store.record(other, 2011, 2000), Ok(()));
+        in_use.apply(bounds(60));
+        assert_eq!(store.record(other, 2061, 2050), Err(ReplayError::Replayed), "kept 50 s longer");
     }
 }
