@@ -161,7 +161,8 @@ impl Dpop {
     }
 
     /// The proof algorithms accepted (default ES256, ES384, EdDSA, RS256, PS256). Symmetric
-    /// algorithms are dropped: a proof is signed by the client's private key.
+    /// algorithms are dropped: a proof is signed by the client's private key. A list left empty
+    /// accepts no proof at all: every `DPoP` request is refused (`invalid_dpop_proof`).
     pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
         self.algorithms = algorithms
             .into_iter()
