@@ -17,7 +17,9 @@ use crate::time::TimeWindow;
 #[non_exhaustive]
 pub enum TypPolicy {
     /// `at+jwt`, `application/at+jwt`, `JWT`, or no `typ` at all (the default: many issuers
-    /// still send `JWT`).
+    /// still send `JWT`). ID tokens are told apart by their `nonce`, `at_hash` or `c_hash`; one
+    /// with none of them (a code-flow ID token needs no `nonce`) whose `aud` is accepted passes,
+    /// which matters when the audience accepted is a client id: then use [`Strict`](Self::Strict).
     #[default]
     Lenient,
     /// RFC 9068 strict: `at+jwt` or `application/at+jwt` only. Rejects ID tokens (and anything
