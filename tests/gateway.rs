@@ -525,6 +525,24 @@ fn dpop_bound_token(dev: &DevIssuer, key: &dpop_key::DpopKey) -> String {
     dev.token().subject("alice").scope("items:read").claim("cnf", json!({ "jkt": key.jkt() })).sign()
 }
 
+/// A proxy gateway's configuration: the upstream, and `[dpop]` with its origin and `more`.
+fn dpop_proxy_config(dev: &DevIssuer, upstream: &Upstream, more: &str) -> String {
+    let dpop = format!("[dpop]\norigin = \"https://api.example\"\n{more}");
+    dev_config(dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
+}
+
+/// `GET /items/1` through `gw` with `token` under the `DPoP` scheme and `proof` (made for
+/// [`DPOP_HTU`]).
+async fn send_dpop(http: &reqwest::Client, gw: &Gateway, token: &str, proof: String) -> common::Reply {
+    common::send(
+        http.get(gw.url("/items/1")).header("authorization", format!("DPoP {token}")).header("dpop", proof),
+    )
+    .await
+}
+
+/// The `htu` of [`send_dpop`]'s requests: the configured public origin and their path.
+const DPOP_HTU: &str = "https://api.example/items/1";
+
 /// A reload with other `[dpop]` replay bounds keeps the proofs recorded: one used before the
 /// `SIGHUP` is still a replay after it (a new, empty store would let it through once more), and
 /// the new bounds are in force once the file runs, not when a refused one was read.
@@ -534,24 +552,15 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     let upstream = Upstream::start().await;
     let config = |entries: u32| {
         // One proof key here: its share is the whole store.
-        let dpop = format!(
-            "[dpop]\norigin = \"https://api.example\"\nreplay_entries = {entries}\nreplay_entries_per_key = {entries}\n"
-        );
-        dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
+        let bounds = format!("replay_entries = {entries}\nreplay_entries_per_key = {entries}\n");
+        dpop_proxy_config(&dev, &upstream, &bounds)
     };
     let gw = Gateway::ready("proxy", &config(3)).await;
     let http = common::client();
     let key = dpop_key::DpopKey::new();
     let token = dpop_bound_token(&dev, &key);
-    let htu = "https://api.example/items/1";
-    let send = |proof: String| {
-        common::send(
-            http.get(gw.url("/items/1"))
-                .header("authorization", format!("DPoP {token}"))
-                .header("dpop", proof),
-        )
-    };
-    let used = key.proof("GET", htu, Some(&token), None);
+    let send = |proof: String| send_dpop(&http, &gw, &token, proof);
+    let used = key.proof("GET", DPOP_HTU, Some(&token), None);
     assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
 
     // A file with a bound of 1, refused for a table checked after `[dpop]` was read: the running
@@ -561,7 +570,7 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     std::fs::write(&gw.config, refused).unwrap();
     gw.process.hangup();
     wait_for_log(&gw.process, "configuration refused").await;
-    assert_eq!(send(key.proof("GET", htu, Some(&token), None)).await.status, http::StatusCode::OK);
+    assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
 
     // A good file with a bound of 2: the proof from before the reloads is still a replay, and
     // the two entries live are the bound (under the old 3, a third proof would be taken).
@@ -573,7 +582,7 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
     let challenge = r.headers["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("the DPoP proof was used before"), "a replay, not another fault: {r:?}");
-    let r = send(key.proof("GET", htu, Some(&token), None)).await;
+    let r = send(key.proof("GET", DPOP_HTU, Some(&token), None)).await;
     assert_eq!(r.status, http::StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
     wait_for_log(&gw.process, "dpop_replay_store_full").await;
 }
@@ -585,23 +594,13 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
 async fn a_proof_stays_a_replay_across_a_reload_widening_its_window() {
     let dev = issuer().await;
     let upstream = Upstream::start().await;
-    let config = |window: u32| {
-        let dpop = format!("[dpop]\norigin = \"https://api.example\"\niat_window_secs = {window}\n");
-        dev_config(&dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
-    };
+    let config = |window: u32| dpop_proxy_config(&dev, &upstream, &format!("iat_window_secs = {window}\n"));
     let gw = Gateway::ready("proxy", &config(2)).await;
     let http = common::client();
     let key = dpop_key::DpopKey::new();
     let token = dpop_bound_token(&dev, &key);
-    let htu = "https://api.example/items/1";
-    let send = |proof: String| {
-        common::send(
-            http.get(gw.url("/items/1"))
-                .header("authorization", format!("DPoP {token}"))
-                .header("dpop", proof),
-        )
-    };
-    let used = key.proof("GET", htu, Some(&token), None);
+    let send = |proof: String| send_dpop(&http, &gw, &token, proof);
+    let used = key.proof("GET", DPOP_HTU, Some(&token), None);
     let iat = std::time::Instant::now();
     assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
 
@@ -616,7 +615,7 @@ async fn a_proof_stays_a_replay_across_a_reload_widening_its_window() {
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
     let challenge = r.headers["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("the DPoP proof was used before"), "a replay, not another fault: {r:?}");
-    assert_eq!(send(key.proof("GET", htu, Some(&token), None)).await.status, http::StatusCode::OK);
+    assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
 }
 
 #[tokio::test]
