@@ -811,9 +811,10 @@ b64 = lambda n: base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode()
 for i in range(int(sys.argv[2])):
     print(f"{header if i % 2 == 0 else b64(27)}.{b64(240)}.{b64(256)}")
 PY
-    # Each valid token twice in a row: the cache admits a token on its second success (the
-    # doorkeeper), so sent once they are verified and forgotten, sent twice they are held. The
-    # two floods together show what a verified token costs and what a cached one keeps.
+    # The valid tokens, all of them, then all of them again: the cache admits a token on its
+    # second success (the doorkeeper), so sent once they are verified and forgotten, sent twice
+    # they are held. The two floods together show what a verified token costs and what a cached
+    # one keeps.
     cat "$work/memory-valid.txt" "$work/memory-valid.txt" >"$work/memory-twice.txt"
     flood() { # KIND (valid, twice, garbage: tokens memory-KIND.txt) EXPECTED_STATUS
         ours "mem-$1" "$AUDIENCE" --token-cache on --token-cache-entries "$MEMORY_TOKENS"
@@ -824,6 +825,9 @@ PY
         log "memory: $requests requests, $MEMORY_TOKENS distinct tokens ($1; RSS before: $before KiB)"
         line="$(run_wrk 120s "$url/me" "$work/memory-$1.txt" "$requests" "$2")"
         after="$(rss_kib "$server")"
+        # Growth is divided by the distinct tokens: only right if every one was sent.
+        [ "$(field seen <<<"$line")" -ge "$requests" ] ||
+            die "memory flood $1: $(field seen <<<"$line") responses of $requests within 120 s"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(field seen <<<"$line")" "$(field bad <<<"$line")" \
             "$before" "$after" "$(field rps <<<"$line")" "$2" "$MEMORY_TOKENS" >>"$work/memory.tsv"
         stop "$server"
@@ -984,7 +988,7 @@ if mem:
         before, after = int(before), int(after)
         what = {
             "valid": "distinct valid tokens, each sent once (verified; not cached: admission is on a second success)",
-            "twice": "distinct valid tokens, each sent twice in turn (cached on the second)",
+            "twice": "distinct valid tokens, all sent once, then all again (cached on the second)",
             "garbage": "distinct garbage tokens (rejected)",
         }[kind]
         print(f"| {what} | {int(seen):,} | {int(bad)} (expected {expect}) | {before / 1024:.1f} MiB | "

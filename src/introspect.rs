@@ -78,8 +78,9 @@ impl fmt::Debug for ClientAuth {
     }
 }
 
-/// Why an introspection call failed. Logged; the client gets a `503`.
-#[derive(Debug)]
+/// Why an introspection call failed. Logged; the client gets a `503`. Neither `Display` nor
+/// `Debug` quotes what the endpoint answered (it may hold personal data): a JSON error says
+/// where it was found, not what.
 #[non_exhaustive]
 pub enum IntrospectionError {
     /// The call itself failed (connect, timeout, status, size, body).
@@ -89,6 +90,18 @@ pub enum IntrospectionError {
     /// [`max_in_flight`](IntrospectorBuilder::max_in_flight) calls are under way and
     /// [`max_queued`](IntrospectorBuilder::max_queued) requests wait already: no call was made.
     Busy,
+}
+
+impl fmt::Debug for IntrospectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntrospectionError::Fetch(e) => f.debug_tuple("Fetch").field(e).finish(),
+            IntrospectionError::Invalid(e) => {
+                f.debug_tuple("Invalid").field(&format_args!("{}", JsonErrorShape(e))).finish()
+            }
+            IntrospectionError::Busy => f.write_str("Busy"),
+        }
+    }
 }
 
 impl fmt::Display for IntrospectionError {
@@ -789,6 +802,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::time::UNIX_EPOCH;
+
+    /// What the endpoint answered is not quoted, by `Display` nor by `Debug`.
+    #[test]
+    fn an_invalid_answer_is_not_quoted() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Active {
+            active: bool,
+        }
+        let e = serde_json::from_str::<Active>(r#"{"active":"alice@example.com"}"#).unwrap_err();
+        let err = IntrospectionError::Invalid(e);
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("alice"), "{shown}");
+            assert!(shown.contains("line 1, column"), "{shown}");
+        }
+    }
 
     proptest! {
         // Each case builds an HTTP client (loading the TLS roots): a few dozen cases suffice.

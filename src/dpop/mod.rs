@@ -4,6 +4,7 @@
 //! `DPoP` scheme is accepted, the public origin `htu` is checked against, the `iat` window, the
 //! algorithms, the replay store and optional server nonces.
 
+mod history;
 mod nonce;
 mod proof;
 mod replay;
@@ -17,6 +18,7 @@ use jsonwebtoken::Algorithm;
 
 use crate::config::ConfigError;
 use crate::time::Clock;
+pub use history::WindowHistory;
 pub use nonce::DpopNonces;
 pub(crate) use proof::{Proof, Target, proof_header};
 pub use replay::{
@@ -80,6 +82,8 @@ pub struct Dpop {
     pub(crate) mode: Mode,
     pub(crate) origin: HtuOrigin,
     pub(crate) iat_window: Duration,
+    /// The windows of earlier configurations sharing the replay store.
+    pub(crate) history: Option<WindowHistory>,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) replay: Arc<dyn ReplayStore>,
     pub(crate) nonces: Option<DpopNonces>,
@@ -116,6 +120,7 @@ impl Dpop {
             mode: Mode::Off,
             origin: HtuOrigin::Host { scheme: "https".into() },
             iat_window: defaults::IAT_WINDOW,
+            history: None,
             algorithms: defaults::ALGORITHMS.to_vec(),
             replay: Arc::new(InMemoryReplayStore::default()),
             nonces: None,
@@ -157,6 +162,14 @@ impl Dpop {
     /// this long after its `iat`.
     pub fn iat_window(mut self, window: Duration) -> Self {
         self.iat_window = window;
+        self
+    }
+
+    /// Judges proofs issued while earlier configurations were in force by their narrower
+    /// windows as well (see [`WindowHistory`]): for configurations that share a replay store
+    /// and may widen the window, a reloaded server's.
+    pub fn window_history(mut self, history: WindowHistory) -> Self {
+        self.history = Some(history);
         self
     }
 

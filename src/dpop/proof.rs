@@ -225,6 +225,7 @@ impl Dpop {
             _ => return Err(Why::InvalidClaim),
         };
         let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
+        let window = self.history.as_ref().map_or(window, |history| history.window_for(iat, window));
         if iat < now.saturating_sub(window) {
             return Err(Why::Stale);
         }

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// Default bound of [`InMemoryReplayStore`]: live entries.
 pub const DEFAULT_REPLAY_ENTRIES: usize = 100_000;
@@ -136,14 +135,11 @@ pub struct InMemoryReplayStore {
 
 #[derive(Default)]
 struct Entries {
-    // Expiries are kept less `shift` (see `retain_longer`): raising it keeps every entry made
-    // before longer, in O(1), and leaves both orders as they were.
     live: HashMap<ReplayKey, i64>,
     // Expiry order, to drop expired entries in O(log n) each.
     by_expiry: BinaryHeap<Reverse<(i64, ReplayKey)>>,
     // Live entries of each proof key that has any.
     per_owner: HashMap<[u8; 32], usize>,
-    shift: i64,
 }
 
 impl InMemoryReplayStore {
@@ -177,16 +173,6 @@ impl InMemoryReplayStore {
         let _entries = self.lock();
         self.capacity.store(capacity, Ordering::Relaxed);
         self.per_key.store(per_key.max(1), Ordering::Relaxed);
-    }
-
-    /// Keeps every proof recorded so far `by` longer than it asked (proofs recorded later keep
-    /// their own lifetime). For a configuration reloaded with a wider [`iat`
-    /// window](super::Dpop::iat_window): a proof is recorded until the end of the window it was
-    /// accepted under, and once that ends the wider window would accept it again.
-    pub fn retain_longer(&self, by: Duration) {
-        let by = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
-        let mut entries = self.lock();
-        entries.shift = entries.shift.saturating_add(by);
     }
 
     /// Live entries now (expired ones not yet dropped included).
@@ -225,9 +211,9 @@ impl ReplayStore for InMemoryReplayStore {
         let mut entries = self.lock();
         let (capacity, per_key) =
             (self.capacity.load(Ordering::Relaxed), self.per_key.load(Ordering::Relaxed));
-        let Entries { live, by_expiry, per_owner, shift } = &mut *entries;
+        let Entries { live, by_expiry, per_owner } = &mut *entries;
         while let Some(Reverse((at, old))) = by_expiry.peek().copied() {
-            if at.saturating_add(*shift) > now {
+            if at > now {
                 break;
             }
             by_expiry.pop();
@@ -254,9 +240,8 @@ impl ReplayStore for InMemoryReplayStore {
         if live.len() >= capacity {
             return Err(ReplayError::Full);
         }
-        let at = expires_at.saturating_sub(*shift);
-        live.insert(key, at);
-        by_expiry.push(Reverse((at, key)));
+        live.insert(key, expires_at);
+        by_expiry.push(Reverse((expires_at, key)));
         per_owner.insert(key.owner, owned + 1);
         Ok(())
     }
@@ -302,24 +287,6 @@ mod tests {
         store.resize(10, 1);
         assert_eq!(store.record(proof_of(7, 1), 100, 10), Ok(()));
         assert_eq!(store.record(proof_of(7, 2), 100, 10), Err(ReplayError::KeyOverBudget));
-    }
-
-    /// Proofs recorded before `retain_longer` are kept that much longer; those recorded after
-    /// keep the lifetime they ask for.
-    #[test]
-    fn retained_longer_the_proofs_so_far() {
-        let store = InMemoryReplayStore::new(10);
-        assert_eq!(store.record(key(1), 100, 0), Ok(()));
-        store.retain_longer(Duration::from_secs(50));
-        assert_eq!(store.record(key(2), 110, 10), Ok(()));
-        assert_eq!(store.record(key(1), 100, 120), Err(ReplayError::Replayed), "kept until 150");
-        assert_eq!(store.record(key(2), 200, 120), Ok(()), "key 2 ended at 110: recorded anew");
-        assert_eq!(store.record(key(1), 250, 150), Ok(()), "key 1 ended at 150");
-        assert_eq!(store.len(), 2);
-        // Saturating, not overflowing: kept for good.
-        store.retain_longer(Duration::from_secs(u64::MAX));
-        assert_eq!(store.record(key(3), 300, i64::MAX - 1), Ok(()));
-        assert_eq!(store.record(key(1), 300, i64::MAX - 1), Err(ReplayError::Replayed));
     }
 
     /// Proof `n` of the key `owner`.

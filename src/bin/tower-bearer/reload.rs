@@ -64,11 +64,13 @@ fn reload(
     if let (Some(current), Some((files, server_config))) = (&shared.tls, tls) {
         current.replace(files, server_config);
     }
-    shared.replace(running);
     if let Some((_, bounds)) = &config.dpop {
-        // The replay store the new configuration shares with the old one takes its bounds now.
+        // The replay store the new configuration shares with the old one takes its bounds, and
+        // its history the new window, just before the new configuration takes over: its first
+        // proof is judged with the old window's entry in place.
         bounds.apply();
     }
+    shared.replace(running);
     Ok(())
 }
 

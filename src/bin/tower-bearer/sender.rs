@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Deserialize;
 use tower_bearer::CertificateHeader;
-use tower_bearer::dpop::{DEFAULT_REPLAY_ENTRIES, Dpop, DpopNonces, InMemoryReplayStore};
+use tower_bearer::dpop::{DEFAULT_REPLAY_ENTRIES, Dpop, DpopNonces, InMemoryReplayStore, WindowHistory};
 
 /// `[dpop]` as written.
 #[derive(Debug, Deserialize)]
@@ -41,15 +41,15 @@ pub struct ReplayBounds {
 
 impl ReplayBounds {
     /// The store the running configuration uses, so that a reload does not forget the proofs
-    /// recorded (they could be replayed); a new one of these bounds when none is in use.
-    pub fn store(self) -> Arc<InMemoryReplayStore> {
+    /// recorded (they could be replayed); a new one of these bounds when none is in use. With
+    /// it, the history of the windows its proofs were recorded under (see [`WindowHistory`]).
+    pub fn store(self) -> (Arc<InMemoryReplayStore>, WindowHistory) {
         IN_USE.store(self)
     }
 
-    /// Gives the store in use these bounds. Called once the configuration holding them runs,
-    /// not when it is read: a reload refused after reading `[dpop]` changes nothing. A wider
-    /// window keeps the proofs recorded so far as much longer: each was to be kept until the end
-    /// of the narrower window it was accepted under, which the wider one would outlast.
+    /// Gives the store in use these bounds, and its history this window. Called just before
+    /// the configuration holding them takes over, once nothing can refuse it: a reload refused
+    /// after reading `[dpop]` changes nothing.
     pub fn apply(self) {
         IN_USE.apply(self);
     }
@@ -61,28 +61,28 @@ static IN_USE: StoreInUse = StoreInUse(Mutex::new(None));
 /// Made with the first configuration that has `[dpop]`, then kept for the life of the process,
 /// also while a configuration without `[dpop]` (or with `mode = "off"`) runs: a reload that turns
 /// DPoP off and on again within a proof's `iat` window must not forget the proofs recorded
-/// before. Its memory stays within its bound meanwhile. With it, the window its proofs were
-/// recorded under.
-struct StoreInUse(Mutex<Option<(Arc<InMemoryReplayStore>, Duration)>>);
+/// before. Its memory stays within its bound meanwhile. With it, the windows its proofs were
+/// recorded under: a reload widening `iat_window_secs` must not take again a proof the store
+/// forgot when the narrower window ended.
+struct StoreInUse(Mutex<Option<(Arc<InMemoryReplayStore>, WindowHistory)>>);
 
 impl StoreInUse {
-    fn store(&self, bounds: ReplayBounds) -> Arc<InMemoryReplayStore> {
+    fn store(&self, bounds: ReplayBounds) -> (Arc<InMemoryReplayStore>, WindowHistory) {
         let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (store, _) = in_use.get_or_insert_with(|| {
-            (Arc::new(InMemoryReplayStore::new(bounds.entries).per_key(bounds.per_key)), bounds.window)
+        let (store, history) = in_use.get_or_insert_with(|| {
+            // The first configuration with `[dpop]`: it runs once read (a reload's is applied).
+            let history = WindowHistory::new();
+            history.install(bounds.window);
+            (Arc::new(InMemoryReplayStore::new(bounds.entries).per_key(bounds.per_key)), history)
         });
-        Arc::clone(store)
+        (Arc::clone(store), history.clone())
     }
 
     fn apply(&self, bounds: ReplayBounds) {
-        let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((store, window)) = in_use.as_mut() {
+        let in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((store, history)) = in_use.as_ref() {
             store.resize(bounds.entries, bounds.per_key);
-            if let Some(wider) = bounds.window.checked_sub(*window).filter(|by| !by.is_zero()) {
-                store.retain_longer(wider);
-            }
-            // A narrower window: what was recorded stays as long as it asked, more than needed.
-            *window = bounds.window;
+            history.install(bounds.window);
         }
     }
 }
@@ -129,8 +129,13 @@ pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplayBounds)>, (&'static s
     }
     .map_err(|e| ("dpop.origin", e.to_string()))?;
     let dpop = dpop.iat_window(window);
+    // Last, once nothing else in `[dpop]` can be refused.
+    let shared = |dpop: Dpop| {
+        let (store, history) = bounds.store();
+        Ok(Some((dpop.replay_store(store).window_history(history), bounds)))
+    };
     let (key, secret) = match (&file.nonce_secret_env, &file.nonce_secret_file) {
-        (None, None) => return Ok(Some((dpop.replay_store(bounds.store()), bounds))),
+        (None, None) => return shared(dpop),
         (Some(var), None) => (
             "dpop.nonce_secret_env",
             std::env::var(var)
@@ -149,7 +154,7 @@ pub fn dpop(file: &DpopFile) -> Result<Option<(Dpop, ReplayBounds)>, (&'static s
         return Err((key, "the nonce secret must hold at least 32 bytes".to_owned()));
     }
     let nonces = DpopNonces::new(secret.as_bytes(), Duration::from_secs(300));
-    Ok(Some((dpop.nonces(nonces).replay_store(bounds.store()), bounds)))
+    shared(dpop.nonces(nonces))
 }
 
 /// The checked `[client_certificate]` table.
@@ -186,51 +191,24 @@ mod tests {
         // A registry of its own: the process's is shared with the tests that read configurations.
         let in_use = StoreInUse(Mutex::new(None));
         let sizes = ReplayBounds { entries: 12_345, per_key: 67, window: Duration::from_secs(60) };
-        let running = in_use.store(sizes);
+        let (running, history) = in_use.store(sizes);
         let key = ReplayKey::from_bytes([9; 32]);
         let other = ReplayKey::from_bytes([8; 32]);
         assert_eq!(running.record(key, 100, 0), Ok(()));
-        let reloaded = in_use.store(sizes);
+        let (reloaded, _) = in_use.store(sizes);
         assert!(Arc::ptr_eq(&running, &reloaded));
         assert_eq!(reloaded.record(key, 100, 1), Err(ReplayError::Replayed));
         let one = ReplayBounds { entries: 1, per_key: 1, window: Duration::from_secs(60) };
-        let resized = in_use.store(one);
+        let (resized, _) = in_use.store(one);
         assert!(Arc::ptr_eq(&running, &resized));
         assert_eq!(resized.record(key, 100, 2), Err(ReplayError::Replayed));
         assert_eq!(resized.record(other, 100, 2), Ok(()), "read, not applied: the old bounds hold");
         in_use.apply(one);
         let third = ReplayKey::from_bytes([7; 32]);
         assert_eq!(resized.record(third, 100, 2), Err(ReplayError::Full), "applied: the new bound holds");
-        drop((running, reloaded, resized));
+        drop((running, reloaded, resized, history));
         // `[dpop]` off: no configuration holds the store. On again, with other bounds:
-        let again = in_use.store(sizes);
+        let (again, _) = in_use.store(sizes);
         assert_eq!(again.record(key, 100, 3), Err(ReplayError::Replayed), "off and on forgot the proofs");
-    }
-
-    /// A wider `iat` window keeps what was recorded under the narrower one as much longer (the
-    /// wider window would accept those proofs again once their entries end); a narrower one
-    /// shortens nothing.
-    #[test]
-    fn a_wider_window_keeps_the_proofs_longer() {
-        let in_use = StoreInUse(Mutex::new(None));
-        let bounds = |secs| ReplayBounds { entries: 100, per_key: 100, window: Duration::from_secs(secs) };
-        let store = in_use.store(bounds(60));
-        // A proof of iat 1000, under a window of 60: kept until 1061.
-        let key = ReplayKey::from_bytes([5; 32]);
-        assert_eq!(store.record(key, 1061, 1000), Ok(()));
-        in_use.apply(bounds(600));
-        assert_eq!(
-            store.record(key, 1601, 1100),
-            Err(ReplayError::Replayed),
-            "a window of 600 still takes it"
-        );
-        assert_eq!(store.record(key, 1601, 1600), Err(ReplayError::Replayed));
-        assert_eq!(store.record(key, 1601, 1601), Ok(()), "past the wider window too");
-        // Narrower, then wider again: what 600 recorded keeps its lifetime, and more.
-        in_use.apply(bounds(10));
-        let other = ReplayKey::from_bytes([6; 32]);
-        assert_eq!(store.record(other, 2011, 2000), Ok(()));
-        in_use.apply(bounds(60));
-        assert_eq!(store.record(other, 2061, 2050), Err(ReplayError::Replayed), "kept 50 s longer");
     }
 }

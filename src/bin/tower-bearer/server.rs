@@ -357,7 +357,7 @@ impl App {
             #[cfg(feature = "redis")]
             let dpop = match crate::fleet::replay_store() {
                 Some(store) if config.redis.is_some() => {
-                    dpop.clone().replay_store(store.local_store(_replay.store()))
+                    dpop.clone().replay_store(store.local_store(_replay.store().0))
                 }
                 _ => dpop.clone(),
             };
