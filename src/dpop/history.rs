@@ -136,6 +136,56 @@ mod tests {
         assert_eq!(**h.held.load(), [Held { until: 42, window: 30 }, Held { until: 82, window: 60 }]);
     }
 
+    /// Random reload sequences (windows of 1 to 60 s, widened and narrowed at random moments)
+    /// and random proofs sent at random times, against a store that records each accepted proof
+    /// until `iat` + its window + 1 and forgets it then: no proof is ever accepted again after
+    /// its record ended. (Entries only at widenings fail this; so does an entry a second short.)
+    #[test]
+    fn no_proof_is_taken_twice() {
+        for seed in 1..=3_000u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % n) as i64
+            };
+            const WINDOWS: [u64; 6] = [1, 2, 5, 10, 30, 60];
+            let h = WindowHistory::new();
+            let mut current = WINDOWS[next(5) as usize] as i64;
+            h.install_at(Duration::from_secs(current as u64), 0);
+            let (mut now, mut proofs, mut records) = (0i64, Vec::new(), std::collections::HashMap::new());
+            for _ in 0..400 {
+                now += [0, 1, 1, 2, 3][next(5) as usize];
+                if next(100) < 8 {
+                    current = WINDOWS[next(6) as usize] as i64;
+                    h.install_at(Duration::from_secs(current as u64), now);
+                }
+                if next(2) == 0 {
+                    proofs.push(now + next(81) - 40);
+                }
+                for _ in 0..3 {
+                    if proofs.is_empty() {
+                        break;
+                    }
+                    let i = next(proofs.len() as u64) as usize;
+                    let iat = proofs[i];
+                    let window = h.window_for(iat, current);
+                    if (now - iat).abs() > window {
+                        continue;
+                    }
+                    match records.get(&i) {
+                        Some(&ends) if ends > now => continue,
+                        Some(&ends) => panic!(
+                            "seed {seed}: proof {i} (iat {iat}) taken at {now} again, its record ended at {ends}"
+                        ),
+                        None => records.insert(i, iat + window + 1),
+                    };
+                }
+            }
+        }
+    }
+
     /// Saturating: absurd windows or times do not overflow.
     #[test]
     fn no_overflow() {
