@@ -50,10 +50,10 @@ pub(crate) fn check<'a>(
             // The proof's window is judged again when its use is recorded: a validation that
             // outlasted what was left of it (an introspection call, a key fetch) would record an
             // entry already expired, which stores drop, and the same proof would pass again.
-            if proof.expires_at <= now {
+            let Some(expires_at) = dpop.record_until(proof, now) else {
                 return Checked::Done(Err(InvalidDpopProof::Stale.into()));
-            }
-            match dpop.replay.begin(proof.replay_key, proof.expires_at, now) {
+            };
+            match dpop.replay.begin(proof.replay_key, expires_at, now) {
                 Recording::Done(recorded) => Checked::Done(recorded.map_err(refusal)),
                 Recording::Pending(recording) => {
                     Checked::Pending(Box::pin(async move { recording.await.map_err(refusal) }))

@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+use crate::time::Clock;
 
 /// The `iat` windows of the configurations that shared a replay store before this one, so that
 /// a wider window does not take again a proof recorded under a narrower one.
@@ -14,20 +16,50 @@ use arc_swap::ArcSwap;
 /// a store then forgets it, since that window refuses it from then on. A configuration with a
 /// wider window would accept it again. So each configuration's window, once another takes over
 /// ([`install`](Self::install)), keeps holding every proof it could have accepted (issued up to
-/// that window past the moment it ended): such a proof is judged by the narrowest window that
-/// holds it. Proofs issued later are judged by the window in force alone; clients sending fresh
-/// proofs see no difference.
+/// that window past the moment it ended, and two seconds more): such a proof is judged by the
+/// narrowest window that holds it. Proofs issued later are judged by the window in force alone;
+/// clients sending fresh proofs see no difference. The window installed last also bounds every
+/// configuration sharing the history, so one still answering requests after a narrower one took
+/// over judges (and records) by the narrower.
 ///
 /// Share one history ([`Dpop::window_history`](super::Dpop::window_history)) between the
-/// configurations that share a replay store, and `install` each one's window just before it
-/// takes over. It stays small: an entry a configuration, dropped once it can no longer decide
-/// anything.
+/// configurations that share a replay store, install the first one's window, then each next
+/// one's just before it takes over. It stays small: an entry a configuration, dropped once it
+/// can no longer decide anything. Its clock must be the configurations' (both default to the
+/// system clock).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bearer::dpop::{Dpop, InMemoryReplayStore, WindowHistory};
+///
+/// let store = std::sync::Arc::new(InMemoryReplayStore::default());
+/// let history = WindowHistory::new();
+/// let configure = |window: Duration| -> Result<Dpop, tower_bearer::ConfigError> {
+///     history.install(window);
+///     Ok(Dpop::allowed("https://api.example")?
+///         .iat_window(window)
+///         .replay_store(store.clone())
+///         .window_history(history.clone()))
+/// };
+/// let first = configure(Duration::from_secs(60))?;
+/// // A reload, later: proofs `first` could accept stay held to its 60 seconds.
+/// let wider = configure(Duration::from_secs(300))?;
+/// # Ok::<(), tower_bearer::ConfigError>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct WindowHistory {
     /// What proofs are checked against: read on every proof, without a lock.
-    held: Arc<ArcSwap<Vec<Held>>>,
-    /// The window in force, and the writers' lock.
-    current: Arc<Mutex<Option<i64>>>,
+    now: Arc<ArcSwap<Snapshot>>,
+    /// The writers' lock.
+    writer: Arc<Mutex<()>>,
+    clock: Clock,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// The window installed last, in seconds; `None` before the first.
+    current: Option<i64>,
+    held: Vec<Held>,
 }
 
 /// Proofs issued before `until` are accepted within `window` seconds of now only.
@@ -43,49 +75,69 @@ impl WindowHistory {
         Self::default()
     }
 
-    /// `window` is in force from now on (after the configuration before, if any).
+    /// Where "now" comes from when a window is installed (default: the system clock): the
+    /// configurations' [`Dpop::clock`](super::Dpop::clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// `window` is in force from now on, after the window installed before it, if any.
     pub fn install(&self, window: Duration) {
-        self.install_at(window, unix_now());
+        self.install_at(window, self.clock.unix_now());
     }
 
     pub(crate) fn install_at(&self, window: Duration, now: i64) {
-        let window = secs(window);
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut held: Vec<Held> = self.held.load().iter().copied().collect();
-        if let Some(old) = *current {
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.now.load();
+        let mut held = before.held.clone();
+        if let Some(old) = before.current {
             // What `old` could have accepted: a proof issued up to `old` seconds past now (and a
-            // second more: it may still be answering requests while this one is installed).
+            // second more: a request it verified just before may record just after).
             held.push(Held { until: now.saturating_add(old).saturating_add(2), window: old });
         }
-        // An entry decides nothing once every proof it holds is older than the window in force:
-        // the window refuses them, and the entry the next configuration leaves (when this one
-        // ends) holds them all, to a window they are already older than.
+        // An entry decides nothing once every proof it holds is older than the window in force,
+        // which bounds every configuration: the window refuses them, and the entry the next
+        // install leaves holds them all, to a window they are already older than.
         held.retain(|h| h.until.saturating_add(window) >= now);
-        // One held to a window no narrower than a later one's holds nothing that one does not.
-        let all = held.clone();
-        held.retain(|h| !all.iter().any(|l| l != h && l.until >= h.until && l.window <= h.window));
-        *current = Some(window);
-        self.held.store(Arc::new(held));
+        // One held to a window no narrower than a later one's holds nothing that one does not
+        // (of two alike, the first goes).
+        let dominated = |i: usize, h: &Held| {
+            held.iter()
+                .enumerate()
+                .any(|(j, l)| j != i && l.until >= h.until && l.window <= h.window && (l != h || j > i))
+        };
+        let kept: Vec<Held> =
+            held.iter().enumerate().filter(|&(i, h)| !dominated(i, h)).map(|(_, h)| *h).collect();
+        self.now.store(Arc::new(Snapshot { current: Some(window), held: kept }));
     }
 
-    /// The window a proof issued at `iat` is judged by, `window` being the configuration's.
+    /// The window a proof issued at `iat` is judged by, `window` being its configuration's.
     pub(crate) fn window_for(&self, iat: i64, window: i64) -> i64 {
-        self.held.load().iter().filter(|h| iat < h.until).fold(window, |w, h| w.min(h.window))
+        let now = self.now.load();
+        let window = now.current.map_or(window, |current| window.min(current));
+        now.held.iter().filter(|h| iat < h.until).fold(window, |w, h| w.min(h.window))
     }
+}
+
+/// Until when the use of a proof issued at `iat`, verified earlier with a record to end at
+/// `verified_until`, is recorded when it is recorded `now`, its window judged again as `window`;
+/// `None` when it has left that window (either way: a record must not outlive the window, nor
+/// may the proof be ahead of it, for the window's entry in a history to hold it).
+pub(crate) fn record_until(iat: i64, verified_until: i64, window: i64, now: i64) -> Option<i64> {
+    let until = verified_until.min(iat.saturating_add(window).saturating_add(1));
+    (until > now && iat <= now.saturating_add(window)).then_some(until)
 }
 
 impl fmt::Debug for WindowHistory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WindowHistory").field("held", &self.held.load().len()).finish_non_exhaustive()
+        let now = self.now.load();
+        f.debug_struct("WindowHistory")
+            .field("current", &now.current)
+            .field("held", &now.held.len())
+            .finish_non_exhaustive()
     }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, secs)
 }
 
 #[cfg(test)]
@@ -129,19 +181,25 @@ mod tests {
         assert_eq!(h.window_for(115, 600), 60);
         assert_eq!(h.window_for(200, 600), 600);
         h.install_at(Duration::from_secs(600), 100_000);
-        assert_eq!(**h.held.load(), [Held { until: 100_602, window: 600 }]);
+        assert_eq!(h.now.load().held, [Held { until: 100_602, window: 600 }]);
         let h = history(&[(60, 0), (60, 10), (600, 20)]);
-        assert_eq!(**h.held.load(), [Held { until: 82, window: 60 }], "(72, 60) holds nothing more");
+        assert_eq!(h.now.load().held, [Held { until: 82, window: 60 }], "(72, 60) holds nothing more");
         let h = history(&[(30, 0), (60, 10), (600, 20)]);
-        assert_eq!(**h.held.load(), [Held { until: 42, window: 30 }, Held { until: 82, window: 60 }]);
+        assert_eq!(h.now.load().held, [Held { until: 42, window: 30 }, Held { until: 82, window: 60 }]);
     }
 
     /// Random reload sequences (windows of 1 to 60 s, widened and narrowed at random moments)
-    /// and random proofs sent at random times, against a store that records each accepted proof
-    /// until `iat` + its window + 1 and forgets it then: no proof is ever accepted again after
-    /// its record ended. (Entries only at widenings fail this; so does an entry a second short.)
+    /// and random proofs, against a store that forgets each record when it ends: no proof is
+    /// ever taken twice. As in the layer, a proof is verified by a configuration (the one in
+    /// force or, in the second of a reload or the next, the one before it, still answering a
+    /// request it took just before) and recorded up to three seconds later (the token's
+    /// validation may wait), its window judged again then (`record_until`). Each of these fails
+    /// it (tried): entries only at widenings, an entry without its margin, pruning too early,
+    /// configurations not bound by the window installed last, a record not judged again, or
+    /// judged again on the stale side only.
     #[test]
     fn no_proof_is_taken_twice() {
+        use std::collections::{HashMap, HashSet};
         for seed in 1..=3_000u64 {
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut next = |n: u64| {
@@ -152,13 +210,34 @@ mod tests {
             };
             const WINDOWS: [u64; 6] = [1, 2, 5, 10, 30, 60];
             let h = WindowHistory::new();
-            let mut current = WINDOWS[next(5) as usize] as i64;
-            h.install_at(Duration::from_secs(current as u64), 0);
-            let (mut now, mut proofs, mut records) = (0i64, Vec::new(), std::collections::HashMap::new());
+            let first = WINDOWS[next(6) as usize] as i64;
+            h.install_at(Duration::from_secs(first as u64), 0);
+            // The windows of the configuration in force and of the one before it.
+            let (mut current, mut previous, mut installed_at) = (first, first, 0);
+            let mut proofs = Vec::new();
+            // Records: proof → when it ends. Verified, not yet recorded: (when, proof, its
+            // configuration's window, the expiry verification gave).
+            let (mut records, mut taken) = (HashMap::new(), HashSet::new());
+            let mut pending: Vec<(i64, usize, i64, i64)> = Vec::new();
+            let mut now = 0i64;
             for _ in 0..400 {
                 now += [0, 1, 1, 2, 3][next(5) as usize];
+                pending.sort_by_key(|p| p.0);
+                while pending.first().is_some_and(|p| p.0 <= now) {
+                    let (at, i, window, verified_until) = pending.remove(0);
+                    let iat = proofs[i];
+                    // `Dpop::record_until`: judged again by the window now.
+                    let until = record_until(iat, verified_until, h.window_for(iat, window), at);
+                    let Some(until) = until.filter(|_| records.get(&i).is_none_or(|&ends| ends <= at)) else {
+                        continue;
+                    };
+                    assert!(taken.insert(i), "seed {seed}: proof {i} (iat {iat}) taken again at {at}");
+                    records.insert(i, until);
+                }
                 if next(100) < 8 {
+                    previous = current;
                     current = WINDOWS[next(6) as usize] as i64;
+                    installed_at = now;
                     h.install_at(Duration::from_secs(current as u64), now);
                 }
                 if next(2) == 0 {
@@ -170,17 +249,15 @@ mod tests {
                     }
                     let i = next(proofs.len() as u64) as usize;
                     let iat = proofs[i];
-                    let window = h.window_for(iat, current);
+                    // The configuration before verifies only requests it took before the
+                    // install: within its second, or the next one.
+                    let lagging = now <= installed_at + 1 && next(2) == 0;
+                    let config = if lagging { previous } else { current };
+                    let window = h.window_for(iat, config);
                     if (now - iat).abs() > window {
                         continue;
                     }
-                    match records.get(&i) {
-                        Some(&ends) if ends > now => continue,
-                        Some(&ends) => panic!(
-                            "seed {seed}: proof {i} (iat {iat}) taken at {now} again, its record ended at {ends}"
-                        ),
-                        None => records.insert(i, iat + window + 1),
-                    };
+                    pending.push((now + next(4), i, config, iat + window + 1));
                 }
             }
         }

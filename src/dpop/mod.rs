@@ -173,6 +173,22 @@ impl Dpop {
         self
     }
 
+    /// The `iat` window a proof issued at `iat` is judged by: this configuration's, or a
+    /// narrower one its [`WindowHistory`] holds it to.
+    pub(crate) fn window_for(&self, iat: i64) -> i64 {
+        let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
+        self.history.as_ref().map_or(window, |history| history.window_for(iat, window))
+    }
+
+    /// Until when the use of `proof`, verified earlier, is recorded, its window judged again
+    /// `now`; `None` when it has left it. The token's validation may have waited (a key fetch,
+    /// an introspection call): what was left of the window may be gone, and a reload may have
+    /// narrowed it (its history then holds the proof to the narrower window, which its record
+    /// must not outlive, nor its `iat` be ahead of).
+    pub(crate) fn record_until(&self, proof: &Proof, now: i64) -> Option<i64> {
+        history::record_until(proof.iat, proof.expires_at, self.window_for(proof.iat), now)
+    }
+
     /// The proof algorithms accepted (default ES256, ES384, EdDSA, RS256, PS256). Symmetric
     /// algorithms are dropped: a proof is signed by the client's private key. A list left empty
     /// accepts no proof at all: every `DPoP` request is refused (`invalid_dpop_proof`).

@@ -19,6 +19,7 @@ pub(crate) struct Proof {
     /// RFC 7638 SHA-256 thumbprint of the proof key, base64url.
     pub(crate) jkt: String,
     pub(crate) replay_key: ReplayKey,
+    pub(crate) iat: i64,
     pub(crate) expires_at: i64,
     pub(crate) nonce_ok: bool,
 }
@@ -224,8 +225,7 @@ impl Dpop {
             Some(Value::Number(n)) => n.as_i64().ok_or(Why::InvalidClaim)?,
             _ => return Err(Why::InvalidClaim),
         };
-        let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
-        let window = self.history.as_ref().map_or(window, |history| history.window_for(iat, window));
+        let window = self.window_for(iat);
         if iat < now.saturating_sub(window) {
             return Err(Why::Stale);
         }
@@ -259,6 +259,7 @@ impl Dpop {
         Ok(Proof {
             jkt,
             replay_key: ReplayKey::new(hash.finalize().into(), owner),
+            iat,
             expires_at: iat.saturating_add(window).saturating_add(1),
             nonce_ok,
         })

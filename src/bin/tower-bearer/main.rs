@@ -312,6 +312,10 @@ async fn run(args: Args, config: config::Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((_, bounds)) = &config.dpop {
+        // The first configuration's window, in the replay store's history (see `reload`).
+        bounds.apply();
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {

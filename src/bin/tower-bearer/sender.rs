@@ -47,9 +47,9 @@ impl ReplayBounds {
         IN_USE.store(self)
     }
 
-    /// Gives the store in use these bounds, and its history this window. Called just before
-    /// the configuration holding them takes over, once nothing can refuse it: a reload refused
-    /// after reading `[dpop]` changes nothing.
+    /// Gives the store in use these bounds, and its history this window. Called for the first
+    /// configuration, then just before each reloaded one takes over, once nothing can refuse it:
+    /// a reload refused after reading `[dpop]` changes nothing.
     pub fn apply(self) {
         IN_USE.apply(self);
     }
@@ -70,10 +70,9 @@ impl StoreInUse {
     fn store(&self, bounds: ReplayBounds) -> (Arc<InMemoryReplayStore>, WindowHistory) {
         let mut in_use = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (store, history) = in_use.get_or_insert_with(|| {
-            // The first configuration with `[dpop]`: it runs once read (a reload's is applied).
-            let history = WindowHistory::new();
-            history.install(bounds.window);
-            (Arc::new(InMemoryReplayStore::new(bounds.entries).per_key(bounds.per_key)), history)
+            // Its first window is installed when its configuration is applied: a reload that
+            // brings the first `[dpop]` may yet be refused.
+            (Arc::new(InMemoryReplayStore::new(bounds.entries).per_key(bounds.per_key)), WindowHistory::new())
         });
         (Arc::clone(store), history.clone())
     }
