@@ -581,10 +581,7 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
 
     // A good file with a bound of 2: the proof from before the reloads is still a replay, and
     // the two entries live are the bound (under the old 3, a third proof would be taken).
-    std::fs::write(&gw.config, config(2)).unwrap();
-    gw.process.hangup();
-    wait_for_log(&gw.process, "configuration reloaded").await;
-    wait_for_ok(&gw.url("/readyz")).await;
+    gw.reload(&config(2)).await;
     let r = send(used).await;
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
     let challenge = r.headers["www-authenticate"].to_str().unwrap();
@@ -614,10 +611,7 @@ async fn a_proof_stays_refused_across_a_reload_widening_its_window() {
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed())).await;
     assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
 
-    std::fs::write(&gw.config, config(600)).unwrap();
-    gw.process.hangup();
-    wait_for_log(&gw.process, "configuration reloaded").await;
-    wait_for_ok(&gw.url("/readyz")).await;
+    gw.reload(&config(600)).await;
     // Ten minutes would take its `iat`, and the store has no entry for it.
     let r = send(used).await;
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");

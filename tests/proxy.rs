@@ -849,10 +849,7 @@ async fn sighup_reloads_a_good_file_and_refuses_a_bad_one() {
     // A good file: /items/** becomes public.
     let second = first.replace("access = { all = [\"items:read\"] }", "access = \"public\"");
     assert_ne!(first, second);
-    std::fs::write(&gw.config, &second).unwrap();
-    gw.process.hangup();
-    wait_for_log(&gw.process, "configuration reloaded").await;
-    wait_for_ok(&gw.url("/readyz")).await;
+    gw.reload(&second).await;
     assert_eq!(raw_get(gw.addr, "/items/1", None, &[]).await.status, 200);
 
     // A bad file: refused with check-config's error, and the running configuration stays.

@@ -297,6 +297,22 @@ impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// Writes `config` over its file, sends `SIGHUP`, and waits until it says it reloaded (once
+    /// more than before) and answers `/readyz` again.
+    pub async fn reload(&self, config: &str) {
+        const RELOADED: &str = "configuration reloaded";
+        let before = self.process.stderr().matches(RELOADED).count();
+        std::fs::write(&self.config, config).unwrap();
+        self.process.hangup();
+        crate::common::guarded(async {
+            while self.process.stderr().matches(RELOADED).count() == before {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        wait_for_ok(&self.url("/readyz")).await;
+    }
 }
 
 /// Waits until the process's stderr contains `needle`; returns all of it.
