@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::certificate::ClientCertificate;
-use crate::dpop::{Dpop, Proof, Recording, ReplayError};
+use crate::dpop::{Dpop, OutOfWindow, Proof, Recording, ReplayError};
 use crate::error::{AuthError, InvalidDpopProof, InvalidToken, Throttled, Unavailable};
 use crate::principal::Confirmation;
 
@@ -50,8 +50,12 @@ pub(crate) fn check<'a>(
             // The proof's window is judged again when its use is recorded: a validation that
             // outlasted what was left of it (an introspection call, a key fetch) would record an
             // entry already expired, which stores drop, and the same proof would pass again.
-            let Some(expires_at) = dpop.record_until(proof, now) else {
-                return Checked::Done(Err(InvalidDpopProof::Stale.into()));
+            let expires_at = match dpop.record_until(proof, now) {
+                Ok(until) => until,
+                Err(OutOfWindow::Stale) => return Checked::Done(Err(InvalidDpopProof::Stale.into())),
+                Err(OutOfWindow::Ahead) => {
+                    return Checked::Done(Err(InvalidDpopProof::IssuedInFuture.into()));
+                }
             };
             match dpop.replay.begin(proof.replay_key, expires_at, now) {
                 Recording::Done(recorded) => Checked::Done(recorded.map_err(refusal)),

@@ -19,12 +19,14 @@ use crate::time::Clock;
 /// that window past the moment it ended, and two seconds more): such a proof is judged by the
 /// narrowest window that holds it. Proofs issued later are judged by the window in force alone;
 /// clients sending fresh proofs see no difference. The window installed last also bounds every
-/// configuration sharing the history, so one still answering requests after a narrower one took
-/// over judges (and records) by the narrower.
+/// configuration sharing the history, and a proof is recorded for as long as that window could
+/// take it, whichever configuration took it: one still answering requests after another took
+/// over is safe, however long it takes.
 ///
 /// Share one history ([`Dpop::window_history`](super::Dpop::window_history)) between the
 /// configurations that share a replay store, install the first one's window, then each next
-/// one's just before it takes over. It stays small: an entry a configuration, dropped once it
+/// one's just before it takes over (not before: a window installed for a configuration that
+/// never runs holds proofs for nothing). It stays small: an entry a configuration, dropped once it
 /// can no longer decide anything. Its clock must be the configurations' (both default to the
 /// system clock).
 ///
@@ -35,11 +37,13 @@ use crate::time::Clock;
 /// let store = std::sync::Arc::new(InMemoryReplayStore::default());
 /// let history = WindowHistory::new();
 /// let configure = |window: Duration| -> Result<Dpop, tower_bearer::ConfigError> {
-///     history.install(window);
-///     Ok(Dpop::allowed("https://api.example")?
+///     let dpop = Dpop::allowed("https://api.example")?
 ///         .iat_window(window)
 ///         .replay_store(store.clone())
-///         .window_history(history.clone()))
+///         .window_history(history.clone());
+///     // Last, once nothing can refuse it: it takes over now.
+///     history.install(window);
+///     Ok(dpop)
 /// };
 /// let first = configure(Duration::from_secs(60))?;
 /// // A reload, later: proofs `first` could accept stay held to its 60 seconds.
@@ -93,8 +97,8 @@ impl WindowHistory {
         let before = self.now.load();
         let mut held = before.held.clone();
         if let Some(old) = before.current {
-            // What `old` could have accepted: a proof issued up to `old` seconds past now (and a
-            // second more: a request it verified just before may record just after).
+            // What `old` could have accepted: a proof issued up to `old` seconds past now, that
+            // second included (`until` is exclusive), and one more to spare.
             held.push(Held { until: now.saturating_add(old).saturating_add(2), window: old });
         }
         // An entry decides nothing once every proof it holds is older than the window in force,
@@ -119,15 +123,43 @@ impl WindowHistory {
         let window = now.current.map_or(window, |current| window.min(current));
         now.held.iter().filter(|h| iat < h.until).fold(window, |w, h| w.min(h.window))
     }
+
+    /// The window a proof issued at `iat` is recorded for: what the window installed last would
+    /// judge it by, whichever configuration took it. A configuration taken over by a wider one
+    /// may still answer a request or two, with its narrower window; recorded for that window
+    /// only, a proof it took could be taken again by the wider one once its record ended.
+    pub(crate) fn record_window(&self, iat: i64, window: i64) -> i64 {
+        let current = self.now.load().current;
+        self.window_for(iat, current.unwrap_or(window))
+    }
+}
+
+/// Where a proof has gone out of its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutOfWindow {
+    Stale,
+    Ahead,
 }
 
 /// Until when the use of a proof issued at `iat`, verified earlier with a record to end at
-/// `verified_until`, is recorded when it is recorded `now`, its window judged again as `window`;
-/// `None` when it has left that window (either way: a record must not outlive the window, nor
-/// may the proof be ahead of it, for the window's entry in a history to hold it).
-pub(crate) fn record_until(iat: i64, verified_until: i64, window: i64, now: i64) -> Option<i64> {
-    let until = verified_until.min(iat.saturating_add(window).saturating_add(1));
-    (until > now && iat <= now.saturating_add(window)).then_some(until)
+/// `verified_until`, is recorded when it is recorded `now`: its window judged again then as
+/// `window` (both ways: a proof ahead of the window is not held by the window's entry in a
+/// history), its record for `record_window` (see [`WindowHistory::record_window`]).
+pub(crate) fn record_until(
+    iat: i64,
+    verified_until: i64,
+    window: i64,
+    record_window: i64,
+    now: i64,
+) -> Result<i64, OutOfWindow> {
+    let until = verified_until.min(iat.saturating_add(record_window).saturating_add(1));
+    if until <= now || iat < now.saturating_sub(window) {
+        return Err(OutOfWindow::Stale);
+    }
+    if iat > now.saturating_add(window) {
+        return Err(OutOfWindow::Ahead);
+    }
+    Ok(until)
 }
 
 impl fmt::Debug for WindowHistory {
@@ -190,13 +222,13 @@ mod tests {
 
     /// Random reload sequences (windows of 1 to 60 s, widened and narrowed at random moments)
     /// and random proofs, against a store that forgets each record when it ends: no proof is
-    /// ever taken twice. As in the layer, a proof is verified by a configuration (the one in
-    /// force or, in the second of a reload or the next, the one before it, still answering a
-    /// request it took just before) and recorded up to three seconds later (the token's
-    /// validation may wait), its window judged again then (`record_until`). Each of these fails
-    /// it (tried): entries only at widenings, an entry without its margin, pruning too early,
-    /// configurations not bound by the window installed last, a record not judged again, or
-    /// judged again on the stale side only.
+    /// ever taken twice. As in the layer, a proof is verified by a configuration (mostly the one
+    /// in force, now and then any earlier one, still answering a request it took before it was
+    /// taken over) and recorded up to three seconds later (the token's validation may wait), its
+    /// window judged again then, through the crate's own `record_until`. Each of these fails it
+    /// (tried): entries only at widenings, an entry without its margin, pruning too early,
+    /// configurations not bound by the window installed last, records for a configuration's own
+    /// window, no judging of a proof ahead of the window at record time.
     #[test]
     fn no_proof_is_taken_twice() {
         use std::collections::{HashMap, HashSet};
@@ -212,8 +244,8 @@ mod tests {
             let h = WindowHistory::new();
             let first = WINDOWS[next(6) as usize] as i64;
             h.install_at(Duration::from_secs(first as u64), 0);
-            // The windows of the configuration in force and of the one before it.
-            let (mut current, mut previous, mut installed_at) = (first, first, 0);
+            // Every configuration's window, the one in force last.
+            let mut configs = vec![first];
             let mut proofs = Vec::new();
             // Records: proof → when it ends. Verified, not yet recorded: (when, proof, its
             // configuration's window, the expiry verification gave).
@@ -227,18 +259,24 @@ mod tests {
                     let (at, i, window, verified_until) = pending.remove(0);
                     let iat = proofs[i];
                     // `Dpop::record_until`: judged again by the window now.
-                    let until = record_until(iat, verified_until, h.window_for(iat, window), at);
-                    let Some(until) = until.filter(|_| records.get(&i).is_none_or(|&ends| ends <= at)) else {
+                    let until = record_until(
+                        iat,
+                        verified_until,
+                        h.window_for(iat, window),
+                        h.record_window(iat, window),
+                        at,
+                    );
+                    let Some(until) = until.ok().filter(|_| records.get(&i).is_none_or(|&ends| ends <= at))
+                    else {
                         continue;
                     };
                     assert!(taken.insert(i), "seed {seed}: proof {i} (iat {iat}) taken again at {at}");
                     records.insert(i, until);
                 }
                 if next(100) < 8 {
-                    previous = current;
-                    current = WINDOWS[next(6) as usize] as i64;
-                    installed_at = now;
-                    h.install_at(Duration::from_secs(current as u64), now);
+                    let window = WINDOWS[next(6) as usize];
+                    configs.push(window as i64);
+                    h.install_at(Duration::from_secs(window), now);
                 }
                 if next(2) == 0 {
                     proofs.push(now + next(81) - 40);
@@ -249,15 +287,18 @@ mod tests {
                     }
                     let i = next(proofs.len() as u64) as usize;
                     let iat = proofs[i];
-                    // The configuration before verifies only requests it took before the
-                    // install: within its second, or the next one.
-                    let lagging = now <= installed_at + 1 && next(2) == 0;
-                    let config = if lagging { previous } else { current };
+                    // Mostly the configuration in force; now and then any earlier one, still
+                    // answering a request it took before it was taken over, however long ago.
+                    let config = if next(4) == 0 {
+                        configs[next(configs.len() as u64) as usize]
+                    } else {
+                        configs[configs.len() - 1]
+                    };
                     let window = h.window_for(iat, config);
                     if (now - iat).abs() > window {
                         continue;
                     }
-                    pending.push((now + next(4), i, config, iat + window + 1));
+                    pending.push((now + next(4), i, config, iat + h.record_window(iat, config) + 1));
                 }
             }
         }

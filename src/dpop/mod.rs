@@ -18,6 +18,7 @@ use jsonwebtoken::Algorithm;
 
 use crate::config::ConfigError;
 use crate::time::Clock;
+pub(crate) use history::OutOfWindow;
 pub use history::WindowHistory;
 pub use nonce::DpopNonces;
 pub(crate) use proof::{Proof, Target, proof_header};
@@ -180,13 +181,29 @@ impl Dpop {
         self.history.as_ref().map_or(window, |history| history.window_for(iat, window))
     }
 
-    /// Until when the use of `proof`, verified earlier, is recorded, its window judged again
-    /// `now`; `None` when it has left it. The token's validation may have waited (a key fetch,
-    /// an introspection call): what was left of the window may be gone, and a reload may have
-    /// narrowed it (its history then holds the proof to the narrower window, which its record
-    /// must not outlive, nor its `iat` be ahead of).
-    pub(crate) fn record_until(&self, proof: &Proof, now: i64) -> Option<i64> {
-        history::record_until(proof.iat, proof.expires_at, self.window_for(proof.iat), now)
+    /// The window a proof issued at `iat` is recorded for: this configuration's, or what its
+    /// [`WindowHistory`] says (the window installed last, which may be wider).
+    pub(crate) fn record_window(&self, iat: i64) -> i64 {
+        let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
+        self.history.as_ref().map_or(window, |history| history.record_window(iat, window))
+    }
+
+    /// Until when the use of `proof`, verified earlier, is recorded, judged again `now`; why
+    /// not, when it has left its window. The token's validation may have waited (a key fetch,
+    /// an introspection call): what was left of the window may be gone. With a history, a
+    /// reload may also have changed the window meanwhile: the proof is judged by the window now,
+    /// both ways, and recorded for as long as the window installed last could take it.
+    pub(crate) fn record_until(&self, proof: &Proof, now: i64) -> Result<i64, OutOfWindow> {
+        if self.history.is_none() {
+            return if proof.expires_at > now { Ok(proof.expires_at) } else { Err(OutOfWindow::Stale) };
+        }
+        history::record_until(
+            proof.iat,
+            proof.expires_at,
+            self.window_for(proof.iat),
+            self.record_window(proof.iat),
+            now,
+        )
     }
 
     /// The proof algorithms accepted (default ES256, ES384, EdDSA, RS256, PS256). Symmetric

@@ -260,7 +260,7 @@ impl Dpop {
             jkt,
             replay_key: ReplayKey::new(hash.finalize().into(), owner),
             iat,
-            expires_at: iat.saturating_add(window).saturating_add(1),
+            expires_at: iat.saturating_add(self.record_window(iat)).saturating_add(1),
             nonce_ok,
         })
     }
