@@ -538,17 +538,32 @@ fn dpop_proxy_config(dev: &DevIssuer, upstream: &Upstream, more: &str) -> String
     dev_config(dev, &format!("[upstream]\nurl = \"{}\"\n\n{dpop}", upstream.url()))
 }
 
-/// `GET /items/1` through `gw` with `token` under the `DPoP` scheme and `proof` (made for
-/// [`DPOP_HTU`]).
-async fn send_dpop(http: &reqwest::Client, gw: &Gateway, token: &str, proof: String) -> common::Reply {
-    common::send(
-        http.get(gw.url("/items/1")).header("authorization", format!("DPoP {token}")).header("dpop", proof),
-    )
-    .await
+/// A client of the DPoP proxy: a proof key, and alice's token bound to it.
+struct DpopClient {
+    http: reqwest::Client,
+    key: dpop_key::DpopKey,
+    token: String,
 }
 
-/// The `htu` of [`send_dpop`]'s requests: the configured public origin and their path.
-const DPOP_HTU: &str = "https://api.example/items/1";
+impl DpopClient {
+    fn new(dev: &DevIssuer) -> Self {
+        let key = dpop_key::DpopKey::new();
+        let token = dpop_bound_token(dev, &key);
+        DpopClient { http: common::client(), key, token }
+    }
+
+    /// A fresh proof for `GET /items/1` at the configured public origin.
+    fn proof(&self) -> String {
+        self.key.proof("GET", "https://api.example/items/1", Some(&self.token), None)
+    }
+
+    /// `GET /items/1` through `gw` under the `DPoP` scheme, with `proof`.
+    async fn send(&self, gw: &Gateway, proof: String) -> common::Reply {
+        let request = self.http.get(gw.url("/items/1"));
+        common::send(request.header("authorization", format!("DPoP {}", self.token)).header("dpop", proof))
+            .await
+    }
+}
 
 /// A reload with other `[dpop]` replay bounds keeps the proofs recorded: one used before the
 /// `SIGHUP` is still a replay after it (a new, empty store would let it through once more), and
@@ -563,11 +578,9 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
         dpop_proxy_config(&dev, &upstream, &bounds)
     };
     let gw = Gateway::ready("proxy", &config(3)).await;
-    let http = common::client();
-    let key = dpop_key::DpopKey::new();
-    let token = dpop_bound_token(&dev, &key);
-    let send = |proof: String| send_dpop(&http, &gw, &token, proof);
-    let used = key.proof("GET", DPOP_HTU, Some(&token), None);
+    let client = DpopClient::new(&dev);
+    let send = |proof: String| client.send(&gw, proof);
+    let used = client.proof();
     assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
 
     // A file with a bound of 1, refused for a table checked after `[dpop]` was read: the running
@@ -577,7 +590,7 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     std::fs::write(&gw.config, refused).unwrap();
     gw.process.hangup();
     wait_for_log(&gw.process, "configuration refused").await;
-    assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
+    assert_eq!(send(client.proof()).await.status, http::StatusCode::OK);
 
     // A good file with a bound of 2: the proof from before the reloads is still a replay, and
     // the two entries live are the bound (under the old 3, a third proof would be taken).
@@ -586,7 +599,7 @@ async fn a_proof_stays_a_replay_across_a_reload_with_new_bounds() {
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED, "{r:?}");
     let challenge = r.headers["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("the DPoP proof was used before"), "a replay, not another fault: {r:?}");
-    let r = send(key.proof("GET", DPOP_HTU, Some(&token), None)).await;
+    let r = send(client.proof()).await;
     assert_eq!(r.status, http::StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
     wait_for_log(&gw.process, "dpop_replay_store_full").await;
 }
@@ -599,17 +612,15 @@ async fn a_proof_stays_refused_across_a_reload_widening_its_window() {
     let upstream = Upstream::start().await;
     let config = |window: u32| dpop_proxy_config(&dev, &upstream, &format!("iat_window_secs = {window}\n"));
     let gw = Gateway::ready("proxy", &config(2)).await;
-    let http = common::client();
-    let key = dpop_key::DpopKey::new();
-    let token = dpop_bound_token(&dev, &key);
-    let send = |proof: String| send_dpop(&http, &gw, &token, proof);
-    let used = key.proof("GET", DPOP_HTU, Some(&token), None);
+    let client = DpopClient::new(&dev);
+    let send = |proof: String| client.send(&gw, proof);
+    let used = client.proof();
     let issued = std::time::Instant::now();
     assert_eq!(send(used.clone()).await.status, http::StatusCode::OK);
     // Past the end of the narrow window (its `iat` second, + 2, + 1) with a second to spare,
     // another proof is recorded: the store drops the first one's entry, which has ended.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed())).await;
-    assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
+    assert_eq!(send(client.proof()).await.status, http::StatusCode::OK);
 
     gw.reload(&config(600)).await;
     // Ten minutes would take its `iat`, and the store has no entry for it.
@@ -619,7 +630,7 @@ async fn a_proof_stays_refused_across_a_reload_widening_its_window() {
     assert!(challenge.contains("invalid_dpop_proof"), "{r:?}");
     wait_for_log(&gw.process, "dpop_stale").await;
     // A fresh proof has the whole new window.
-    assert_eq!(send(key.proof("GET", DPOP_HTU, Some(&token), None)).await.status, http::StatusCode::OK);
+    assert_eq!(send(client.proof()).await.status, http::StatusCode::OK);
 }
 
 #[tokio::test]

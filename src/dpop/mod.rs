@@ -177,14 +177,19 @@ impl Dpop {
     /// The `iat` window a proof issued at `iat` is judged by: this configuration's, or a
     /// narrower one its [`WindowHistory`] holds it to.
     pub(crate) fn window_for(&self, iat: i64) -> i64 {
-        let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
+        let window = self.window_secs();
         self.history.as_ref().map_or(window, |history| history.window_for(iat, window))
+    }
+
+    /// This configuration's `iat` window, in seconds.
+    fn window_secs(&self) -> i64 {
+        i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// The window a proof issued at `iat` is recorded for: this configuration's, or what its
     /// [`WindowHistory`] says (the window installed last, which may be wider).
     pub(crate) fn record_window(&self, iat: i64) -> i64 {
-        let window = i64::try_from(self.iat_window.as_secs()).unwrap_or(i64::MAX);
+        let window = self.window_secs();
         self.history.as_ref().map_or(window, |history| history.record_window(iat, window))
     }
 

@@ -158,7 +158,7 @@ impl JwtValidatorBuilder {
             }
             self.key_set = Some(KeySet::discover(discovery).background_refresh(true).build()?);
         }
-        let mut secret_len = 0;
+        let secret_len = self.secret.as_ref().map_or(0, Vec::len);
         let (keys, default_algs): (KeySource, &[Algorithm]) = match (self.jwks_url, self.key_set, self.secret)
         {
             (Some(url), None, None) => {
@@ -166,7 +166,6 @@ impl JwtValidatorBuilder {
             }
             (None, Some(set), None) => (KeySource::KeySet(set), defaults::ASYMMETRIC_ALGORITHMS),
             (None, None, Some(secret)) => {
-                secret_len = secret.len();
                 (KeySource::Secret(DecodingKey::from_secret(&secret)), &[Algorithm::HS256])
             }
             (None, None, None) => {
